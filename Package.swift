@@ -1,0 +1,58 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Understudy",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "UnderstudyCore", targets: ["UnderstudyCore"]),
+        .library(name: "Understudy", targets: ["Understudy"]),
+        .executable(name: "understudy", targets: ["understudy"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // Sans-IO election, membership and lease logic. Depends on nothing.
+        .target(name: "UnderstudyCore"),
+        // Deterministic simulator: the real core against a simulated store, clock and faults.
+        .target(name: "UnderstudySimulator", dependencies: ["UnderstudyCore"]),
+        // Runtime that drives the core with real time, plus the store backends.
+        .target(
+            name: "Understudy",
+            dependencies: [
+                "UnderstudyCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .executableTarget(
+            name: "understudy",
+            dependencies: [
+                "Understudy",
+                "UnderstudySimulator",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "singleton-job",
+            dependencies: ["Understudy"],
+            path: "examples/singleton-job"
+        ),
+        // A member process for the multi-process tests: logs each activation with its token.
+        .executableTarget(
+            name: "understudy-fixture",
+            dependencies: ["Understudy"],
+            path: "Tests/Fixtures/understudy-fixture"
+        ),
+        .testTarget(name: "UnderstudyCoreTests", dependencies: ["UnderstudyCore"]),
+        .testTarget(name: "UnderstudySimulatorTests", dependencies: ["UnderstudySimulator"]),
+        .testTarget(name: "UnderstudyTests", dependencies: ["Understudy", "understudy-fixture"]),
+        .testTarget(name: "understudyTests", dependencies: ["understudy"]),
+    ]
+)

@@ -1,0 +1,52 @@
+import UnderstudyCore
+
+/// A place where members of fault-tolerance groups meet: it applies heartbeats atomically on its own clock.
+///
+/// Every backend implements the semantics of ``GroupLedger/apply(_:now:)`` exactly, and passes the same
+/// conformance suite. A heartbeat that can never succeed throws ``HeartbeatRejection``; any other error is
+/// transient and the member retries (and fences itself if the store stays away too long).
+public protocol CoordinationStore: Sendable {
+    /// Applies one heartbeat atomically and returns the outcome and the group as it stands afterwards.
+    func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply
+
+    /// Every group the store knows, as it stands now. Groups that never had a member are not listed.
+    func groups() async throws -> [GroupView]
+
+    /// Releases the store's resources. Calls after `close()` fail.
+    func close() async throws
+}
+
+extension CoordinationStore {
+    /// One group as it stands now, or `nil` if the store has never seen it.
+    public func group(_ name: GroupName) async throws -> GroupView? {
+        try await groups().first { $0.group == name }
+    }
+}
+
+/// A store that cannot be used, with a message that says what is wrong and how to fix it.
+public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: Hashable, Sendable {
+        /// The store location cannot be created or opened.
+        case unavailable
+        /// The file or database is not an Understudy store.
+        case foreign
+        /// The store was written by a newer Understudy.
+        case newerSchema
+        /// A row cannot be read as Understudy data.
+        case corrupt
+        /// The store URL is malformed or names an unknown backend.
+        case invalidLocation
+        /// The store was closed.
+        case closed
+    }
+
+    public var kind: Kind
+    public var message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,43 @@
+import Synchronization
+import UnderstudyCore
+
+/// A store in this process's memory: for tests, examples and groups whose members all live in one process.
+///
+/// Time is judged on `clock`, by default the process's monotonic clock; tests inject their own.
+public final class InMemoryStore: CoordinationStore {
+    private struct State {
+        var ledgers: [GroupName: GroupLedger] = [:]
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+    private let clock: @Sendable () -> Instant
+
+    /// - Parameter clock: the store's clock. Defaults to the host's monotonic clock.
+    public init(clock: @escaping @Sendable () -> Instant = MonotonicClock.now) {
+        self.clock = clock
+    }
+
+    public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
+        let now = clock()
+        return try state.withLock { state in
+            guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
+            var ledger = state.ledgers[heartbeat.group] ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.activeGoal)
+            let reply = try ledger.apply(heartbeat, now: now)
+            state.ledgers[heartbeat.group] = ledger
+            return reply
+        }
+    }
+
+    public func groups() async throws -> [GroupView] {
+        let now = clock()
+        return try state.withLock { state in
+            guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
+            return state.ledgers.values.map { $0.view(now: now) }.sorted { $0.group < $1.group }
+        }
+    }
+
+    public func close() async throws {
+        state.withLock { $0.closed = true }
+    }
+}

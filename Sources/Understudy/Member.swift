@@ -1,0 +1,317 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import UnderstudyCore
+
+/// One member of a fault-tolerance group: joins the group through a store, and is told when to prepare,
+/// activate and deactivate.
+///
+/// `Member` drives the sans-IO ``MemberStateMachine`` with the host's monotonic clock and a
+/// ``CoordinationStore``. It is a swift-service-lifecycle `Service`: on graceful shutdown (or cancellation of
+/// ``run()``) an active member stops its work and releases its slot at once, so a standby takes over without
+/// waiting for the lease to expire.
+///
+/// ```swift
+/// let member = try Member(group: GroupConfiguration(name: GroupName("billing")), store: SQLiteStore())
+/// try await member.whileActive { token in
+///     try await runScheduler(fencingToken: token) // cancelled on deactivation
+/// }
+/// ```
+public actor Member: Service {
+    /// The member's id in its group.
+    public nonisolated let id: MemberID
+    public nonisolated let configuration: GroupConfiguration
+    public nonisolated let info: MemberInfo
+    /// Prepare, activate and deactivate events, in order. Single consumer; the newest 1,024 are buffered.
+    public nonisolated let events: AsyncStream<MemberEvent>
+
+    private let store: any CoordinationStore
+    private var logger: Logger
+    private var machine: MemberStateMachine
+    private var work: (@Sendable (Activation) async throws -> Void)?
+
+    private nonisolated let inputs: AsyncStream<Input>.Continuation
+    private let inputStream: AsyncStream<Input>
+    private let eventSink: AsyncStream<MemberEvent>.Continuation
+    private var timer: Task<Void, Never>?
+    private var running = false
+    private var activity: RunningWork?
+    private var activations = 0
+    private var storeFailures = 0
+
+    private enum Input: Sendable {
+        case tick
+        case reply(MemberStateMachine.RequestID, Result<HeartbeatReply, any Error>)
+        case workFinished(activation: Int, cancelledByUs: Bool)
+        case shutdown
+    }
+
+    private struct RunningWork {
+        var number: Int
+        /// `nil` when the member runs no work and only reports events.
+        var task: Task<Void, Never>?
+        var updates: AsyncStream<Activation.LeaseUpdate>.Continuation
+        var stopping = false
+    }
+
+    /// Creates a member; it joins the group when ``run()`` or ``whileActive(_:)`` is called.
+    ///
+    /// - Parameters:
+    ///   - id: the member's id; a fresh UUID when `nil`. Two live processes MUST NOT share an id.
+    ///   - weight: higher weights rank first and, with preemption, take over from lower ones (0...1,000,000).
+    ///   - restAfterResigning: how long a member whose work ended by itself waits before competing again.
+    public init(
+        group configuration: GroupConfiguration,
+        id: MemberID? = nil,
+        weight: Int = 50,
+        store: any CoordinationStore,
+        restAfterResigning: Duration? = nil,
+        logger: Logger = Logger(label: "understudy")
+    ) throws(ConfigurationError) {
+        let id = if let id { id } else { try MemberID(UUID().uuidString.lowercased()) }
+        let info = try MemberInfo(
+            id: id,
+            incarnation: UUID().uuidString.lowercased(),
+            weight: weight,
+            host: ProcessInfo.processInfo.hostName,
+            pid: ProcessInfo.processInfo.processIdentifier
+        )
+        self.id = id
+        self.configuration = configuration
+        self.info = info
+        self.store = store
+        self.machine = MemberStateMachine(configuration: configuration, member: info, restAfterResigning: restAfterResigning)
+        var logger = logger
+        logger[metadataKey: "group"] = "\(configuration.name)"
+        logger[metadataKey: "member"] = "\(id)"
+        self.logger = logger
+        (events, eventSink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1_024))
+        (inputStream, inputs) = AsyncStream.makeStream()
+    }
+
+    /// Joins the group and takes part until graceful shutdown, cancellation of the calling task, or
+    /// ``leave()``; then stops any work, releases the slot and leaves.
+    ///
+    /// - Throws: ``MemberError`` when the store refuses the member for good (its id is alive elsewhere, the
+    ///   group runs with another active goal) or when the member is already running.
+    public func run() async throws {
+        guard !running else { throw MemberError.alreadyRunning }
+        running = true
+        let inputs = self.inputs
+        let loop = Task { try await self.loop() }
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await loop.value
+            } onGracefulShutdown: {
+                inputs.yield(.shutdown)
+            }
+        } onCancel: {
+            inputs.yield(.shutdown)
+        }
+    }
+
+    /// Runs `body` each time this member activates and cancels it on deactivation, while taking part in the
+    /// group as ``run()`` does.
+    ///
+    /// The member gives its slot back only after `body` has returned, so the bodies of two members never
+    /// overlap while leases are held. If `body` returns (or throws) by itself while active, the member gives
+    /// its slot up and rests before competing again, since another member may be healthier.
+    ///
+    /// `body` MUST return promptly when cancelled: if the lease cannot be renewed, another member may be
+    /// granted the slot once it expires, whether or not `body` has returned.
+    public func whileActive(_ body: @escaping @Sendable (FencingToken) async throws -> Void) async throws {
+        try await whileActive(activation: { activation in try await body(activation.token) })
+    }
+
+    /// Like ``whileActive(_:)``, with the lease's deadlines for work that must be stopped from outside the
+    /// process when this one cannot (see ``Activation``).
+    public func whileActive(activation body: @escaping @Sendable (Activation) async throws -> Void) async throws {
+        work = body
+        try await run()
+    }
+
+    /// Asks the member to leave its group; ``run()`` returns once it has.
+    public nonisolated func leave() {
+        inputs.yield(.shutdown)
+    }
+
+    /// The group as the store sees it now.
+    public func status() async throws -> GroupStatus {
+        guard let view = try await store.group(configuration.name) else {
+            throw StoreError(.unavailable, "group \"\(configuration.name)\" is not in the store yet")
+        }
+        return GroupStatus(view: view)
+    }
+
+    /// This member's state as its state machine sees it.
+    public var state: MemberStateMachine.Status { machine.status }
+
+    // MARK: Loop
+
+    private func loop() async throws {
+        var finishedWith = execute(machine.start(now: MonotonicClock.now()))
+        for await input in inputStream {
+            let now = MonotonicClock.now()
+            let actions: [MemberStateMachine.Action]
+            switch input {
+            case .tick:
+                actions = machine.tick(now: now)
+            case .reply(let id, .success(let reply)):
+                if storeFailures > 0 {
+                    logger.info("store reachable again", metadata: ["failures": "\(storeFailures)"])
+                    storeFailures = 0
+                }
+                actions = machine.heartbeatReplied(reply, to: id, now: now)
+            case .reply(let id, .failure(let rejection as HeartbeatRejection)):
+                logger.error("\(rejection)")
+                actions = machine.heartbeatRejected(id, rejection, now: now)
+            case .reply(let id, .failure(let error)):
+                storeFailures += 1
+                if storeFailures == 1 || storeFailures.isMultiple(of: 50) {
+                    logger.warning("heartbeat failed, retrying", metadata: ["error": "\(error)", "failures": "\(storeFailures)"])
+                }
+                actions = machine.heartbeatFailed(id, now: now)
+            case .workFinished(let number, let cancelledByUs):
+                guard activity?.number == number else { continue }
+                activity?.updates.finish()
+                activity = nil
+                actions = cancelledByUs ? machine.workStopped(now: now) : machine.workEnded(now: now)
+            case .shutdown:
+                actions = machine.shutdownRequested(now: now)
+            }
+            if let rejection = execute(actions) {
+                finishedWith = rejection
+                break
+            }
+        }
+        timer?.cancel()
+        eventSink.finish()
+        if case .some(.some(let rejection)) = finishedWith {
+            throw MemberError.rejected(rejection)
+        }
+    }
+
+    /// Carries out the actions; returns `.some` when the member has finished.
+    private func execute(_ actions: [MemberStateMachine.Action]) -> HeartbeatRejection?? {
+        for action in actions {
+            switch action {
+            case .sendHeartbeat(let heartbeat, let id):
+                let store = self.store
+                let inputs = self.inputs
+                Task {
+                    let result: Result<HeartbeatReply, any Error>
+                    do { result = .success(try await store.heartbeat(heartbeat)) } catch { result = .failure(error) }
+                    inputs.yield(.reply(id, result))
+                }
+            case .emit(let event):
+                log(event)
+                eventSink.yield(event)
+                switch event {
+                case .activate(let token): startWork(token: token)
+                case .deactivate: stopWork()
+                case .prepareToActivate, .prepareWithdrawn: break
+                }
+            case .leaseValid(let until):
+                activity?.updates.yield(.validUntil(until))
+            case .stopWorkBy(let deadline):
+                activity?.updates.yield(.stopBy(deadline))
+                if activity != nil {
+                    logger.warning("lease at risk: work must stop", metadata: ["within": "\((deadline - MonotonicClock.now()).formatted)"])
+                }
+            case .scheduleTick(let instant):
+                timer?.cancel()
+                let inputs = self.inputs
+                timer = Task {
+                    let delay = instant - MonotonicClock.now()
+                    if delay > .zero {
+                        do { try await Task.sleep(for: delay) } catch { return }
+                    }
+                    inputs.yield(.tick)
+                }
+            case .finish(let rejection):
+                return .some(rejection)
+            }
+        }
+        return .none
+    }
+
+    private func startWork(token: FencingToken) {
+        let inputs = self.inputs
+        activations += 1
+        let number = activations
+        let (updates, continuation) = AsyncStream<Activation.LeaseUpdate>.makeStream()
+        let activation = Activation(token: token, leaseUpdates: updates)
+        guard let work else {
+            activity = RunningWork(number: number, task: nil, updates: continuation)
+            return
+        }
+        let logger = self.logger
+        let task = Task {
+            do {
+                try await work(activation)
+            } catch is CancellationError {
+            } catch {
+                logger.error("work failed", metadata: ["error": "\(error)"])
+            }
+            inputs.yield(.workFinished(activation: number, cancelledByUs: Task.isCancelled))
+        }
+        activity = RunningWork(number: number, task: task, updates: continuation)
+    }
+
+    private func stopWork() {
+        // Without an activity the work has just ended by itself; its `workFinished` is already queued.
+        guard var activity, !activity.stopping else { return }
+        activity.stopping = true
+        self.activity = activity
+        if let task = activity.task {
+            task.cancel()
+        } else {
+            inputs.yield(.workFinished(activation: activity.number, cancelledByUs: true))
+        }
+    }
+
+    private func log(_ event: MemberEvent) {
+        switch event {
+        case .activate(let token):
+            logger.notice("activated", metadata: ["token": "\(token)"])
+        case .deactivate(let reason):
+            logger.notice("deactivated", metadata: ["reason": "\(reason)"])
+        case .prepareToActivate:
+            logger.info("preparing to activate")
+        case .prepareWithdrawn:
+            logger.info("preparation withdrawn")
+        }
+    }
+}
+
+/// One activation of a member, handed to the body of ``Member/whileActive(activation:)``.
+public struct Activation: Sendable {
+    /// What the member learns about its lease while active.
+    public enum LeaseUpdate: Sendable, Hashable {
+        /// The lease is vouched for until this instant of ``MonotonicClock`` (shared by all processes on the
+        /// host): a watchdog in another process may let the work run until then even if this one freezes.
+        case validUntil(Instant)
+        /// The lease can no longer be renewed: the work MUST have stopped by this instant of ``MonotonicClock``.
+        case stopBy(Instant)
+    }
+
+    /// The fencing token of this activation; stamp work with it.
+    public let token: FencingToken
+    /// Lease deadlines, in order, until the activation ends.
+    public let leaseUpdates: AsyncStream<LeaseUpdate>
+}
+
+/// Why a member stopped for good.
+public enum MemberError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The store refused the member (see ``HeartbeatRejection``).
+    case rejected(HeartbeatRejection)
+    /// ``Member/run()`` was called on a member that is already running.
+    case alreadyRunning
+
+    public var description: String {
+        switch self {
+        case .rejected(let rejection): rejection.description
+        case .alreadyRunning: "the member is already running: call run() once"
+        }
+    }
+}

@@ -1,0 +1,319 @@
+import Foundation
+import GRDB
+import UnderstudyCore
+
+/// The embedded store: one SQLite database file shared by every member process on one host.
+///
+/// - Every heartbeat is one `BEGIN IMMEDIATE` transaction that loads the group, applies the heartbeat with
+///   ``GroupLedger/apply(_:now:)`` and writes the difference back, so two members can never both be granted the
+///   same slot, whatever their timing (optimistic concurrency made pessimistic by SQLite's write lock).
+/// - Time is the host's boot-time monotonic clock (``MonotonicClock``), read after the write lock is taken, so it
+///   never jumps when the wall clock is changed and it is shared by every process on the host. Rows written
+///   before the last reboot are treated as expired; fencing tokens survive reboots.
+/// - The database runs in WAL mode with a busy timeout; the schema is versioned.
+public final class SQLiteStore: CoordinationStore {
+    /// The schema version this build writes and reads.
+    public static let schemaVersion = 1
+    static let applicationTag = "understudy"
+
+    /// The path of the database file.
+    public let path: String
+    private let database: DatabaseQueue
+    private let clock: @Sendable () -> Instant
+
+    /// The default database: `$XDG_STATE_HOME/understudy/understudy.db`, or
+    /// `~/.local/state/understudy/understudy.db`.
+    public static var defaultPath: String {
+        let environment = ProcessInfo.processInfo.environment
+        let stateHome = environment["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (NSHomeDirectory() as NSString).appendingPathComponent(".local/state")
+        return (stateHome as NSString).appendingPathComponent("understudy/understudy.db")
+    }
+
+    /// Opens (creating if needed) the database at `path`, creating its directory as well.
+    ///
+    /// - Parameters:
+    ///   - clock: the store's clock; defaults to the host's boot-time clock. Every process sharing the file MUST
+    ///     use the same clock, so only tests override it.
+    ///   - bootID: identifies the current boot of the host; rows written under another boot are expired.
+    /// - Throws: ``StoreError`` when the directory cannot be created, the file is not an Understudy database, or
+    ///   it was written by a newer Understudy.
+    public init(
+        path: String = SQLiteStore.defaultPath,
+        clock: @escaping @Sendable () -> Instant = MonotonicClock.now,
+        bootID: String = MonotonicClock.bootID()
+    ) throws {
+        self.path = path
+        self.clock = clock
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw StoreError(.unavailable, "cannot create the store directory \(directory): \(Self.reason(error))")
+            }
+        }
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        configuration.busyMode = .timeout(10)
+        configuration.label = "understudy"
+        do {
+            database = try DatabaseQueue(path: path, configuration: configuration)
+        } catch {
+            throw Self.openError(error, path: path)
+        }
+        do {
+            try database.writeWithoutTransaction { db in
+                try db.inTransaction(.immediate) {
+                    try Self.prepareSchema(db, path: path)
+                    try Self.expireRowsOfEarlierBoots(db, bootID: bootID)
+                    return .commit
+                }
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw Self.openError(error, path: path)
+        }
+    }
+
+    public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
+        let clock = self.clock
+        return try await database.writeWithoutTransaction { db in
+            var reply: HeartbeatReply?
+            try db.inTransaction(.immediate) {
+                let now = clock()
+                let stored = try Self.loadLedger(db, group: heartbeat.group)
+                var ledger = stored ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.activeGoal)
+                reply = try ledger.apply(heartbeat, now: now)
+                try Self.write(ledger, replacing: stored, db)
+                return .commit
+            }
+            return reply!
+        }
+    }
+
+    public func groups() async throws -> [GroupView] {
+        let clock = self.clock
+        return try await database.read { db in
+            let now = clock()
+            let names = try String.fetchAll(db, sql: "SELECT name FROM groups ORDER BY name")
+            return try names.compactMap { name in
+                guard let group = try? GroupName(name) else {
+                    throw StoreError(.corrupt, "the store holds a group with an invalid name \"\(name)\"")
+                }
+                return try Self.loadLedger(db, group: group)?.view(now: now)
+            }
+        }
+    }
+
+    public func close() async throws {
+        try database.close()
+    }
+
+    // MARK: Schema
+
+    private static func prepareSchema(_ db: Database, path: String) throws {
+        if try db.tableExists("understudy_meta") {
+            let meta = try Dictionary(
+                uniqueKeysWithValues: Row.fetchAll(db, sql: "SELECT key, value FROM understudy_meta").map { row in
+                    (row["key"] as String? ?? "", row["value"] as String? ?? "")
+                }
+            )
+            guard meta["application"] == applicationTag else {
+                throw StoreError(.foreign, "\(path) is not an Understudy database: choose another store path")
+            }
+            guard let version = meta["schema_version"].flatMap(Int.init) else {
+                throw StoreError(.corrupt, "\(path) has no readable schema version: restore it or choose another store path")
+            }
+            guard version <= schemaVersion else {
+                throw StoreError(
+                    .newerSchema,
+                    "\(path) has schema version \(version), newer than this Understudy supports (\(schemaVersion)): upgrade Understudy"
+                )
+            }
+            return
+        }
+        let existingTables = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table'") ?? 0
+        guard existingTables == 0 else {
+            throw StoreError(.foreign, "\(path) is a SQLite database of another application: choose another store path")
+        }
+        try db.execute(sql: """
+            CREATE TABLE understudy_meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+            CREATE TABLE groups (
+                name TEXT PRIMARY KEY NOT NULL,
+                active_goal INTEGER NOT NULL,
+                last_token INTEGER NOT NULL,
+                next_join INTEGER NOT NULL
+            );
+            CREATE TABLE members (
+                group_name TEXT NOT NULL REFERENCES groups(name),
+                member_id TEXT NOT NULL,
+                incarnation TEXT NOT NULL,
+                weight INTEGER NOT NULL,
+                host TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                join_seq INTEGER NOT NULL,
+                phase TEXT NOT NULL,
+                heartbeat_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                PRIMARY KEY (group_name, member_id)
+            );
+            CREATE TABLE leases (
+                group_name TEXT NOT NULL REFERENCES groups(name),
+                slot INTEGER NOT NULL,
+                holder TEXT,
+                incarnation TEXT,
+                token INTEGER,
+                expires_at INTEGER,
+                PRIMARY KEY (group_name, slot)
+            );
+            """)
+        try db.execute(
+            sql: "INSERT INTO understudy_meta (key, value) VALUES ('application', ?), ('schema_version', ?), ('boot_id', '')",
+            arguments: [applicationTag, String(schemaVersion)]
+        )
+    }
+
+    /// After a reboot the boot-time clock restarts from zero, so instants written before it mean nothing:
+    /// every membership and lease of the earlier boot is expired. Token counters are kept.
+    private static func expireRowsOfEarlierBoots(_ db: Database, bootID: String) throws {
+        let stored = try String.fetchOne(db, sql: "SELECT value FROM understudy_meta WHERE key = 'boot_id'")
+        guard stored != bootID else { return }
+        try db.execute(sql: "DELETE FROM members")
+        try db.execute(sql: "UPDATE leases SET holder = NULL, incarnation = NULL, token = NULL, expires_at = NULL")
+        try db.execute(sql: "INSERT OR REPLACE INTO understudy_meta (key, value) VALUES ('boot_id', ?)", arguments: [bootID])
+    }
+
+    // MARK: Rows
+
+    private static func loadLedger(_ db: Database, group: GroupName) throws -> GroupLedger? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT active_goal, last_token, next_join FROM groups WHERE name = ?", arguments: [group.rawValue]) else {
+            return nil
+        }
+        func corrupt(_ what: String) -> StoreError {
+            StoreError(.corrupt, "group \"\(group)\" in the store has a corrupt row: \(what)")
+        }
+        guard let goal = row["active_goal"] as Int?, (1...GroupConfiguration.maximumActiveGoal).contains(goal),
+              let lastToken = row["last_token"] as Int64?, lastToken >= 0,
+              let nextJoin = row["next_join"] as Int64?, nextJoin >= 1
+        else { throw corrupt("group row \(row)") }
+
+        var members: [MemberID: GroupLedger.MemberRecord] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT * FROM members WHERE group_name = ?", arguments: [group.rawValue]) {
+            guard let id = (row["member_id"] as String?).flatMap({ try? MemberID($0) }),
+                  let incarnation = row["incarnation"] as String?,
+                  let weight = row["weight"] as Int?,
+                  let host = row["host"] as String?,
+                  let pid = row["pid"] as Int32?,
+                  let info = try? MemberInfo(id: id, incarnation: incarnation, weight: weight, host: host, pid: pid),
+                  let joinSequence = row["join_seq"] as Int64?,
+                  let phase = (row["phase"] as String?).flatMap(MemberPhase.init(rawValue:)),
+                  let heartbeatAt = row["heartbeat_at"] as Int64?,
+                  let expiresAt = row["expires_at"] as Int64?
+            else { throw corrupt("member row \(row)") }
+            members[id] = .init(
+                info: info,
+                joinSequence: joinSequence,
+                phase: phase,
+                heartbeatAt: Instant(nanoseconds: heartbeatAt),
+                expiresAt: Instant(nanoseconds: expiresAt)
+            )
+        }
+
+        var leases = (0..<goal).map { GroupLedger.LeaseRecord(slot: $0, holder: nil) }
+        for row in try Row.fetchAll(db, sql: "SELECT * FROM leases WHERE group_name = ? ORDER BY slot", arguments: [group.rawValue]) {
+            guard let slot = row["slot"] as Int?, leases.indices.contains(slot) else { throw corrupt("lease row \(row)") }
+            guard let holder = row["holder"] as String? else { continue }
+            guard let member = try? MemberID(holder),
+                  let incarnation = row["incarnation"] as String?,
+                  let token = row["token"] as Int64?, token >= 1, token <= lastToken,
+                  let expiresAt = row["expires_at"] as Int64?
+            else { throw corrupt("lease row \(row)") }
+            leases[slot].holder = .init(
+                member: member,
+                incarnation: incarnation,
+                token: FencingToken(rawValue: UInt64(token)),
+                expiresAt: Instant(nanoseconds: expiresAt)
+            )
+        }
+        return GroupLedger(
+            group: group,
+            activeGoal: goal,
+            lastToken: lastToken == 0 ? nil : FencingToken(rawValue: UInt64(lastToken)),
+            nextJoinSequence: nextJoin,
+            members: members,
+            leases: leases
+        )
+    }
+
+    /// Writes what changed between `stored` (as loaded) and `ledger`.
+    private static func write(_ ledger: GroupLedger, replacing stored: GroupLedger?, _ db: Database) throws {
+        let name = ledger.group.rawValue
+        if stored?.activeGoal != ledger.activeGoal || stored?.lastToken != ledger.lastToken
+            || stored?.nextJoinSequence != ledger.nextJoinSequence {
+            try db.execute(
+                sql: """
+                    INSERT INTO groups (name, active_goal, last_token, next_join) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (name) DO UPDATE SET
+                        active_goal = excluded.active_goal, last_token = excluded.last_token, next_join = excluded.next_join
+                    """,
+                arguments: [name, ledger.activeGoal, Int64(ledger.lastToken?.rawValue ?? 0), ledger.nextJoinSequence]
+            )
+        }
+        for (id, record) in ledger.members where stored?.members[id] != record {
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO members
+                        (group_name, member_id, incarnation, weight, host, pid, join_seq, phase, heartbeat_at, expires_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    name, id.rawValue, record.info.incarnation, record.info.weight, record.info.host, record.info.pid,
+                    record.joinSequence, record.phase.rawValue, record.heartbeatAt.nanoseconds, record.expiresAt.nanoseconds,
+                ]
+            )
+        }
+        for id in stored?.members.keys ?? [:].keys where ledger.members[id] == nil {
+            try db.execute(sql: "DELETE FROM members WHERE group_name = ? AND member_id = ?", arguments: [name, id.rawValue])
+        }
+        if stored?.leases.count != ledger.leases.count {
+            try db.execute(sql: "DELETE FROM leases WHERE group_name = ? AND slot >= ?", arguments: [name, ledger.leases.count])
+        }
+        for lease in ledger.leases where stored?.leases.indices.contains(lease.slot) != true || stored?.leases[lease.slot] != lease {
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO leases (group_name, slot, holder, incarnation, token, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [
+                    name, lease.slot, lease.holder?.member.rawValue, lease.holder?.incarnation,
+                    lease.holder.map { Int64($0.token.rawValue) }, lease.holder?.expiresAt.nanoseconds,
+                ]
+            )
+        }
+    }
+
+    // MARK: Errors
+
+    private static func openError(_ error: any Error, path: String) -> StoreError {
+        if let error = error as? DatabaseError {
+            switch error.resultCode {
+            case .SQLITE_NOTADB:
+                return StoreError(.foreign, "\(path) is not an Understudy database (not SQLite): choose another store path")
+            case .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_READONLY, .SQLITE_IOERR:
+                return StoreError(.unavailable, "cannot open the store \(path): \(error.message ?? "\(error.resultCode)")")
+            case .SQLITE_CORRUPT:
+                return StoreError(.corrupt, "the store \(path) is corrupt: restore it or choose another store path")
+            default:
+                break
+            }
+        }
+        return StoreError(.unavailable, "cannot open the store \(path): \(reason(error))")
+    }
+
+    private static func reason(_ error: any Error) -> String {
+        if let error = error as? DatabaseError { return error.message ?? "\(error.resultCode)" }
+        if let error = error as? CocoaError, let underlying = error.userInfo[NSUnderlyingErrorKey] as? NSError {
+            return underlying.localizedDescription
+        }
+        return (error as NSError).localizedDescription
+    }
+}

@@ -1,0 +1,190 @@
+/// The store-side state of one group and the rules by which a heartbeat changes it.
+///
+/// Every backend applies a ``Heartbeat`` to its group atomically and with exactly these semantics: the in-memory
+/// store and the simulator call ``apply(_:now:)`` directly; the SQLite store loads the rows, applies, and writes
+/// the difference back inside one `BEGIN IMMEDIATE` transaction. `now` is the store's clock, never a member's.
+///
+/// The rules that make a double grant impossible:
+/// - A slot is granted only when it is free or its lease has expired on the store's clock.
+/// - A renewal succeeds only for the holder's incarnation and token, and only before expiry.
+/// - Every grant takes the next value of the group's token counter, which never decreases.
+public struct GroupLedger: Hashable, Sendable {
+    public struct MemberRecord: Hashable, Sendable {
+        public var info: MemberInfo
+        public var joinSequence: Int64
+        public var phase: MemberPhase
+        public var heartbeatAt: Instant
+        public var expiresAt: Instant
+
+        public init(info: MemberInfo, joinSequence: Int64, phase: MemberPhase, heartbeatAt: Instant, expiresAt: Instant) {
+            self.info = info
+            self.joinSequence = joinSequence
+            self.phase = phase
+            self.heartbeatAt = heartbeatAt
+            self.expiresAt = expiresAt
+        }
+    }
+
+    public struct LeaseRecord: Hashable, Sendable {
+        public struct Holder: Hashable, Sendable {
+            public var member: MemberID
+            public var incarnation: String
+            public var token: FencingToken
+            public var expiresAt: Instant
+
+            public init(member: MemberID, incarnation: String, token: FencingToken, expiresAt: Instant) {
+                self.member = member
+                self.incarnation = incarnation
+                self.token = token
+                self.expiresAt = expiresAt
+            }
+        }
+
+        public var slot: Int
+        /// `nil` when the slot is free.
+        public var holder: Holder?
+
+        public init(slot: Int, holder: Holder?) {
+            self.slot = slot
+            self.holder = holder
+        }
+    }
+
+    public var group: GroupName
+    public var activeGoal: Int
+    public var lastToken: FencingToken?
+    public var nextJoinSequence: Int64
+    public var members: [MemberID: MemberRecord]
+    /// One record per slot, indexed by slot.
+    public var leases: [LeaseRecord]
+
+    /// A group that has never been written.
+    public init(group: GroupName, activeGoal: Int) {
+        self.init(group: group, activeGoal: activeGoal, lastToken: nil, nextJoinSequence: 1, members: [:], leases: [])
+        leases = (0..<activeGoal).map { LeaseRecord(slot: $0, holder: nil) }
+    }
+
+    public init(
+        group: GroupName,
+        activeGoal: Int,
+        lastToken: FencingToken?,
+        nextJoinSequence: Int64,
+        members: [MemberID: MemberRecord],
+        leases: [LeaseRecord]
+    ) {
+        self.group = group
+        self.activeGoal = activeGoal
+        self.lastToken = lastToken
+        self.nextJoinSequence = nextJoinSequence
+        self.members = members
+        self.leases = leases
+    }
+
+    /// Applies one heartbeat at the store instant `now` and returns the reply.
+    ///
+    /// Throws ``HeartbeatRejection`` when the heartbeat can never succeed as sent; the ledger is then unchanged.
+    public mutating func apply(_ heartbeat: Heartbeat, now: Instant) throws(HeartbeatRejection) -> HeartbeatReply {
+        expire(now: now)
+        let id = heartbeat.member.id
+        let existing = members[id]
+        if let existing, existing.info.incarnation != heartbeat.member.incarnation {
+            throw .memberIDInUse(id, host: existing.info.host, pid: existing.info.pid)
+        }
+        if heartbeat.activeGoal != activeGoal || leases.count != activeGoal {
+            let othersAlive = members.keys.contains { $0 != id } || leases.contains { $0.holder != nil }
+            guard !othersAlive else {
+                throw .activeGoalMismatch(group: group, stored: activeGoal, requested: heartbeat.activeGoal)
+            }
+            activeGoal = heartbeat.activeGoal
+            leases = (0..<activeGoal).map { LeaseRecord(slot: $0, holder: nil) }
+        }
+
+        if case .leave(let token) = heartbeat.intent {
+            if let token { release(heartbeat.member, token: token) }
+            members[id] = nil
+            return HeartbeatReply(outcome: .left, view: view(now: now))
+        }
+
+        let expiresAt = now + heartbeat.activationInterval
+        let joinSequence: Int64
+        if let existing {
+            joinSequence = existing.joinSequence
+        } else {
+            joinSequence = nextJoinSequence
+            nextJoinSequence += 1
+        }
+        members[id] = MemberRecord(
+            info: heartbeat.member,
+            joinSequence: joinSequence,
+            phase: heartbeat.phase,
+            heartbeatAt: now,
+            expiresAt: expiresAt
+        )
+
+        let outcome: HeartbeatReply.Outcome
+        switch heartbeat.intent {
+        case .none:
+            outcome = .none
+        case .acquire:
+            if let slot = slotHeld(by: heartbeat.member) {
+                leases[slot].holder!.expiresAt = expiresAt
+                outcome = .granted(leases[slot].holder!.token)
+            } else if let slot = leases.firstIndex(where: { $0.holder == nil }) {
+                let token = FencingToken(rawValue: (lastToken?.rawValue ?? 0) + 1)
+                lastToken = token
+                leases[slot].holder = .init(member: id, incarnation: heartbeat.member.incarnation, token: token, expiresAt: expiresAt)
+                outcome = .granted(token)
+            } else {
+                outcome = .notGranted
+            }
+        case .renew(let token):
+            if let slot = slotHeld(by: heartbeat.member), leases[slot].holder!.token == token {
+                leases[slot].holder!.expiresAt = expiresAt
+                outcome = .renewed
+            } else {
+                outcome = .lost
+            }
+        case .release(let token):
+            release(heartbeat.member, token: token)
+            outcome = .released
+        case .leave:
+            outcome = .left  // Returned above, before the member was written.
+        }
+        return HeartbeatReply(outcome: outcome, view: view(now: now))
+    }
+
+    /// The group as seen at the store instant `now`: live members and valid leases only.
+    public func view(now: Instant) -> GroupView {
+        GroupView(
+            group: group,
+            activeGoal: activeGoal,
+            lastToken: lastToken,
+            members: members.values
+                .filter { $0.expiresAt > now }
+                .sorted { $0.joinSequence < $1.joinSequence }
+                .map { .init(info: $0.info, joinSequence: $0.joinSequence, phase: $0.phase, heartbeatAge: now - $0.heartbeatAt) },
+            leases: leases.compactMap { record in
+                guard let holder = record.holder, holder.expiresAt > now else { return nil }
+                return .init(slot: record.slot, holder: holder.member, token: holder.token, remaining: holder.expiresAt - now)
+            }
+        )
+    }
+
+    /// Forgets expired members and frees expired leases. The token counter is kept.
+    public mutating func expire(now: Instant) {
+        members = members.filter { $0.value.expiresAt > now }
+        for slot in leases.indices where leases[slot].holder.map({ $0.expiresAt <= now }) ?? false {
+            leases[slot].holder = nil
+        }
+    }
+
+    private func slotHeld(by member: MemberInfo) -> Int? {
+        leases.firstIndex { $0.holder?.member == member.id && $0.holder?.incarnation == member.incarnation }
+    }
+
+    private mutating func release(_ member: MemberInfo, token: FencingToken) {
+        if let slot = slotHeld(by: member), leases[slot].holder!.token == token {
+            leases[slot].holder = nil
+        }
+    }
+}

@@ -30,10 +30,13 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        // The watchdog between `understudy run` and its child: plain C, single-threaded, independent of Swift.
+        .target(name: "CUnderstudyWatchdog"),
         .executableTarget(
             name: "understudy",
             dependencies: [
                 "Understudy",
+                "CUnderstudyWatchdog",
                 "UnderstudySimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -52,7 +55,10 @@ let package = Package(
         ),
         .testTarget(name: "UnderstudyCoreTests", dependencies: ["UnderstudyCore"]),
         .testTarget(name: "UnderstudySimulatorTests", dependencies: ["UnderstudySimulator"]),
-        .testTarget(name: "UnderstudyTests", dependencies: ["Understudy", "understudy-fixture"]),
+        .testTarget(
+            name: "UnderstudyTests",
+            dependencies: ["Understudy", "understudy-fixture", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .testTarget(name: "understudyTests", dependencies: ["understudy"]),
     ]
 )

@@ -120,12 +120,12 @@ public actor Member: Service {
     /// `body` MUST return promptly when cancelled: if the lease cannot be renewed, another member may be
     /// granted the slot once it expires, whether or not `body` has returned.
     public func whileActive(_ body: @escaping @Sendable (FencingToken) async throws -> Void) async throws {
-        try await whileActive(activation: { activation in try await body(activation.token) })
+        try await whileActiveSupervised { activation in try await body(activation.token) }
     }
 
     /// Like ``whileActive(_:)``, with the lease's deadlines for work that must be stopped from outside the
     /// process when this one cannot (see ``Activation``).
-    public func whileActive(activation body: @escaping @Sendable (Activation) async throws -> Void) async throws {
+    public func whileActiveSupervised(_ body: @escaping @Sendable (Activation) async throws -> Void) async throws {
         work = body
         try await run()
     }
@@ -284,7 +284,7 @@ public actor Member: Service {
     }
 }
 
-/// One activation of a member, handed to the body of ``Member/whileActive(activation:)``.
+/// One activation of a member, handed to the body of ``Member/whileActiveSupervised(_:)``.
 public struct Activation: Sendable {
     /// What the member learns about its lease while active.
     public enum LeaseUpdate: Sendable, Hashable {

@@ -29,7 +29,9 @@ public struct GroupPlan: Hashable, Sendable {
         var yielders: Set<MemberID> = []
         var successors: Set<MemberID> = []
         if preemption {
-            let holdersWorstFirst = ranked.reversed().filter { leases[$0.info.id] != nil && $0.phase == .active }
+            // A holder already stopping is handing over anyway; one that has not yet reported `active` (its
+            // grant and its next heartbeat are in flight) is active all the same.
+            let holdersWorstFirst = ranked.reversed().filter { leases[$0.info.id] != nil && $0.phase.isEligible }
             for (candidate, holder) in zip(waiting, holdersWorstFirst) where candidate.info.weight > holder.info.weight {
                 yielders.insert(holder.info.id)
                 successors.insert(candidate.info.id)

@@ -1,0 +1,95 @@
+import Foundation
+import Testing
+import Understudy
+import UnderstudyCore
+import GRDB
+
+@Suite("SQLite store")
+struct SQLiteStoreTests {
+    let clock = ManualClock()
+    let directory: TemporaryDirectory
+
+    init() throws {
+        directory = try TemporaryDirectory()
+    }
+
+    var path: String { directory.file("understudy.db") }
+
+    @Test func reopening_keepsLeasesAndTokens() async throws {
+        let first = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
+        _ = try await first.heartbeat(heartbeat(member("a"), .acquire))
+        try await first.close()
+        let reopened = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
+        let view = try #require(try await reopened.group(GroupName("group")))
+        #expect(view.leases.map(\.holder.rawValue) == ["a"])
+        #expect(view.lastToken == FencingToken(rawValue: 1))
+    }
+
+    @Test func reopening_afterReboot_expiresRowsButKeepsTokensIncreasing() async throws {
+        let before = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
+        _ = try await before.heartbeat(heartbeat(member("a"), .acquire))
+        try await before.close()
+        let after = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-2")
+        let view = try #require(try await after.group(GroupName("group")))
+        #expect(view.members.isEmpty)
+        #expect(view.leases.isEmpty)
+        let reply = try await after.heartbeat(heartbeat(member("b"), .acquire))
+        #expect(reply.outcome == .granted(FencingToken(rawValue: 2)))
+    }
+
+    @Test func defaultClock_isTheSharedBootClock() async throws {
+        let store = try SQLiteStore(path: path)
+        let reply = try await store.heartbeat(heartbeat(member("a"), activation: .seconds(60), .acquire))
+        #expect(reply.outcome == .granted(FencingToken(rawValue: 1)))
+        let remaining = try #require(reply.view.leases.first?.remaining)
+        #expect(remaining <= .seconds(60) && remaining > .seconds(50))
+    }
+
+    @Test func opening_aFileThatIsNotSQLite_failsNamingTheFile() throws {
+        try Data("hello, I am a text file and certainly not a database at all\n".utf8).write(to: URL(fileURLWithPath: path))
+        let error = #expect(throws: StoreError.self) { try SQLiteStore(path: path, clock: clock.read) }
+        #expect(error?.kind == .foreign)
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test func opening_anotherApplicationsDatabase_failsAsForeign() throws {
+        let other = try DatabaseQueue(path: path)
+        try other.write { try $0.execute(sql: "CREATE TABLE invoices (id INTEGER PRIMARY KEY)") }
+        try other.close()
+        let error = #expect(throws: StoreError.self) { try SQLiteStore(path: path, clock: clock.read) }
+        #expect(error?.kind == .foreign)
+    }
+
+    @Test func opening_aNewerSchema_failsAskingForAnUpgrade() async throws {
+        try await SQLiteStore(path: path, clock: clock.read).close()
+        let raw = try DatabaseQueue(path: path)
+        try await raw.write { try $0.execute(sql: "UPDATE understudy_meta SET value = '99' WHERE key = 'schema_version'") }
+        try raw.close()
+        let error = #expect(throws: StoreError.self) { try SQLiteStore(path: path, clock: clock.read) }
+        #expect(error?.kind == .newerSchema)
+        #expect(error?.message.contains("upgrade") == true)
+    }
+
+    @Test func opening_whereTheDirectoryCannotBeCreated_failsAsUnavailable() throws {
+        let blocker = directory.file("not-a-directory")
+        try Data().write(to: URL(fileURLWithPath: blocker))
+        let error = #expect(throws: StoreError.self) {
+            try SQLiteStore(path: (blocker as NSString).appendingPathComponent("db/understudy.db"), clock: clock.read)
+        }
+        #expect(error?.kind == .unavailable)
+    }
+
+    @Test func heartbeat_onACorruptRow_failsWithoutTrappingAndLeavesTheRowAlone() async throws {
+        let store = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
+        _ = try await store.heartbeat(heartbeat(member("a"), .acquire))
+        let raw = try DatabaseQueue(path: path)
+        try await raw.write { try $0.execute(sql: "UPDATE members SET phase = 'dancing' WHERE member_id = 'a'") }
+        let error = await #expect(throws: StoreError.self) {
+            try await store.heartbeat(heartbeat(member("b"), .acquire))
+        }
+        #expect(error?.kind == .corrupt)
+        #expect(error?.message.contains("dancing") == true)
+        let phase = try await raw.read { try String.fetchOne($0, sql: "SELECT phase FROM members WHERE member_id = 'a'") }
+        #expect(phase == "dancing")
+    }
+}

@@ -1,0 +1,229 @@
+import Foundation
+import Testing
+import Understudy
+import UnderstudyCore
+
+/// The behaviour every ``CoordinationStore`` backend must show. Each backend runs with a store clock the test
+/// moves by hand, so expiry is tested exactly and without waiting.
+enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case inMemory = "in-memory"
+    case sqlite
+
+    var testDescription: String { rawValue }
+
+    /// A store of this backend; `sharing` opens a second handle on the same data (another process, for SQLite).
+    func makeStores(count: Int = 1, clock: ManualClock, directory: TemporaryDirectory) throws -> [any CoordinationStore] {
+        switch self {
+        case .inMemory:
+            let store = InMemoryStore(clock: clock.read)
+            return Array(repeating: store, count: count)
+        case .sqlite:
+            return try (0..<count).map { _ in
+                try SQLiteStore(path: directory.file("understudy.db"), clock: clock.read, bootID: "boot-1")
+            }
+        }
+    }
+}
+
+@Suite("Store conformance")
+struct StoreConformanceTests {
+    let clock = ManualClock()
+    let directory: TemporaryDirectory
+
+    init() throws {
+        directory = try TemporaryDirectory()
+    }
+
+    func store(_ backend: Backend) throws -> any CoordinationStore {
+        try backend.makeStores(clock: clock, directory: directory)[0]
+    }
+
+    @Test(arguments: Backend.allCases)
+    func acquire_freeSlot_grantsFirstTokenAndRefusesTheNext(_ backend: Backend) async throws {
+        let store = try store(backend)
+        let a = try member("a"), b = try member("b")
+        let first = try await store.heartbeat(heartbeat(a, .acquire))
+        #expect(first.outcome == .granted(FencingToken(rawValue: 1)))
+        let second = try await store.heartbeat(heartbeat(b, .acquire))
+        #expect(second.outcome == .notGranted)
+        #expect(second.view.leases.map(\.holder) == [a.id])
+        #expect(Set(second.view.members.map(\.info.id)) == [a.id, b.id])
+        #expect(second.view.lastToken == FencingToken(rawValue: 1))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func acquire_byHolder_confirmsTheSameToken(_ backend: Backend) async throws {
+        let store = try store(backend)
+        let a = try member("a")
+        _ = try await store.heartbeat(heartbeat(a, .acquire))
+        clock.advance(by: .seconds(1))
+        let again = try await store.heartbeat(heartbeat(a, .acquire))
+        #expect(again.outcome == .granted(FencingToken(rawValue: 1)))
+        #expect(again.view.leases.first?.remaining == .seconds(3))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func renewal_beforeExpiry_extendsByTheActivationInterval(_ backend: Backend) async throws {
+        let store = try store(backend)
+        let a = try member("a")
+        _ = try await store.heartbeat(heartbeat(a, .acquire))
+        clock.advance(by: .milliseconds(2_999))
+        let renewal = try await store.heartbeat(heartbeat(a, phase: .active, .renew(FencingToken(rawValue: 1))))
+        #expect(renewal.outcome == .renewed)
+        #expect(renewal.view.leases.first?.remaining == .seconds(3))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func renewal_atExpiry_isLostAndTheSlotGoesToTheNextWithALargerToken(_ backend: Backend) async throws {
+        let store = try store(backend)
+        let a = try member("a"), b = try member("b")
+        _ = try await store.heartbeat(heartbeat(a, .acquire))
+        clock.advance(by: .seconds(3))
+        let stale = try await store.heartbeat(heartbeat(a, phase: .active, .renew(FencingToken(rawValue: 1))))
+        #expect(stale.outcome == .lost)
+        let next = try await store.heartbeat(heartbeat(b, .acquire))
+        #expect(next.outcome == .granted(FencingToken(rawValue: 2)))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func renewal_withAnotherIncarnationOrToken_isLost(_ backend: Backend) async throws {
+        let store = try store(backend)
+        let a = try member("a")
+        _ = try await store.heartbeat(heartbeat(a, .acquire))
+        let wrongToken = try await store.heartbeat(heartbeat(a, phase: .active, .renew(FencingToken(rawValue: 7))))
+        #expect(wrongToken.outcome == .lost)
+        let b = try member("b")
+        let notHolder = try await store.heartbeat(heartbeat(b, phase: .active, .renew(FencingToken(rawValue: 1))))
+        #expect(notHolder.outcome == .lost)
+        #expect(notHolder.view.leases.map(\.holder) == [a.id])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func release_freesTheSlotAtOnce(_ backend: Backend) async throws {
+        let store = try store(backend)
+        let a = try member("a"), b = try member("b")
+        _ = try await store.heartbeat(heartbeat(a, .acquire))
+        let released = try await store.heartbeat(heartbeat(a, phase: .stopping, .release(FencingToken(rawValue: 1))))
+        #expect(released.outcome == .released)
+        #expect(released.view.leases.isEmpty)
+        let next = try await store.heartbeat(heartbeat(b, .acquire))
+        #expect(next.outcome == .granted(FencingToken(rawValue: 2)))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func leave_releasesTheLeaseAndForgetsTheMember(_ backend: Backend) async throws {
+        let store = try store(backend)
+        let a = try member("a"), b = try member("b")
+        _ = try await store.heartbeat(heartbeat(a, .acquire))
+        _ = try await store.heartbeat(heartbeat(b, .none))
+        let left = try await store.heartbeat(heartbeat(a, .leave(releasing: FencingToken(rawValue: 1))))
+        #expect(left.outcome == .left)
+        #expect(left.view.leases.isEmpty)
+        #expect(left.view.members.map(\.info.id) == [b.id])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func memberID_aliveInAnotherIncarnation_isRejectedNamingHostAndPid(_ backend: Backend) async throws {
+        let store = try store(backend)
+        _ = try await store.heartbeat(heartbeat(member("a", incarnation: "first"), .none))
+        let second = try member("a", incarnation: "second")
+        await #expect(throws: HeartbeatRejection.memberIDInUse(second.id, host: "test-host", pid: 42)) {
+            try await store.heartbeat(heartbeat(second, .none))
+        }
+        clock.advance(by: .seconds(3))
+        let afterExpiry = try await store.heartbeat(heartbeat(second, .acquire))
+        #expect(afterExpiry.outcome == .granted(FencingToken(rawValue: 1)))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func activeGoal_differentWhileOthersAreAlive_isRejected(_ backend: Backend) async throws {
+        let store = try store(backend)
+        _ = try await store.heartbeat(heartbeat(member("a"), goal: 1, .none))
+        let b = try member("b")
+        await #expect(throws: HeartbeatRejection.self) {
+            try await store.heartbeat(heartbeat(b, goal: 2, .none))
+        }
+        clock.advance(by: .seconds(3))
+        let reply = try await store.heartbeat(heartbeat(b, goal: 2, .acquire))
+        #expect(reply.view.activeGoal == 2)
+        #expect(reply.outcome == .granted(FencingToken(rawValue: 1)))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func members_silentForTheActivationInterval_areForgotten(_ backend: Backend) async throws {
+        let store = try store(backend)
+        let a = try member("a"), b = try member("b")
+        _ = try await store.heartbeat(heartbeat(a, .none))
+        clock.advance(by: .seconds(2))
+        let view = try await store.heartbeat(heartbeat(b, .none)).view
+        #expect(view.members.first { $0.info.id == a.id }?.heartbeatAge == .seconds(2))
+        clock.advance(by: .seconds(1))
+        let later = try await store.heartbeat(heartbeat(b, .none)).view
+        #expect(later.members.map(\.info.id) == [b.id])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func tokens_increaseWithEveryGrantAcrossSlotsAndExpiry(_ backend: Backend) async throws {
+        let store = try store(backend)
+        var seen: [FencingToken] = []
+        for round in 0..<4 {
+            for index in 0..<3 {
+                let reply = try await store.heartbeat(heartbeat(member("m\(round)-\(index)"), goal: 3, .acquire))
+                guard case .granted(let token) = reply.outcome else {
+                    Issue.record("round \(round) member \(index) was not granted: \(reply.outcome)")
+                    return
+                }
+                seen.append(token)
+            }
+            clock.advance(by: .seconds(3))
+        }
+        #expect(seen.map(\.rawValue) == Array(1...12))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func joinOrder_isKeptWhileAliveAndRenewedOnRejoin(_ backend: Backend) async throws {
+        let store = try store(backend)
+        let a = try member("a"), b = try member("b")
+        _ = try await store.heartbeat(heartbeat(a, .none))
+        _ = try await store.heartbeat(heartbeat(b, .none))
+        _ = try await store.heartbeat(heartbeat(a, .none))
+        var view = try #require(try await store.group(GroupName("group")))
+        let order = view.members.sorted { $0.joinSequence < $1.joinSequence }.map(\.info.id)
+        #expect(order == [a.id, b.id])
+        _ = try await store.heartbeat(heartbeat(a, .leave(releasing: nil)))
+        _ = try await store.heartbeat(heartbeat(a, .none))
+        view = try #require(try await store.group(GroupName("group")))
+        #expect(view.members.sorted { $0.joinSequence < $1.joinSequence }.map(\.info.id) == [b.id, a.id])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func groups_listsEveryGroupByName(_ backend: Backend) async throws {
+        let store = try store(backend)
+        _ = try await store.heartbeat(heartbeat(member("a"), group: "zeta", .none))
+        _ = try await store.heartbeat(heartbeat(member("a"), group: "alpha", goal: 2, .acquire))
+        let groups = try await store.groups()
+        #expect(groups.map(\.group.rawValue) == ["alpha", "zeta"])
+        #expect(groups.map(\.activeGoal) == [2, 1])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func racingAcquires_grantEachSlotExactlyOnce(_ backend: Backend) async throws {
+        let stores = try backend.makeStores(count: 4, clock: clock, directory: directory)
+        for round in 0..<5 {
+            let grants = try await withThrowingTaskGroup(of: FencingToken?.self) { group in
+                for index in 0..<16 {
+                    let store = stores[index % stores.count]
+                    group.addTask {
+                        let reply = try await store.heartbeat(heartbeat(member("r\(round)-\(index)"), goal: 2, .acquire))
+                        if case .granted(let token) = reply.outcome { return token }
+                        return nil
+                    }
+                }
+                return try await group.reduce(into: [FencingToken]()) { if let token = $1 { $0.append(token) } }
+            }
+            #expect(grants.count == 2, "round \(round): \(grants)")
+            #expect(Set(grants).count == grants.count)
+            clock.advance(by: .seconds(3))
+        }
+    }
+}

@@ -29,9 +29,10 @@ public struct GroupPlan: Hashable, Sendable {
         var yielders: Set<MemberID> = []
         var successors: Set<MemberID> = []
         if preemption {
-            // A holder already stopping is handing over anyway; one that has not yet reported `active` (its
-            // grant and its next heartbeat are in flight) is active all the same.
-            let holdersWorstFirst = ranked.reversed().filter { leases[$0.info.id] != nil && $0.phase.isEligible }
+            // A holder already stopping is handing over anyway: it stays paired, so its successor stays prepared
+            // and no other active is preempted in its place. One that has not yet reported `active` (its grant
+            // and its next heartbeat are in flight) is active all the same.
+            let holdersWorstFirst = ranked.reversed().filter { leases[$0.info.id] != nil }
             for (candidate, holder) in zip(waiting, holdersWorstFirst) where candidate.info.weight > holder.info.weight {
                 yielders.insert(holder.info.id)
                 successors.insert(candidate.info.id)
@@ -42,7 +43,9 @@ public struct GroupPlan: Hashable, Sendable {
         if let preparationInterval {
             let members = Dictionary(ranked.map { ($0.info.id, $0) }, uniquingKeysWith: { first, _ in first })
             let silent = leases.keys.filter { holder in
-                guard !yielders.contains(holder), let member = members[holder] else { return true }
+                // A yielder's slot goes to its successor, already told to prepare; it needs no other preparer.
+                guard !yielders.contains(holder) else { return false }
+                guard let member = members[holder] else { return true }
                 return member.heartbeatAge >= preparationInterval
             }
             preparers = Set(waiting.prefix(silent.count).map(\.info.id))

@@ -6,12 +6,14 @@
 ///
 /// Timeline of an active member (local monotonic clock, `s` = when the last confirmed renewal was *sent*):
 /// ```
-/// s            s+I          s+T−I            s+T
-/// |--renew-----|--renew-----|  self-fence    |  the store may grant the slot to another
+/// s            s+I          s+T−I       s+T−I/2   s+T
+/// |--renew-----|--renew-----|  self-fence |  killed |  the store may grant the slot to another
 /// ```
 /// The store's lease runs T from when it *applied* the renewal, which is after `s`; so an active that hears
 /// nothing deactivates itself at `s + T − I`, a full heartbeat interval before anyone else can be granted its
-/// slot (hpcpack step 5a), and ``Action/stopWorkBy(_:)`` tells the shell the hard deadline `s + T`.
+/// slot (hpcpack step 5a), and ``Action/stopWorkBy(_:)`` tells the shell the hard deadline `s + T − I/2`. The
+/// last I/2 absorbs the rate difference between this member's clock and the store's: up to I/(2·T), e.g. 16%
+/// with I = 1 s and T = 3 s, since T measured on a slow clock lasts longer than T on the store's.
 public struct MemberStateMachine: Sendable {
     /// Identifies one heartbeat so its reply can be matched.
     public struct RequestID: Hashable, Sendable, CustomStringConvertible {
@@ -26,10 +28,12 @@ public struct MemberStateMachine: Sendable {
         /// Deliver the event to the application. After a ``MemberEvent/deactivate(_:)``, call
         /// ``workStopped(now:)`` once the work has stopped.
         case emit(MemberEvent)
-        /// The lease can no longer be vouched for: the work MUST have stopped by this instant, after which the
-        /// store may grant the slot to another member. Escalate (e.g. SIGKILL) if it has not.
+        /// The lease can no longer be vouched for: the work MUST have stopped by this instant, I/2 before the
+        /// store may grant the slot to another member as measured on this clock. Escalate (e.g. SIGKILL) if it
+        /// has not.
         case stopWorkBy(Instant)
-        /// The lease is vouched for until this instant (the send time of the newest confirmed renewal plus T):
+        /// The lease is vouched for until this instant (the send time of the newest confirmed renewal plus
+        /// T − I/2, the same margin for clock drift as ``stopWorkBy(_:)``):
         /// the work may go on until then even if this process freezes. Emitted with every activation and
         /// confirmed renewal, so a watchdog outside the process can kill the work by this instant.
         case leaseValid(until: Instant)
@@ -92,6 +96,9 @@ public struct MemberStateMachine: Sendable {
     private var restingUntil: Instant?
     private var shutdownRequested = false
     private var rejection: HeartbeatRejection?
+    /// The newest token this member sent a release for. A release can still be applied after a later acquire
+    /// (calls overtake each other), so a grant of such a token only confirms a lease on its way back.
+    private var releasedToken: FencingToken?
 
     public init(configuration: GroupConfiguration, member: MemberInfo, restAfterResigning: Duration? = nil) {
         self.configuration = configuration
@@ -149,10 +156,10 @@ public struct MemberStateMachine: Sendable {
         case .active(let lease) where now >= selfFenceInstant(lease):
             state = .stopping(token: lease.token, reason: .selfFenced, lease: nil)
             actions.append(.emit(.deactivate(.selfFenced)))
-            actions.append(.stopWorkBy(lease.confirmedSentAt + activationInterval))
+            actions.append(.stopWorkBy(workDeadline(lease)))
         case .stopping(let token, let reason, let lease?) where now >= selfFenceInstant(lease):
             state = .stopping(token: token, reason: reason, lease: nil)
-            actions.append(.stopWorkBy(lease.confirmedSentAt + activationInterval))
+            actions.append(.stopWorkBy(workDeadline(lease)))
         case .releasing(_, let giveUpAt) where now >= giveUpAt:
             becomeStandbyOrLeave(now: now, into: &actions)
         case .leaving(_, let giveUpAt) where now >= giveUpAt:
@@ -170,6 +177,18 @@ public struct MemberStateMachine: Sendable {
         }
 
         if now >= nextHeartbeatAt, state != .idle, state != .finished {
+            sendHeartbeat(now: now, into: &actions)
+        }
+        actions.append(scheduleTick(now: now))
+        return actions
+    }
+
+    /// The store announced that a slot of this group was released: a standby next in line heartbeats now rather
+    /// than at its next interval, and acquires at once if the fresh view makes it an acquirer. Only a hint;
+    /// polling stays the safety net.
+    public mutating func releaseAnnounced(now: Instant) -> [Action] {
+        var actions: [Action] = []
+        if case .standby = state, restingUntil == nil, !shutdownRequested, plan?.nextInLine == member.id, requests.isEmpty {
             sendHeartbeat(now: now, into: &actions)
         }
         actions.append(scheduleTick(now: now))
@@ -284,28 +303,33 @@ public struct MemberStateMachine: Sendable {
     private mutating func apply(_ outcome: HeartbeatReply.Outcome, of request: Request, now: Instant, into actions: inout [Action]) {
         switch (outcome, state) {
         case (.granted(let token), .standby):
-            if shutdownRequested || restingUntil != nil {
+            if shutdownRequested || restingUntil != nil || releasedToken.map({ token <= $0 }) ?? false {
                 state = .releasing(token: token, giveUpAt: request.sentAt + activationInterval)
+                sendHeartbeat(now: now, into: &actions)
+            } else if now >= request.sentAt + (activationInterval - heartbeatInterval) {
+                // The grant arrived too late to be vouched for (e.g. after a pause): the member would fence
+                // itself at once, and the slot may already be someone else's. Confirm it with a fresh acquire.
                 sendHeartbeat(now: now, into: &actions)
             } else {
                 preparedAt = nil
                 preparationSuppressed = false
-                state = .active(Lease(token: token, confirmedSentAt: request.sentAt))
+                let lease = Lease(token: token, confirmedSentAt: request.sentAt)
+                state = .active(lease)
                 actions.append(.emit(.activate(token)))
-                actions.append(.leaseValid(until: request.sentAt + activationInterval))
+                actions.append(.leaseValid(until: workDeadline(lease)))
             }
         case (.granted(let token), .active(var lease)) where lease.token == token:
             lease.confirmedSentAt = max(lease.confirmedSentAt, request.sentAt)
             state = .active(lease)
-            actions.append(.leaseValid(until: lease.confirmedSentAt + activationInterval))
+            actions.append(.leaseValid(until: workDeadline(lease)))
         case (.renewed, .active(var lease)) where request.intent == .renew(lease.token):
             lease.confirmedSentAt = max(lease.confirmedSentAt, request.sentAt)
             state = .active(lease)
-            actions.append(.leaseValid(until: lease.confirmedSentAt + activationInterval))
+            actions.append(.leaseValid(until: workDeadline(lease)))
         case (.renewed, .stopping(let token, let reason, var lease?)) where request.intent == .renew(token):
             lease.confirmedSentAt = max(lease.confirmedSentAt, request.sentAt)
             state = .stopping(token: token, reason: reason, lease: lease)
-            actions.append(.leaseValid(until: lease.confirmedSentAt + activationInterval))
+            actions.append(.leaseValid(until: workDeadline(lease)))
         case (.lost, .active(let lease)) where request.intent == .renew(lease.token):
             state = .stopping(token: lease.token, reason: .leaseLost, lease: nil)
             actions.append(.emit(.deactivate(.leaseLost)))
@@ -315,6 +339,10 @@ public struct MemberStateMachine: Sendable {
             actions.append(.stopWorkBy(now))
         case (.released, .releasing(let token, _)) where request.intent == .release(token):
             becomeStandbyOrLeave(now: now, into: &actions)
+        case (.granted(let token), .leaving(nil, let giveUpAt)):
+            // Granted to an acquire sent before shutdown began, and never used: give it back when leaving.
+            state = .leaving(releasing: token, giveUpAt: giveUpAt)
+            sendHeartbeat(now: now, into: &actions)
         case (.left, .leaving):
             finish(into: &actions)
         default:
@@ -335,7 +363,8 @@ public struct MemberStateMachine: Sendable {
             if shouldPrepare, preparedAt == nil, !preparationSuppressed, restingUntil == nil, !shutdownRequested {
                 preparedAt = now
                 actions.append(.emit(.prepareToActivate))
-            } else if !shouldPrepare {
+            } else if !shouldPrepare, !plan.acquirers.contains(member.id) {
+                // An acquirer keeps what it prepared: it is about to activate.
                 preparationSuppressed = false
                 withdrawPreparation(into: &actions)
             }
@@ -379,7 +408,9 @@ public struct MemberStateMachine: Sendable {
     private var standbyIntent: Heartbeat.Intent {
         guard let plan, !shutdownRequested, restingUntil == nil else { return .none }
         // A slot the store says is ours (a grant whose answer was lost) is confirmed by acquiring it again.
-        if plan.leases[member.id] != nil || plan.acquirers.contains(member.id) || plan.nextInLine == member.id {
+        // Only a fresh view makes an acquirer: acquiring on a stale one would take a slot freed for a better-ranked
+        // member this one has not seen yet (a handover to a successor that just joined).
+        if plan.leases[member.id] != nil || plan.acquirers.contains(member.id) {
             return .acquire
         }
         return .none
@@ -402,6 +433,8 @@ public struct MemberStateMachine: Sendable {
         let id = RequestID(rawValue: nextRequest)
         nextRequest += 1
         let intent = intent
+        if case .release(let token) = intent { releasedToken = max(releasedToken ?? token, token) }
+        if case .leave(let token?) = intent { releasedToken = max(releasedToken ?? token, token) }
         requests[id] = Request(sentAt: now, intent: intent)
         let heartbeat = Heartbeat(
             group: configuration.name,
@@ -416,6 +449,12 @@ public struct MemberStateMachine: Sendable {
 
     private func selfFenceInstant(_ lease: Lease) -> Instant {
         lease.confirmedSentAt + (activationInterval - heartbeatInterval)
+    }
+
+    /// When the work must have stopped at the latest: I/2 before the lease can expire on the store's clock, so a
+    /// member clock up to I/(2·T) slower than the store's still kills the work before the slot can be regranted.
+    private func workDeadline(_ lease: Lease) -> Instant {
+        lease.confirmedSentAt + (activationInterval - heartbeatInterval / 2)
     }
 
     private func scheduleTick(now: Instant) -> Action {

@@ -1,0 +1,745 @@
+import UnderstudyCore
+
+/// One deterministic run: the real ``MemberStateMachine``s of a group against a simulated store, network, clocks
+/// and faults, all driven by one seed.
+///
+/// The simulator plays every part outside the core the way the real runtime does:
+/// - **The store** is a ``GroupLedger`` that applies heartbeats one at a time on its own clock, which is the
+///   simulator's real timeline.
+/// - **Each member's clock** is the real timeline scaled by the member's drift plus an offset: every `now`
+///   passed to a member, and every instant it returns, is on its own local monotonic clock.
+/// - **The shell** carries out the actions: it sends heartbeats (giving up after I), starts the work on
+///   ``MemberEvent/activate(_:)``, stops it at the application's pace after ``MemberEvent/deactivate(_:)``, and
+///   reports ``MemberStateMachine/workStopped(now:)``.
+/// - **The watchdog** is a separate process that kills the work at the deadline of the newest
+///   ``MemberStateMachine/Action/leaseValid(until:)``, or of ``MemberStateMachine/Action/stopWorkBy(_:)`` once
+///   one was given. It runs even while the member process is paused or after it crashed: that is the guarantee
+///   the real CLI gives with its independent watchdog, and what makes a GC pause safe.
+///
+/// A member "acts" from its ``MemberEvent/activate(_:)`` until its work has stopped. The invariants are checked
+/// after every event; the first violation ends the run.
+public struct Simulation: Sendable {
+    public let seed: UInt64
+    public let options: SimulationOptions
+
+    private let configuration: GroupConfiguration
+    private var random: SimulationRandom
+    private var queue = EventQueue<Event>()
+    private var now: Int64 = 0
+    private var end: Int64
+    private let faultEnd: Int64
+    private var members: [SimulatedMember]
+    /// The works that act now, by work number.
+    private var works: [Int: Work] = [:]
+    private var nextWork = 0
+    private var ledger: GroupLedger
+    private var storeBusyUntil: Int64 = 0
+    private var partitioned: Set<Int> = []
+    private var outage = false
+
+    private var grants: [FencingToken: Grant] = [:]
+    private var highestToken: FencingToken?
+    private var violation: InvariantViolation?
+    private var traceHash = TraceHash()
+    private var traceLength = 0
+    private var recentTrace = RecentTrace()
+    private var goalFirstMet = false
+    private var shortfallSince: Int64?
+    private var shortfalls: [Duration] = []
+    private var recoveredAt: Int64?
+    private var settledAt: Int64?
+    private var activations = 0
+
+    /// Prepares the run of `seed`; nothing happens until ``run()``.
+    public init(seed: UInt64, options: SimulationOptions) throws(SimulationOptionsError) {
+        self.seed = seed
+        self.options = options
+        configuration = try options.groupConfiguration()
+        random = SimulationRandom(seed: seed)
+        faultEnd = options.effectiveFaultWindow.nanoseconds
+        end = faultEnd + options.settleBound.nanoseconds
+        ledger = GroupLedger(group: configuration.name, activeGoal: configuration.activeGoal)
+        members = []
+        let weights = options.faults.contains(.reweight) ? Self.weightChoices : [50]
+        for index in 0..<options.members {
+            let drift = options.faults.contains(.drift) ? Int64(SimulationOptions.maximumDrift * 1_000_000) : 0
+            let clock = MemberClock(offset: random.int(in: 0...1_000_000_000_000), ratePPM: random.int(in: -drift...drift))
+            let weight = weights[random.index(below: weights.count)]
+            let info: MemberInfo
+            do {
+                info = try MemberInfo(id: MemberID("m\(index + 1)"), incarnation: "", weight: weight, host: "sim", pid: Int32(index + 1))
+            } catch {
+                throw .invalidGroup(error)
+            }
+            members.append(SimulatedMember(info: info, clock: clock))
+        }
+        for index in members.indices {
+            queue.schedule(.restart(index), at: random.duration(in: .zero...options.heartbeatInterval).nanoseconds)
+        }
+        scheduleFaults()
+    }
+
+    private static let weightChoices = [0, 50, 100]
+
+    // MARK: Running
+
+    /// Runs to the end and returns what happened. The run stops at the first violated invariant.
+    public mutating func run() -> SimulationResult {
+        while violation == nil, let (time, event) = queue.popFirst() {
+            guard time <= end else { break }
+            now = time
+            handle(event)
+            if violation == nil, now >= faultEnd { checkProgress() }
+        }
+        if violation == nil { checkLiveness() }
+        if let since = shortfallSince { shortfalls.append(.nanoseconds(now - since)) }
+        return SimulationResult(
+            seed: seed,
+            violation: violation,
+            traceHash: traceHash,
+            traceLength: traceLength,
+            shortfalls: shortfalls,
+            recovery: recoveredAt.map { .nanoseconds($0 - faultEnd) },
+            settling: settledAt.map { .nanoseconds($0 - faultEnd) },
+            activations: activations,
+            end: Instant(nanoseconds: now)
+        )
+    }
+
+    private mutating func handle(_ event: Event) {
+        switch event {
+        case .member(let index, let process, let input):
+            guard members[index].process == process, members[index].machine != nil else { return }
+            if members[index].pausedUntil != nil {
+                members[index].deferred.append(input)
+            } else {
+                deliver(input, to: index)
+            }
+        case .restart(let index):
+            restart(index)
+        case .storeArrival(let call):
+            storeReceived(call)
+        case .storeApply(let call):
+            storeApply(call)
+        case .watchdog(let work):
+            watchdogFired(for: work)
+        case .orphanNoticed(let work):
+            stopWork(work, .orphaned)
+        case .resume(let index, let process):
+            resume(index, process: process)
+        case .crashFault:
+            crashFault()
+        case .pauseFault:
+            pauseFault()
+        case .partitionFault:
+            partitionFault()
+        case .partitionHealed:
+            partitioned = []
+            record(.partitionHealed)
+        case .outageFault:
+            outageFault()
+        case .outageOver:
+            outage = false
+            record(.outageOver)
+        case .resignFault:
+            resignFault()
+        case .shutdownFault:
+            shutdownFault()
+        case .faultsStop:
+            record(.faultsStopped)
+        }
+    }
+
+    // MARK: Member processes
+
+    private mutating func restart(_ index: Int) {
+        guard members[index].machine == nil else { return }
+        members[index].process += 1
+        members[index].info.incarnation = "m\(index + 1).\(members[index].process)"
+        if members[index].process > 1, options.faults.contains(.reweight), now < faultEnd, random.chance(0.5) {
+            members[index].info.weight = Self.weightChoices[random.index(below: Self.weightChoices.count)]
+        }
+        members[index].machine = MemberStateMachine(configuration: configuration, member: members[index].info)
+        record(.started(incarnation: members[index].process, weight: members[index].info.weight), member: index)
+        deliver(.start, to: index)
+    }
+
+    private mutating func deliver(_ input: MemberInput, to index: Int) {
+        guard members[index].machine != nil else { return }
+        switch input {
+        case .tick(let generation) where generation != members[index].tickGeneration:
+            return
+        case .reply(let id, _):
+            guard members[index].outstanding.remove(id) != nil else { return }
+            record(.replied(id), member: index)
+        case .callFailed(let id):
+            guard members[index].outstanding.remove(id) != nil else { return }
+            record(.failed(id), member: index)
+        case .gracefulStopDone(let work):
+            stopWork(work, .graceful)
+            return
+        case .start, .tick, .workExited, .shutdownRequested:
+            break
+        }
+        let local = members[index].clock.local(now)
+        // Taken out while it runs, so that mutating it does not copy its storage.
+        var machine = members[index].machine.take()!
+        let actions: [MemberStateMachine.Action]
+        switch input {
+        case .start:
+            actions = machine.start(now: local)
+        case .tick:
+            actions = machine.tick(now: local)
+        case .reply(let id, .success(let reply)):
+            actions = machine.heartbeatReplied(reply, to: id, now: local)
+        case .reply(let id, .failure(let rejection)):
+            actions = machine.heartbeatRejected(id, rejection, now: local)
+        case .callFailed(let id):
+            actions = machine.heartbeatFailed(id, now: local)
+        case .workExited(let token):
+            if let token, machine.status == .active(token) {
+                actions = machine.workEnded(now: local)
+            } else {
+                actions = machine.workStopped(now: local)
+            }
+        case .shutdownRequested:
+            actions = machine.shutdownRequested(now: local)
+        case .gracefulStopDone:
+            actions = []
+        }
+        members[index].machine = machine
+        execute(actions, for: index)
+    }
+
+    private mutating func execute(_ actions: [MemberStateMachine.Action], for index: Int) {
+        for action in actions {
+            guard violation == nil else { return }
+            switch action {
+            case .sendHeartbeat(let heartbeat, let id):
+                send(heartbeat, id, from: index)
+            case .emit(let event):
+                emitted(event, by: index)
+            case .stopWorkBy(let deadline):
+                guard options.weakening != .shellIgnoresDeactivation, let work = members[index].work, works[work] != nil else { break }
+                works[work]!.stopBy = min(works[work]!.stopBy ?? deadline, deadline)
+                queue.schedule(.watchdog(work), at: max(now, members[index].clock.real(deadline)))
+            case .leaseValid(let until):
+                guard options.weakening != .shellIgnoresDeactivation, let work = members[index].work, works[work] != nil else { break }
+                works[work]!.leaseValidUntil = until
+                if works[work]!.stopBy == nil {
+                    queue.schedule(.watchdog(work), at: max(now, members[index].clock.real(until)))
+                }
+            case .scheduleTick(let at):
+                members[index].tickGeneration += 1
+                let tick = Event.member(index, process: members[index].process, .tick(members[index].tickGeneration))
+                queue.schedule(tick, at: max(now, members[index].clock.real(at)))
+            case .finish(let rejection):
+                finish(index, rejection)
+            }
+        }
+    }
+
+    private mutating func emitted(_ event: MemberEvent, by index: Int) {
+        record(.emitted(event), member: index)
+        switch event {
+        case .prepareToActivate, .prepareWithdrawn:
+            return
+        case .activate, .deactivate:
+            if settledAt != nil {
+                violate(.stability, "m\(index + 1) emitted \(event) after the group settled with no faults left")
+                return
+            }
+        }
+        switch event {
+        case .activate(let token):
+            startWork(token, member: index)
+        case .deactivate:
+            let process = members[index].process
+            if let work = members[index].work, works[work] != nil {
+                queue.schedule(.member(index, process: process, .gracefulStopDone(work)), at: now + gracefulStopDelay())
+            } else {
+                queue.schedule(.member(index, process: process, .workExited(nil)), at: now)
+            }
+        case .prepareToActivate, .prepareWithdrawn:
+            break
+        }
+    }
+
+    /// How long the application takes to stop after a deactivation: mostly at once, sometimes up to I, and now
+    /// and then it hangs until the supervisor's grace period of 2·I ends (or the watchdog kills it first).
+    private mutating func gracefulStopDelay() -> Int64 {
+        let interval = options.heartbeatInterval
+        if options.weakening == .shellIgnoresDeactivation {
+            return random.duration(in: options.activationInterval...(options.activationInterval * 2)).nanoseconds
+        }
+        let draw = random.index(below: 100)
+        if draw < 80 { return random.duration(in: .zero ... .milliseconds(50)).nanoseconds }
+        if draw < 95 { return random.duration(in: .zero...interval).nanoseconds }
+        return (interval * 2).nanoseconds
+    }
+
+    private mutating func finish(_ index: Int, _ rejection: HeartbeatRejection?) {
+        record(.finished(rejection), member: index)
+        if let work = members[index].work, works[work] != nil {
+            queue.schedule(.orphanNoticed(work), at: now + orphanDelay())
+        }
+        members[index].stop()
+        let restartAt: Int64
+        if rejection == nil, now < faultEnd {
+            restartAt = min(now + random.duration(in: (options.activationInterval / 5)...(options.activationInterval * 2)).nanoseconds, faultEnd)
+        } else {
+            restartAt = now + random.duration(in: (options.heartbeatInterval / 2)...options.heartbeatInterval).nanoseconds
+        }
+        queue.schedule(.restart(index), at: restartAt)
+    }
+
+    private mutating func resume(_ index: Int, process: Int) {
+        guard members[index].process == process, members[index].pausedUntil != nil else { return }
+        members[index].pausedUntil = nil
+        record(.resumed, member: index)
+        let deferred = members[index].deferred
+        members[index].deferred = []
+        for input in deferred {
+            guard violation == nil, members[index].process == process, members[index].pausedUntil == nil else { return }
+            deliver(input, to: index)
+        }
+    }
+
+    // MARK: Work
+
+    private mutating func startWork(_ token: FencingToken, member index: Int) {
+        guard let grant = grants[token], grant.member == index, grant.process == members[index].process else {
+            violate(.safetyNoOverlap, "m\(index + 1) activated with token \(token), which the store never granted to this process")
+            return
+        }
+        if let other = works.values.first(where: { $0.slot == grant.slot }) {
+            violate(.safetyNoOverlap, "m\(index + 1) activated in slot \(grant.slot) while m\(other.member + 1) still acts with token \(other.token) of that slot")
+            return
+        }
+        let work = nextWork
+        nextWork += 1
+        works[work] = Work(member: index, process: members[index].process, token: token, slot: grant.slot)
+        members[index].work = work
+        activations += 1
+        record(.workStarted(token), member: index)
+        if works.count > configuration.activeGoal {
+            let acting = works.values.map { "m\($0.member + 1) (token \($0.token))" }.sorted().joined(separator: ", ")
+            violate(.safetyActiveGoal, "\(works.count) works act at once with active goal \(configuration.activeGoal): \(acting)")
+            return
+        }
+        actingChanged()
+    }
+
+    private mutating func stopWork(_ id: Int, _ how: WorkStop) {
+        guard let work = works.removeValue(forKey: id) else { return }
+        record(.workStopped(work.token, how), member: work.member)
+        actingChanged()
+        if members[work.member].work == id {
+            members[work.member].work = nil
+        }
+        if members[work.member].process == work.process, members[work.member].machine != nil {
+            queue.schedule(.member(work.member, process: work.process, .workExited(work.token)), at: now)
+        }
+    }
+
+    private mutating func watchdogFired(for id: Int) {
+        guard let work = works[id], let deadline = work.stopBy ?? work.leaseValidUntil else { return }
+        if members[work.member].clock.local(now) >= deadline {
+            stopWork(id, .watchdog)
+        }
+    }
+
+    /// How long an orphaned work runs before it notices its member process died (the watchdog may kill it first).
+    private mutating func orphanDelay() -> Int64 {
+        if options.weakening == .shellIgnoresDeactivation {
+            return random.duration(in: options.activationInterval...(options.activationInterval * 2)).nanoseconds
+        }
+        return random.duration(in: .zero...options.heartbeatInterval).nanoseconds
+    }
+
+    // MARK: Network and store
+
+    private var faultsActive: Bool { now < faultEnd }
+
+    /// One leg of a store call: half of a round trip drawn from the configured latency.
+    private mutating func legLatency() -> Int64 {
+        let factor = options.storeModel.latencyFactor
+        let range = options.storeLatency
+        return random.int(in: range.lowerBound.nanoseconds * factor...range.upperBound.nanoseconds * factor) / 2
+    }
+
+    private mutating func send(_ heartbeat: Heartbeat, _ id: MemberStateMachine.RequestID, from index: Int) {
+        let member = members[index]
+        members[index].outstanding.insert(id)
+        record(.heartbeatSent(id, heartbeat.intent), member: index)
+        let giveUpAt = member.clock.real(member.clock.local(now) + options.heartbeatInterval)
+        queue.schedule(.member(index, process: member.process, .callFailed(id)), at: giveUpAt)
+
+        let lossy = faultsActive && options.faults.contains(.loss)
+        let model = options.storeModel
+        if partitioned.contains(index) || (lossy && random.chance(model.requestLoss)) {
+            record(.requestLost(id), member: index)
+            return
+        }
+        let call = StoreCall(
+            member: index,
+            process: member.process,
+            id: id,
+            heartbeat: heartbeat,
+            answeredLate: lossy && random.chance(model.lateAnswers),
+            replyLost: lossy && random.chance(model.replyLoss)
+        )
+        queue.schedule(.storeArrival(call), at: now + legLatency())
+    }
+
+    private mutating func storeReceived(_ call: StoreCall) {
+        if outage {
+            record(.storeUnreachable(call.id), member: call.member)
+            if random.chance(0.5) {
+                // Connection refused: the caller hears of it at once; otherwise it waits for its timeout.
+                queue.schedule(.member(call.member, process: call.process, .callFailed(call.id)), at: now + legLatency())
+            }
+            return
+        }
+        let service = random.duration(in: .microseconds(50)...StoreTiming.longestService).nanoseconds
+        storeBusyUntil = max(now, storeBusyUntil) + service
+        queue.schedule(.storeApply(call), at: storeBusyUntil)
+    }
+
+    private mutating func storeApply(_ call: StoreCall) {
+        let storeNow = Instant(nanoseconds: now)
+        var heartbeat = call.heartbeat
+        if case .storeGrantsBeforeExpiry(let margin) = options.weakening {
+            heartbeat.activationInterval -= margin
+        }
+        let result: Result<HeartbeatReply, HeartbeatRejection>
+        do throws(HeartbeatRejection) {
+            result = .success(try ledger.apply(heartbeat, now: storeNow))
+        } catch {
+            result = .failure(error)
+        }
+        switch result {
+        case .success(let reply):
+            var slot: Int?
+            if case .granted(let token) = reply.outcome {
+                slot = ledger.leases.firstIndex { $0.holder?.token == token }
+                granted(token, slot: slot ?? -1, to: call)
+            }
+            record(.applied(call.id, reply.outcome, slot: slot), member: call.member)
+        case .failure(let rejection):
+            record(.refused(call.id, rejection), member: call.member)
+        }
+        guard violation == nil else { return }
+        if partitioned.contains(call.member) || call.replyLost {
+            record(.replyLost(call.id), member: call.member)
+            return
+        }
+        var delay = legLatency()
+        if call.answeredLate {
+            delay += random.duration(in: options.heartbeatInterval...options.longestLateAnswer).nanoseconds
+        }
+        queue.schedule(.member(call.member, process: call.process, .reply(call.id, result)), at: now + delay)
+    }
+
+    /// Checks fencing and overlap when the store grants `token`; a renewed grant of a held slot is not new.
+    private mutating func granted(_ token: FencingToken, slot: Int, to call: StoreCall) {
+        if let earlier = grants[token] {
+            if earlier.member != call.member || earlier.process != call.process {
+                violate(.fencing, "token \(token) granted to m\(call.member + 1) was granted before to m\(earlier.member + 1)")
+            }
+            return
+        }
+        if let highestToken, token <= highestToken {
+            violate(.fencing, "token \(token) granted to m\(call.member + 1) after token \(highestToken)")
+            return
+        }
+        highestToken = token
+        grants[token] = Grant(member: call.member, process: call.process, slot: slot)
+        if let other = works.values.first(where: { $0.slot == slot }) {
+            violate(
+                .safetyNoOverlap,
+                "the store granted slot \(slot) to m\(call.member + 1) (token \(token)) while m\(other.member + 1) still acts with token \(other.token) of that slot"
+            )
+        }
+    }
+
+    // MARK: Faults
+
+    private mutating func scheduleFaults() {
+        guard faultEnd > 0 else { return }
+        let counts: [(SimulatedFault, Event, ClosedRange<Int64>)] = [
+            (.crash, .crashFault, 0...2),
+            (.pause, .pauseFault, 0...2),
+            (.partition, .partitionFault, 0...1),
+            (.outage, .outageFault, 0...1),
+            (.resign, .resignFault, 0...2),
+            (.shutdown, .shutdownFault, 0...1),
+        ]
+        for (fault, event, count) in counts where options.faults.contains(fault) {
+            for _ in 0..<random.int(in: count) {
+                queue.schedule(event, at: random.int(in: 0...(faultEnd - 1)))
+            }
+        }
+        queue.schedule(.faultsStop, at: faultEnd)
+    }
+
+    /// A running member, preferring one whose work acts (half of the time) since that is where faults hurt.
+    private mutating func faultTarget(excludingPaused: Bool = true) -> Int? {
+        let running = members.indices.filter { members[$0].machine != nil && (!excludingPaused || members[$0].pausedUntil == nil) }
+        let acting = running.filter { members[$0].work != nil }
+        let pool = !acting.isEmpty && random.chance(0.5) ? acting : running
+        return pool.isEmpty ? nil : pool[random.index(below: pool.count)]
+    }
+
+    private mutating func faultDuration(upTo activationIntervals: Int64) -> Int64 {
+        let duration = random.duration(in: (options.activationInterval / 2)...(options.activationInterval * Int(activationIntervals)))
+        return min(now + duration.nanoseconds, faultEnd)
+    }
+
+    private mutating func crashFault() {
+        guard let index = faultTarget(excludingPaused: false) else { return }
+        record(.crashed, member: index)
+        if let work = members[index].work, works[work] != nil {
+            queue.schedule(.orphanNoticed(work), at: now + orphanDelay())
+        }
+        members[index].stop()
+        let downtime = random.duration(in: (options.activationInterval / 5)...(options.activationInterval * 2))
+        queue.schedule(.restart(index), at: min(now + downtime.nanoseconds, faultEnd))
+    }
+
+    private mutating func pauseFault() {
+        guard let index = faultTarget() else { return }
+        let until = faultDuration(upTo: 3)
+        members[index].pausedUntil = until
+        record(.paused(until: until), member: index)
+        queue.schedule(.resume(index, process: members[index].process), at: until)
+    }
+
+    private mutating func partitionFault() {
+        guard partitioned.isEmpty else { return }
+        var cut = Set(members.indices.filter { _ in random.chance(0.5) })
+        if cut.isEmpty { cut = [random.index(below: members.count)] }
+        partitioned = cut
+        record(.partition(members: cut.sorted()))
+        queue.schedule(.partitionHealed, at: faultDuration(upTo: 3))
+    }
+
+    private mutating func outageFault() {
+        guard !outage else { return }
+        outage = true
+        let until = faultDuration(upTo: options.storeModel.longestOutageInActivationIntervals)
+        record(.outage(until: until))
+        queue.schedule(.outageOver, at: until)
+    }
+
+    private mutating func resignFault() {
+        let acting = members.indices.filter { members[$0].machine != nil && members[$0].work != nil }
+        guard !acting.isEmpty else { return }
+        let index = acting[random.index(below: acting.count)]
+        record(.resignFault, member: index)
+        stopWork(members[index].work!, .ended)
+    }
+
+    private mutating func shutdownFault() {
+        guard let index = faultTarget(excludingPaused: false) else { return }
+        record(.shutdownFault, member: index)
+        queue.schedule(.member(index, process: members[index].process, .shutdownRequested), at: now)
+    }
+
+    // MARK: Invariants
+
+    private mutating func actingChanged() {
+        let short = works.count < configuration.activeGoal
+        if !goalFirstMet {
+            goalFirstMet = !short
+        } else if short, shortfallSince == nil {
+            shortfallSince = now
+        } else if !short, let since = shortfallSince {
+            shortfalls.append(.nanoseconds(now - since))
+            shortfallSince = nil
+        }
+    }
+
+    /// After the faults stop: notes when the goal is met and when the group settles.
+    ///
+    /// The group cannot settle before T has passed since the faults stopped: an active member that has not fenced
+    /// itself by then has had a renewal sent after the faults confirmed, so nothing it does later stems from a
+    /// fault (with T = 3·I, one reply lost just before the faults stop makes an active fence itself up to 2·I
+    /// later, which is not flapping).
+    private mutating func checkProgress() {
+        if recoveredAt == nil, works.count >= configuration.activeGoal {
+            recoveredAt = now
+        }
+        if settledAt == nil, now >= faultEnd + options.activationInterval.nanoseconds, isSettled {
+            settledAt = now
+            end = now + options.effectiveStabilityWindow.nanoseconds
+            record(.settled)
+        }
+    }
+
+    /// The goal is met by the current processes, all of them active members in the store's eyes; every member
+    /// runs, has joined and competes; and no member outside the slots outweighs one inside.
+    private var isSettled: Bool {
+        guard works.count == configuration.activeGoal else { return false }
+        var lightestActing = Int.max
+        for work in works.values {
+            let member = members[work.member]
+            guard member.process == work.process, member.machine?.status == .active(work.token) else { return false }
+            lightestActing = min(lightestActing, member.info.weight)
+        }
+        for member in members {
+            guard let machine = member.machine, member.pausedUntil == nil, machine.phase != .resting,
+                ledger.members[member.info.id]?.info.incarnation == member.info.incarnation
+            else { return false }
+            if member.work == nil, member.info.weight > lightestActing { return false }
+        }
+        return true
+    }
+
+    private mutating func checkLiveness() {
+        let goalBound = options.goalBound
+        let settleBound = options.settleBound
+        guard let recoveredAt, recoveredAt - faultEnd <= goalBound.nanoseconds else {
+            violate(.liveness, "the goal of \(configuration.activeGoal) was not met within \(goalBound.formatted) after the faults stopped")
+            return
+        }
+        guard let settledAt, settledAt - faultEnd <= settleBound.nanoseconds else {
+            violate(.liveness, "the group did not settle (best-ranked members active, all members joined) within \(settleBound.formatted) after the faults stopped")
+            return
+        }
+    }
+
+    private mutating func violate(_ invariant: Invariant, _ message: String) {
+        guard violation == nil else { return }
+        violation = InvariantViolation(invariant: invariant, at: Instant(nanoseconds: now), message: message, recentTrace: recentTrace.lines)
+    }
+
+    private mutating func record(_ kind: TraceEntry.Kind, member: Int? = nil) {
+        let entry = TraceEntry(time: now, member: member, kind: kind)
+        entry.fold(into: &traceHash)
+        traceLength += 1
+        recentTrace.append(entry)
+    }
+}
+
+// MARK: - Parts
+
+/// A member's host clock: the real timeline scaled by a rate error, from an arbitrary origin.
+struct MemberClock: Sendable {
+    /// The local reading at real time zero.
+    var offset: Int64
+    /// Parts per million the clock runs fast (positive) or slow (negative).
+    var ratePPM: Int64
+
+    func local(_ real: Int64) -> Instant {
+        Instant(nanoseconds: offset + real + real * ratePPM / 1_000_000)
+    }
+
+    /// The earliest real instant at which the local clock reads `local` or later.
+    func real(_ local: Instant) -> Int64 {
+        var real = (local.nanoseconds - offset) * 1_000_000 / (1_000_000 + ratePPM)
+        while self.local(real) < local { real += 1 }
+        while real > 0, self.local(real - 1) >= local { real -= 1 }
+        return real
+    }
+}
+
+/// A member's host: its clock and identity outlive any one process.
+struct SimulatedMember: Sendable {
+    var info: MemberInfo
+    let clock: MemberClock
+    /// Counts process starts; events addressed to an older process are dropped.
+    var process = 0
+    /// `nil` while no process runs.
+    var machine: MemberStateMachine?
+    /// Set while the process is frozen; its inputs wait in ``deferred``.
+    var pausedUntil: Int64?
+    var deferred: [MemberInput] = []
+    var tickGeneration: UInt64 = 0
+    /// Store calls the shell still waits for.
+    var outstanding: Set<MemberStateMachine.RequestID> = []
+    /// The work this process started, while it acts.
+    var work: Int?
+
+    init(info: MemberInfo, clock: MemberClock) {
+        self.info = info
+        self.clock = clock
+    }
+
+    /// The process is gone (crashed or finished); its work, if any, is now an orphan.
+    mutating func stop() {
+        machine = nil
+        pausedUntil = nil
+        deferred = []
+        outstanding = []
+        work = nil
+    }
+}
+
+/// A work that acts: from `activate` until it has stopped.
+struct Work: Sendable {
+    var member: Int
+    var process: Int
+    var token: FencingToken
+    var slot: Int
+    var leaseValidUntil: Instant?
+    /// The earliest `stopWorkBy` deadline, on the member's clock; once set, the lease deadline no longer counts.
+    var stopBy: Instant?
+
+    init(member: Int, process: Int, token: FencingToken, slot: Int) {
+        self.member = member
+        self.process = process
+        self.token = token
+        self.slot = slot
+    }
+}
+
+/// Who the store granted a token to, and in which slot.
+struct Grant: Sendable {
+    var member: Int
+    var process: Int
+    var slot: Int
+}
+
+struct StoreCall: Sendable {
+    var member: Int
+    var process: Int
+    var id: MemberStateMachine.RequestID
+    var heartbeat: Heartbeat
+    /// The store answers only after the caller gave up.
+    var answeredLate: Bool
+    var replyLost: Bool
+}
+
+/// Something that reaches a member process; waits while the process is paused.
+enum MemberInput: Sendable {
+    case start
+    case tick(UInt64)
+    case reply(MemberStateMachine.RequestID, Result<HeartbeatReply, HeartbeatRejection>)
+    /// The call timed out or the store could not be reached.
+    case callFailed(MemberStateMachine.RequestID)
+    /// The application finished stopping work number `Int` after a deactivation.
+    case gracefulStopDone(Int)
+    /// The work stopped; `token` is its token, or `nil` when it had stopped before the deactivation.
+    case workExited(FencingToken?)
+    case shutdownRequested
+}
+
+enum Event: Sendable {
+    case member(Int, process: Int, MemberInput)
+    case restart(Int)
+    case storeArrival(StoreCall)
+    case storeApply(StoreCall)
+    case watchdog(Int)
+    case orphanNoticed(Int)
+    case resume(Int, process: Int)
+    case crashFault
+    case pauseFault
+    case partitionFault
+    case partitionHealed
+    case outageFault
+    case outageOver
+    case resignFault
+    case shutdownFault
+    case faultsStop
+}

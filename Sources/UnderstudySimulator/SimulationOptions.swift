@@ -1,0 +1,177 @@
+import UnderstudyCore
+
+/// A kind of fault the simulator injects during the fault window of a run.
+public enum SimulatedFault: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// A member process dies and is restarted later. Its work is not killed with it: it runs on until it notices
+    /// or until the watchdog kills it at the lease deadline.
+    case crash
+    /// A member process freezes (a GC pause, a stopped VM), often for longer than T, then resumes with stale
+    /// beliefs. Its work keeps running; only the watchdog stops it.
+    case pause
+    /// Members' clocks run fast or slow by up to ``SimulationOptions/maximumDrift``.
+    case drift
+    /// Store calls are lost (request or reply) or answered only after the caller gave up.
+    case loss
+    /// Some members cannot reach the store for a while.
+    case partition
+    /// The store is unreachable for everyone for a while.
+    case outage
+    /// An active member's work ends by itself (``MemberStateMachine/workEnded(now:)``).
+    case resign
+    /// A member is shut down gracefully (``MemberStateMachine/shutdownRequested(now:)``) and started again later.
+    case shutdown
+    /// Members restart with another weight, so preemption comes into play.
+    case reweight
+
+    public var description: String { rawValue }
+}
+
+/// How the simulated store is reached. Both models run the real ``GroupLedger`` in one place that applies
+/// heartbeats one at a time; they differ only in how the calls to it behave.
+public enum StoreModel: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// One serializing store (SQLite on a shared disk, one PostgreSQL primary) on a good network: latency within
+    /// the configured range; with ``SimulatedFault/loss``, 2% of calls lose their request, 2% their reply and 3%
+    /// are answered after the caller gave up; outages last 0.5·T to 2·T.
+    case singleStore = "single-store"
+    /// The same serializing store behind a slow and lossy link: latency up to twice the configured range, 5% of
+    /// calls lose their request, 5% their reply, 10% are answered late, and outages last up to 4·T.
+    case distantStore = "distant-store"
+
+    public var description: String { rawValue }
+
+    var requestLoss: Double { self == .singleStore ? 0.02 : 0.05 }
+    var replyLoss: Double { self == .singleStore ? 0.02 : 0.05 }
+    var lateAnswers: Double { self == .singleStore ? 0.03 : 0.10 }
+    var latencyFactor: Int64 { self == .singleStore ? 1 : 2 }
+    var longestOutageInActivationIntervals: Int64 { self == .singleStore ? 2 : 4 }
+}
+
+/// A deliberately broken piece of the system around the core, to prove that the invariant checker catches real
+/// bugs. The core itself is never changed.
+public enum ProtocolWeakening: Hashable, Sendable, CustomStringConvertible {
+    /// The member's shell ignores self-fencing: after a ``MemberEvent/deactivate(_:)`` the work runs on for T to 2·T,
+    /// and no watchdog enforces ``MemberStateMachine/Action/stopWorkBy(_:)`` or the lease deadline.
+    case shellIgnoresDeactivation
+    /// The store lets every lease (and membership) lapse this long before the T the heartbeat asked for, so it
+    /// grants the slot to another member while the holder still rightly believes it holds it.
+    case storeGrantsBeforeExpiry(by: Duration)
+
+    public var description: String {
+        switch self {
+        case .shellIgnoresDeactivation: "shell-ignores-deactivation"
+        case .storeGrantsBeforeExpiry(let margin): "store-grants-\(margin.formatted)-before-expiry"
+        }
+    }
+}
+
+/// What to simulate: the group, the store and the faults. Every run of the same options and seed is identical.
+public struct SimulationOptions: Hashable, Sendable {
+    public var members: Int
+    public var activeGoal: Int
+    /// I.
+    public var heartbeatInterval: Duration
+    /// T.
+    public var activationInterval: Duration
+    /// The round-trip time of one store call when nothing goes wrong; each leg takes half of a value in range.
+    public var storeLatency: ClosedRange<Duration>
+    public var faults: Set<SimulatedFault>
+    public var storeModel: StoreModel
+    /// `nil` for the faithful system.
+    public var weakening: ProtocolWeakening?
+    /// How long faults are injected, from the start of the run. `nil` means 8·T.
+    public var faultWindow: Duration?
+    /// How long a settled group is watched for flapping. `nil` means 4·T.
+    public var stabilityWindow: Duration?
+
+    /// The largest clock-rate error with ``SimulatedFault/drift``: 3%.
+    public static let maximumDrift = 0.03
+
+    public init(
+        members: Int = 3,
+        activeGoal: Int = 1,
+        heartbeatInterval: Duration = .seconds(1),
+        activationInterval: Duration = .seconds(3),
+        storeLatency: ClosedRange<Duration> = .milliseconds(5) ... .milliseconds(200),
+        faults: Set<SimulatedFault> = Set(SimulatedFault.allCases),
+        storeModel: StoreModel = .singleStore,
+        weakening: ProtocolWeakening? = nil,
+        faultWindow: Duration? = nil,
+        stabilityWindow: Duration? = nil
+    ) {
+        self.members = members
+        self.activeGoal = activeGoal
+        self.heartbeatInterval = heartbeatInterval
+        self.activationInterval = activationInterval
+        self.storeLatency = storeLatency
+        self.faults = faults
+        self.storeModel = storeModel
+        self.weakening = weakening
+        self.faultWindow = faultWindow
+        self.stabilityWindow = stabilityWindow
+    }
+
+    /// The group every simulated member runs; throws when the options cannot make a valid group.
+    public func groupConfiguration() throws(SimulationOptionsError) -> GroupConfiguration {
+        guard members >= activeGoal, members <= 100 else { throw .membersOutOfRange(members: members, activeGoal: activeGoal) }
+        guard storeLatency.lowerBound >= .zero else { throw .negativeLatency }
+        do {
+            return try GroupConfiguration(
+                name: GroupName("simulated"),
+                activeGoal: activeGoal,
+                heartbeatInterval: heartbeatInterval,
+                activationInterval: activationInterval
+            )
+        } catch {
+            throw .invalidGroup(error)
+        }
+    }
+
+    var effectiveFaultWindow: Duration {
+        faults.isEmpty ? .zero : (faultWindow ?? activationInterval * 8)
+    }
+
+    var effectiveStabilityWindow: Duration { stabilityWindow ?? activationInterval * 4 }
+
+    /// The longest one-way trip to or from the store when the call is not one of the late ones.
+    var longestLeg: Duration { storeLatency.upperBound * Int(storeModel.latencyFactor) / 2 + StoreTiming.longestService }
+
+    /// The longest extra delay of a call answered after the caller gave up.
+    var longestLateAnswer: Duration { faults.contains(.loss) ? heartbeatInterval * 2 : .zero }
+
+    /// Once faults stop, the group acts with its full goal again within this bound (liveness, part 1):
+    /// T for the last lease renewed before the faults stopped to expire, I for the next-in-line to hear of it or
+    /// for a rejected restart to be retried, plus the longest late answer and six store legs.
+    public var goalBound: Duration {
+        activationInterval + heartbeatInterval + longestLateAnswer + longestLeg * 6
+    }
+
+    /// Once faults stop, the best-ranked members hold the slots, every member has rejoined and none rests, within
+    /// this bound (liveness, part 2): the ``goalBound``, then one rest after resigning (T), then one orderly
+    /// handover (three heartbeats, the longest graceful stop of 2·I, and eight store legs).
+    public var settleBound: Duration {
+        goalBound + activationInterval + heartbeatInterval * 5 + longestLeg * 8
+    }
+}
+
+/// Options that cannot be simulated.
+public enum SimulationOptionsError: Error, Hashable, Sendable, CustomStringConvertible {
+    case membersOutOfRange(members: Int, activeGoal: Int)
+    case negativeLatency
+    case invalidGroup(ConfigurationError)
+
+    public var description: String {
+        switch self {
+        case .membersOutOfRange(let members, let activeGoal):
+            "invalid member count \(members): it must be at least the active goal \(activeGoal) and at most 100"
+        case .negativeLatency:
+            "store latency must not be negative"
+        case .invalidGroup(let error):
+            error.description
+        }
+    }
+}
+
+enum StoreTiming {
+    /// How long the store takes to apply one heartbeat, at most; calls queue behind each other.
+    static let longestService = Duration.microseconds(500)
+}

@@ -1,0 +1,249 @@
+import ArgumentParser
+import Foundation
+import UnderstudyCore
+import UnderstudySimulator
+
+/// `understudy simulate`: runs the real core against a simulated store, clocks and faults, checks the invariants
+/// and shows how long failovers take, in virtual time. A what-if tool for choosing intervals.
+struct Simulate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Simulate a group under faults: check the invariants and measure failover time.",
+        discussion: """
+            Runs the real member state machines against a simulated store with a virtual clock. Every random \
+            choice comes from the seed, so a seed replays exactly. Failover time is the length of each period in \
+            which fewer members act than the active goal, in virtual time. Exits with status 1 when an \
+            invariant is violated and prints the command that replays the failing seed.
+            """
+    )
+
+    @Option(help: "Members in the group.")
+    var members = 3
+
+    @Option(name: .customLong("active-goal"), help: "How many members should be active at once.")
+    var activeGoal = 1
+
+    @Option(parsing: .unconditional, help: "Heartbeat interval I, such as 1s or 500ms.")
+    var heartbeat = "1s"
+
+    @Option(parsing: .unconditional, help: "Activation interval T (greater than 2·I).")
+    var activation = "3s"
+
+    @Option(name: .customLong("store-latency"), parsing: .unconditional, help: "Round-trip time of a store call, as a range: 5ms..200ms.")
+    var storeLatency = "5ms..200ms"
+
+    @Option(name: .customLong("store-model"), help: "\(StoreModel.allCases.map(\.rawValue).joined(separator: " or ")).")
+    var storeModel = StoreModel.singleStore.rawValue
+
+    @Option(help: "Faults to inject, comma-separated, or all or none: \(SimulatedFault.allCases.map(\.rawValue).joined(separator: ",")).")
+    var faults = "all"
+
+    @Option(help: "How many seeds to run (seeds 1 to N).")
+    var seeds = 1_000
+
+    @Option(help: "Run this seed only, and show its trace when it fails.")
+    var seed: UInt64?
+
+    @Flag(help: "Print the results as JSON.")
+    var json = false
+
+    func validate() throws {
+        _ = try simulationOptions()
+        guard seeds >= 1 else { throw ValidationError("invalid --seeds \(seeds): run at least one seed") }
+    }
+
+    func run() throws {
+        let options = try simulationOptions()
+        let seedRange: [UInt64] = seed.map { [$0] } ?? Array(1...UInt64(seeds))
+        let summary: SimulationSummary
+        do {
+            summary = try SimulationSummary(seeds: seedRange, options: options)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        if json {
+            try printJSON(summary)
+        } else {
+            printText(summary)
+        }
+        if !summary.failures.isEmpty { throw ExitCode(1) }
+    }
+
+    // MARK: Options
+
+    private func simulationOptions() throws -> SimulationOptions {
+        let options = SimulationOptions(
+            members: members,
+            activeGoal: activeGoal,
+            heartbeatInterval: try duration(heartbeat, option: "--heartbeat"),
+            activationInterval: try duration(activation, option: "--activation"),
+            storeLatency: try latencyRange(),
+            faults: try faultSet(),
+            storeModel: try model()
+        )
+        do {
+            _ = try options.groupConfiguration()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        return options
+    }
+
+    private func duration(_ text: String, option: String) throws -> Duration {
+        do {
+            return try parseDuration(text)
+        } catch {
+            throw ValidationError("\(option): \(error)")
+        }
+    }
+
+    private func latencyRange() throws -> ClosedRange<Duration> {
+        let bounds = storeLatency.split(separator: "..", omittingEmptySubsequences: false)
+        guard bounds.count == 2 else {
+            throw ValidationError("--store-latency: invalid range \"\(storeLatency)\": write two durations joined by .., such as 5ms..200ms")
+        }
+        let lower = try duration(String(bounds[0]), option: "--store-latency")
+        let upper = try duration(String(bounds[1]), option: "--store-latency")
+        guard lower <= upper else {
+            throw ValidationError("--store-latency: invalid range \"\(storeLatency)\": the lower bound is above the upper bound")
+        }
+        return lower...upper
+    }
+
+    private func faultSet() throws -> Set<SimulatedFault> {
+        switch faults {
+        case "all": return Set(SimulatedFault.allCases)
+        case "none", "": return []
+        default: break
+        }
+        var set: Set<SimulatedFault> = []
+        for name in faults.split(separator: ",") {
+            guard let fault = SimulatedFault(rawValue: String(name)) else {
+                let valid = SimulatedFault.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ValidationError("--faults: unknown fault \"\(name)\"; valid faults are \(valid), or all or none")
+            }
+            set.insert(fault)
+        }
+        return set
+    }
+
+    private func model() throws -> StoreModel {
+        guard let model = StoreModel(rawValue: storeModel) else {
+            let valid = StoreModel.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ValidationError("--store-model: unknown store model \"\(storeModel)\"; valid models are \(valid)")
+        }
+        return model
+    }
+
+    /// The command that runs `seed` again with exactly these options.
+    private func replayCommand(seed: UInt64) -> String {
+        [
+            "understudy simulate --seed \(seed)",
+            "--members \(members)",
+            "--active-goal \(activeGoal)",
+            "--heartbeat \(heartbeat)",
+            "--activation \(activation)",
+            "--store-latency \(storeLatency)",
+            "--store-model \(storeModel)",
+            "--faults \(faults.isEmpty ? "none" : faults)",
+        ].joined(separator: " ")
+    }
+
+    // MARK: Output
+
+    private func printText(_ summary: SimulationSummary) {
+        let options = summary.options
+        let faultNames = options.faults.isEmpty ? "none" : SimulatedFault.allCases.filter(options.faults.contains).map(\.rawValue).joined(separator: ",")
+        print(
+            "simulated \(summary.runs) seed\(summary.runs == 1 ? "" : "s"): \(options.members) members, active goal \(options.activeGoal), "
+                + "heartbeat \(options.heartbeatInterval.formatted), activation \(options.activationInterval.formatted), "
+                + "store latency \(storeLatency), \(options.storeModel), faults \(faultNames)"
+        )
+        print("invariants:")
+        for invariant in Invariant.allCases {
+            let count = summary.violationsByInvariant[invariant] ?? 0
+            let status = count == 0 ? "held" : "VIOLATED in \(count) seed\(count == 1 ? "" : "s")"
+            print("  \(invariant.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)) \(status)")
+        }
+        print("  liveness bounds: goal met within \(options.goalBound.formatted), settled within \(options.settleBound.formatted) of the faults stopping")
+        print("failover time (periods below the goal): " + distribution(summary.shortfalls))
+        print("recovery once faults stop:              " + distribution(summary.recoveries))
+        if let result = summary.failures.first, let violation = result.violation {
+            print("")
+            print("seed \(result.seed): \(violation)")
+            print("last events:")
+            for line in violation.recentTrace { print("  \(line)") }
+            print("replay: \(replayCommand(seed: result.seed))")
+            if summary.failures.count > 1 {
+                print("failing seeds: " + summary.failures.prefix(20).map { String($0.seed) }.joined(separator: " "))
+            }
+        }
+        print("trace hash: \(summary.traceHash)")
+    }
+
+    private func distribution(_ values: [Duration]) -> String {
+        guard let p50 = SimulationSummary.percentile(50, of: values),
+            let p99 = SimulationSummary.percentile(99, of: values),
+            let max = values.last
+        else { return "none observed" }
+        return "p50 \(p50.formatted), p99 \(p99.formatted), max \(max.formatted) (n=\(values.count))"
+    }
+
+    private func printJSON(_ summary: SimulationSummary) throws {
+        struct Distribution: Encodable {
+            var count: Int
+            var p50Nanoseconds: Int64?
+            var p99Nanoseconds: Int64?
+            var maxNanoseconds: Int64?
+        }
+        struct Failure: Encodable {
+            var seed: UInt64
+            var invariant: String
+            var atNanoseconds: Int64
+            var message: String
+            var lastEvents: [String]
+            var replay: String
+        }
+        struct Report: Encodable {
+            var seeds: Int
+            var invariants: [String: Int]
+            var goalBoundNanoseconds: Int64
+            var settleBoundNanoseconds: Int64
+            var failover: Distribution
+            var recovery: Distribution
+            var failures: [Failure]
+            var traceHash: String
+        }
+        func distribution(_ values: [Duration]) -> Distribution {
+            Distribution(
+                count: values.count,
+                p50Nanoseconds: SimulationSummary.percentile(50, of: values)?.nanoseconds,
+                p99Nanoseconds: SimulationSummary.percentile(99, of: values)?.nanoseconds,
+                maxNanoseconds: values.last?.nanoseconds
+            )
+        }
+        let report = Report(
+            seeds: summary.runs,
+            invariants: Dictionary(uniqueKeysWithValues: Invariant.allCases.map { ($0.rawValue, summary.violationsByInvariant[$0] ?? 0) }),
+            goalBoundNanoseconds: summary.options.goalBound.nanoseconds,
+            settleBoundNanoseconds: summary.options.settleBound.nanoseconds,
+            failover: distribution(summary.shortfalls),
+            recovery: distribution(summary.recoveries),
+            failures: summary.failures.compactMap { result in
+                result.violation.map {
+                    Failure(
+                        seed: result.seed,
+                        invariant: $0.invariant.rawValue,
+                        atNanoseconds: $0.at.nanoseconds,
+                        message: $0.message,
+                        lastEvents: $0.recentTrace,
+                        replay: replayCommand(seed: result.seed)
+                    )
+                }
+            },
+            traceHash: summary.traceHash.description
+        )
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+    }
+}

@@ -1,0 +1,99 @@
+import Testing
+import UnderstudyCore
+import UnderstudySimulator
+
+/// How a failing seed is reported: the violation, the last events and the seed to replay.
+private func report(_ result: SimulationResult) -> Comment {
+    guard let violation = result.violation else { return "seed \(result.seed) passed" }
+    return Comment(rawValue: "seed \(result.seed): \(violation)\n" + violation.recentTrace.joined(separator: "\n"))
+}
+
+private func run(seed: UInt64, _ options: SimulationOptions) throws -> SimulationResult {
+    var simulation = try Simulation(seed: seed, options: options)
+    return simulation.run()
+}
+
+@Suite struct SimulationTests {
+    @Test(arguments: StoreModel.allCases)
+    func test_thousandSeeds_withEveryFault_holdEveryInvariant(model: StoreModel) throws {
+        let summary = try SimulationSummary(seeds: 1...1_000, options: SimulationOptions(storeModel: model))
+        #expect(summary.runs == 1_000)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.activations > summary.runs, "faults should force failovers, not just the first activation")
+    }
+
+    @Test func test_twoOfFiveActive_withEveryFault_holdEveryInvariant() throws {
+        let options = SimulationOptions(members: 5, activeGoal: 2, storeModel: .distantStore)
+        let summary = try SimulationSummary(seeds: 1...150, options: options)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+    }
+
+    @Test func test_sameSeed_twice_givesIdenticalTrace() throws {
+        let first = try run(seed: 4_242, SimulationOptions())
+        let second = try run(seed: 4_242, SimulationOptions())
+        #expect(first.traceHash == second.traceHash)
+        #expect(first.traceLength == second.traceLength)
+        #expect(first == second)
+        let other = try run(seed: 4_243, SimulationOptions())
+        #expect(other.traceHash != first.traceHash)
+    }
+
+    @Test func test_manySeeds_twice_giveIdenticalSummaries() throws {
+        let first = try SimulationSummary(seeds: 1...50, options: SimulationOptions(storeModel: .distantStore))
+        let second = try SimulationSummary(seeds: 1...50, options: SimulationOptions(storeModel: .distantStore))
+        #expect(first.traceHash == second.traceHash)
+        #expect(first == second)
+    }
+
+    @Test func test_shellIgnoringDeactivation_isCaughtWithinFiftySeeds() throws {
+        let options = SimulationOptions(weakening: .shellIgnoresDeactivation)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
+    }
+
+    @Test func test_storeGrantingOneHeartbeatBeforeExpiry_isCaughtWithinFiftySeeds() throws {
+        let options = SimulationOptions(weakening: .storeGrantsBeforeExpiry(by: .seconds(1)))
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
+    }
+
+    @Test func test_afterFaults_goalAndRankingReturnWithinTheStatedBounds() throws {
+        let options = SimulationOptions(members: 4, activeGoal: 2)
+        for seed in UInt64(1)...100 {
+            let result = try run(seed: seed, options)
+            #expect(result.violation == nil, report(result))
+            let recovery = try #require(result.recovery, report(result))
+            let settling = try #require(result.settling, report(result))
+            #expect(recovery <= options.goalBound)
+            #expect(settling <= options.settleBound)
+        }
+    }
+
+    @Test func test_faultFree_settlesOnceAndNeverFlaps() throws {
+        let options = SimulationOptions(members: 3, activeGoal: 1, faults: [], stabilityWindow: .seconds(120))
+        for seed in UInt64(1)...50 {
+            let result = try run(seed: seed, options)
+            #expect(result.violation == nil, report(result))
+            #expect(result.activations == 1, "equal weights and no faults: one activation, never a handover")
+            #expect(result.shortfalls.isEmpty)
+            let settling = try #require(result.settling)
+            #expect(settling <= options.settleBound)
+            #expect(result.end >= Instant.zero + .seconds(120))
+        }
+    }
+
+    @Test func test_invalidOptions_areRefusedWithAReason() {
+        #expect(throws: SimulationOptionsError.membersOutOfRange(members: 1, activeGoal: 2)) {
+            _ = try Simulation(seed: 1, options: SimulationOptions(members: 1, activeGoal: 2))
+        }
+        #expect(throws: SimulationOptionsError.self) {
+            _ = try Simulation(seed: 1, options: SimulationOptions(heartbeatInterval: .seconds(2), activationInterval: .seconds(3)))
+        }
+    }
+}

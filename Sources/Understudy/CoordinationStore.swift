@@ -14,9 +14,15 @@ public protocol CoordinationStore: Sendable {
 
     /// Releases the store's resources. Calls after `close()` fail.
     func close() async throws
+
+    /// Groups in which a slot was just released, as the store announces them, so standbys can ask for the slot
+    /// at once instead of at their next heartbeat. `nil` when the store cannot announce (polling still works).
+    func releases() -> AsyncStream<GroupName>?
 }
 
 extension CoordinationStore {
+    public func releases() -> AsyncStream<GroupName>? { nil }
+
     /// One group as it stands now, or `nil` if the store has never seen it.
     public func group(_ name: GroupName) async throws -> GroupView? {
         try await groups().first { $0.group == name }

@@ -43,6 +43,7 @@ public actor Member: Service {
         case tick
         case reply(MemberStateMachine.RequestID, Result<HeartbeatReply, any Error>)
         case workFinished(activation: Int, cancelledByUs: Bool)
+        case releaseAnnounced
         case shutdown
     }
 
@@ -149,6 +150,12 @@ public actor Member: Service {
     // MARK: Loop
 
     private func loop() async throws {
+        let announcements = store.releases().map { releases in
+            Task { [inputs, name = configuration.name] in
+                for await group in releases where group == name { inputs.yield(.releaseAnnounced) }
+            }
+        }
+        defer { announcements?.cancel() }
         var finishedWith = execute(machine.start(now: MonotonicClock.now()))
         for await input in inputStream {
             let now = MonotonicClock.now()
@@ -176,6 +183,8 @@ public actor Member: Service {
                 activity?.updates.finish()
                 activity = nil
                 actions = cancelledByUs ? machine.workStopped(now: now) : machine.workEnded(now: now)
+            case .releaseAnnounced:
+                actions = machine.releaseAnnounced(now: now)
             case .shutdown:
                 actions = machine.shutdownRequested(now: now)
             }
@@ -219,6 +228,7 @@ public actor Member: Service {
                     logger.warning("lease at risk: work must stop", metadata: ["within": "\((deadline - MonotonicClock.now()).formatted)"])
                 }
             case .scheduleTick(let instant):
+                logger.trace("next tick", metadata: ["in": "\((instant - MonotonicClock.now()).formatted)", "state": "\(machine.status)"])
                 timer?.cancel()
                 let inputs = self.inputs
                 timer = Task {

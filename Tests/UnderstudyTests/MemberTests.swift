@@ -7,7 +7,7 @@ import UnderstudyCore
 /// The runtime against a real clock and an in-memory store. Tests await events; the lease (T = 10 s) is far
 /// longer than any of them should take, so a handover that waited for expiry would show, and a busy machine
 /// cannot make a member fence itself by accident.
-@Suite("Member runtime")
+@Suite("Member runtime", .timeLimit(.minutes(2)))
 struct MemberTests {
     static func configuration(_ name: String = "jobs", goal: Int = 1) throws -> GroupConfiguration {
         try GroupConfiguration(

@@ -1,10 +1,12 @@
 import Foundation
 import Testing
 import Understudy
+import UnderstudyCore
+import UnderstudyPostgres
 
 /// Three real member processes on one SQLite file, with real signals. Each logs when it starts and stops
 /// acting, on the host's boot-time clock, and the end of the last lease it had confirmed.
-@Suite("Multi-process failover", .serialized)
+@Suite("Multi-process failover", .serialized, .timeLimit(.minutes(3)))
 struct MultiProcessTests {
     struct Activation {
         var token: UInt64
@@ -45,10 +47,12 @@ struct MultiProcessTests {
         return byToken.values.sorted { $0.start < $1.start }
     }
 
-    @Test func killAndPause_theActive_aStandbyTakesOverWithoutOverlap() async throws {
+    @Test(arguments: ["sqlite", "postgres"])
+    func killPauseAndStop_theActive_aStandbyTakesOverWithoutOverlap(backend: String) async throws {
         let directory = try TemporaryDirectory()
-        let database = directory.file("group.db")
+        let database = backend == "sqlite" ? directory.file("group.db") : try TestPostgres.freshSchemaURL()
         let log = directory.file("activations.log")
+        _ = FileManager.default.createFile(atPath: directory.file("members.err"), contents: nil)
         var processes: [Int32: Process] = [:]
         defer {
             for process in processes.values where process.isRunning {
@@ -61,6 +65,8 @@ struct MultiProcessTests {
             let process = Process()
             process.executableURL = Self.fixture
             process.arguments = [database, "failover", id, String(weight), log]
+            // Not the test's own stderr: a pipe nobody drains would block the member's logging.
+            process.standardError = FileHandle(forWritingAtPath: directory.file("members.err")) ?? FileHandle.nullDevice
             try process.run()
             processes[process.processIdentifier] = process
         }
@@ -99,6 +105,26 @@ struct MultiProcessTests {
         #expect(fourth.pid != current.pid)
         processes[current.pid]?.waitUntilExit()
         #expect(processes[current.pid]?.terminationStatus == 0)
+
+        if backend == "postgres" {
+            // The server kills every member's session: they reconnect, and the group keeps or regains its goal.
+            let before = try #require(try Self.activations(in: log).last)
+            try await withRawConnection(database) { raw in
+                try await raw.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                )
+            }
+            let store = try await PostgresStore(url: database)
+            #expect(try await waitUntil { try await store.group(GroupName("failover")).map(GroupStatus.init)?.meetsGoal == true })
+            // The server goes away past T: every active fences itself; once it is back, a member activates again.
+            try TestPostgres.control("stop")
+            #expect(try await eventually { try Self.activations(in: log).allSatisfy { $0.stop != nil || $0.token == first.token } })
+            let latest = try Self.activations(in: log).map(\.token).max() ?? before.token
+            try TestPostgres.control("start")
+            let recovered = try await activation(after: latest)
+            #expect(recovered != nil, "no activation after token \(latest) once the server was back:\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")\n\((try? String(contentsOfFile: directory.file("members.err"), encoding: .utf8)) ?? "")")
+            try await store.close()
+        }
 
         var activations = try Self.activations(in: log)
         // The killed member logged no stop: it acted until it died, at the latest.

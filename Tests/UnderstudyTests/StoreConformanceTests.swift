@@ -2,17 +2,19 @@ import Foundation
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudyPostgres
 
 /// The behaviour every ``CoordinationStore`` backend must show. Each backend runs with a store clock the test
 /// moves by hand, so expiry is tested exactly and without waiting.
 enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case inMemory = "in-memory"
     case sqlite
+    case postgres
 
     var testDescription: String { rawValue }
 
-    /// A store of this backend; `sharing` opens a second handle on the same data (another process, for SQLite).
-    func makeStores(count: Int = 1, clock: ManualClock, directory: TemporaryDirectory) throws -> [any CoordinationStore] {
+    /// `count` handles on one store of this backend (separate connections, as separate processes would have).
+    func makeStores(count: Int = 1, clock: ManualClock, directory: TemporaryDirectory) async throws -> [any CoordinationStore] {
         switch self {
         case .inMemory:
             let store = InMemoryStore(clock: clock.read)
@@ -21,6 +23,11 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
             return try (0..<count).map { _ in
                 try SQLiteStore(path: directory.file("understudy.db"), clock: clock.read, bootID: "boot-1")
             }
+        case .postgres:
+            let url = try TestPostgres.freshSchemaURL()
+            var stores: [any CoordinationStore] = []
+            for _ in 0..<count { stores.append(try await PostgresStore(url: url, clock: clock.read)) }
+            return stores
         }
     }
 }
@@ -34,13 +41,13 @@ struct StoreConformanceTests {
         directory = try TemporaryDirectory()
     }
 
-    func store(_ backend: Backend) throws -> any CoordinationStore {
-        try backend.makeStores(clock: clock, directory: directory)[0]
+    func store(_ backend: Backend) async throws -> any CoordinationStore {
+        try await backend.makeStores(clock: clock, directory: directory)[0]
     }
 
     @Test(arguments: Backend.allCases)
     func acquire_freeSlot_grantsFirstTokenAndRefusesTheNext(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         let a = try member("a"), b = try member("b")
         let first = try await store.heartbeat(heartbeat(a, .acquire))
         #expect(first.outcome == .granted(FencingToken(rawValue: 1)))
@@ -53,7 +60,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func acquire_byHolder_confirmsTheSameToken(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         let a = try member("a")
         _ = try await store.heartbeat(heartbeat(a, .acquire))
         clock.advance(by: .seconds(1))
@@ -64,7 +71,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func renewal_beforeExpiry_extendsByTheActivationInterval(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         let a = try member("a")
         _ = try await store.heartbeat(heartbeat(a, .acquire))
         clock.advance(by: .milliseconds(2_999))
@@ -75,7 +82,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func renewal_atExpiry_isLostAndTheSlotGoesToTheNextWithALargerToken(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         let a = try member("a"), b = try member("b")
         _ = try await store.heartbeat(heartbeat(a, .acquire))
         clock.advance(by: .seconds(3))
@@ -87,7 +94,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func renewal_withAnotherIncarnationOrToken_isLost(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         let a = try member("a")
         _ = try await store.heartbeat(heartbeat(a, .acquire))
         let wrongToken = try await store.heartbeat(heartbeat(a, phase: .active, .renew(FencingToken(rawValue: 7))))
@@ -100,7 +107,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func release_freesTheSlotAtOnce(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         let a = try member("a"), b = try member("b")
         _ = try await store.heartbeat(heartbeat(a, .acquire))
         let released = try await store.heartbeat(heartbeat(a, phase: .stopping, .release(FencingToken(rawValue: 1))))
@@ -112,7 +119,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func leave_releasesTheLeaseAndForgetsTheMember(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         let a = try member("a"), b = try member("b")
         _ = try await store.heartbeat(heartbeat(a, .acquire))
         _ = try await store.heartbeat(heartbeat(b, .none))
@@ -124,7 +131,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func memberID_aliveInAnotherIncarnation_isRejectedNamingHostAndPid(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         _ = try await store.heartbeat(heartbeat(member("a", incarnation: "first"), .none))
         let second = try member("a", incarnation: "second")
         await #expect(throws: HeartbeatRejection.memberIDInUse(second.id, host: "test-host", pid: 42)) {
@@ -137,7 +144,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func activeGoal_differentWhileOthersAreAlive_isRejected(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         _ = try await store.heartbeat(heartbeat(member("a"), goal: 1, .none))
         let b = try member("b")
         await #expect(throws: HeartbeatRejection.self) {
@@ -151,7 +158,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func members_silentForTheActivationInterval_areForgotten(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         let a = try member("a"), b = try member("b")
         _ = try await store.heartbeat(heartbeat(a, .none))
         clock.advance(by: .seconds(2))
@@ -164,7 +171,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func tokens_increaseWithEveryGrantAcrossSlotsAndExpiry(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         var seen: [FencingToken] = []
         for round in 0..<4 {
             for index in 0..<3 {
@@ -182,7 +189,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func joinOrder_isKeptWhileAliveAndRenewedOnRejoin(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         let a = try member("a"), b = try member("b")
         _ = try await store.heartbeat(heartbeat(a, .none))
         _ = try await store.heartbeat(heartbeat(b, .none))
@@ -198,7 +205,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func groups_listsEveryGroupByName(_ backend: Backend) async throws {
-        let store = try store(backend)
+        let store = try await store(backend)
         _ = try await store.heartbeat(heartbeat(member("a"), group: "zeta", .none))
         _ = try await store.heartbeat(heartbeat(member("a"), group: "alpha", goal: 2, .acquire))
         let groups = try await store.groups()
@@ -208,7 +215,7 @@ struct StoreConformanceTests {
 
     @Test(arguments: Backend.allCases)
     func racingAcquires_grantEachSlotExactlyOnce(_ backend: Backend) async throws {
-        let stores = try backend.makeStores(count: 4, clock: clock, directory: directory)
+        let stores = try await backend.makeStores(count: 4, clock: clock, directory: directory)
         for round in 0..<5 {
             let grants = try await withThrowingTaskGroup(of: FencingToken?.self) { group in
                 for index in 0..<16 {

@@ -57,3 +57,53 @@ func eventually(timeout: Duration = .seconds(20), _ condition: () throws -> Bool
     }
     return try condition()
 }
+
+/// The throwaway PostgreSQL server that `scripts/test` starts on loopback.
+enum TestPostgres {
+    struct NotConfigured: Error, CustomStringConvertible {
+        var description: String {
+            "UNDERSTUDY_TEST_POSTGRES_URL is not set: run the suite with ./scripts/test, which starts PostgreSQL"
+        }
+    }
+
+    static var baseURL: String {
+        get throws {
+            guard let url = ProcessInfo.processInfo.environment["UNDERSTUDY_TEST_POSTGRES_URL"], !url.isEmpty else {
+                throw NotConfigured()
+            }
+            return url
+        }
+    }
+
+    /// The server's URL with a schema no other test uses.
+    static func freshSchemaURL() throws -> String {
+        let schema = "t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
+        let base = try baseURL
+        return base + (base.contains("?") ? "&" : "?") + "schema=\(schema)"
+    }
+
+    /// Runs the server's control script (`start`, `stop`, `restart`).
+    static func control(_ command: String) throws {
+        guard let script = ProcessInfo.processInfo.environment["UNDERSTUDY_TEST_POSTGRES_CTL"] else { throw NotConfigured() }
+        guard try runToCompletion(script, [command]) == 0 else { throw StoreError(.unavailable, "pg_ctl \(command) failed") }
+    }
+}
+
+/// Runs a program and waits for it with `waitpid`. Foundation's `Process.waitUntilExit()` also waits for every
+/// descendant that inherited its bookkeeping descriptor, which a daemon (the PostgreSQL server) never closes.
+func runToCompletion(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> Int32 {
+    var pid: pid_t = 0
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    let envp = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { envp.forEach { free($0) } }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    let spawned = posix_spawnp(&pid, path, &actions, nil, argv, envp)
+    guard spawned == 0 else { throw StoreError(.unavailable, "cannot run \(path): error \(spawned)") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}

@@ -2,15 +2,17 @@
 //
 //   understudy-fixture DB GROUP ID WEIGHT LOG
 //
-// Joins GROUP on the SQLite store DB (I = 100 ms, T = 500 ms). For every activation it appends to LOG:
+// Joins GROUP on the store DB, a SQLite path or a postgres:// URL (I = 100 ms, T = 500 ms). For every activation it appends to LOG:
 //   start TOKEN PID INSTANT
 //   stop TOKEN PID INSTANT VALID_UNTIL
 // where INSTANT is the host's boot-time clock in nanoseconds and VALID_UNTIL the end of the last lease the
 // member had confirmed: the interval in which the member may act is [start, min(stop, VALID_UNTIL)].
 import Foundation
+import Logging
 import Synchronization
 import Understudy
 import UnderstudyCore
+import UnderstudyPostgres
 
 let arguments = CommandLine.arguments
 guard arguments.count == 6, let weight = Int(arguments[4]) else {
@@ -40,8 +42,14 @@ do {
         heartbeatInterval: .milliseconds(100),
         activationInterval: .milliseconds(500)
     )
-    let store = try SQLiteStore(path: arguments[1])
-    let member = try Member(group: configuration, id: MemberID(arguments[3]), weight: weight, store: store)
+    let store: any CoordinationStore = if arguments[1].hasPrefix("postgres") {
+        try await PostgresStore(url: arguments[1])
+    } else {
+        try SQLiteStore(path: arguments[1])
+    }
+    var logger = Logger(label: "understudy")
+    if ProcessInfo.processInfo.environment["UNDERSTUDY_FIXTURE_TRACE"] != nil { logger.logLevel = .trace }
+    let member = try Member(group: configuration, id: MemberID(arguments[3]), weight: weight, store: store, logger: logger)
     signal(SIGTERM, SIG_IGN)
     let termination = DispatchSource.makeSignalSource(signal: SIGTERM)
     termination.setEventHandler { member.leave() }

@@ -1,0 +1,446 @@
+import Foundation
+import Logging
+import NIOSSL
+import PostgresNIO
+import Synchronization
+import Understudy
+import UnderstudyCore
+
+/// A store on a PostgreSQL server, for members on several machines.
+///
+/// - **One clock**: all lease arithmetic happens in SQL on the server's clock; members never compare clocks.
+/// - **Compare-and-set**: a heartbeat is one call of a server-side function that takes the group's row lock and
+///   applies the rules of ``GroupLedger/apply(_:now:)``; the fencing token comes from the same transaction.
+/// - **One round trip**: heartbeats of all members in this process that are due within ``batchWindow`` travel
+///   in one call, whatever their groups.
+/// - **Fast handover**: releases are announced with `NOTIFY`; ``releases()`` lets standbys ask for the slot at
+///   once instead of at their next heartbeat. Polling stays the safety net.
+///
+/// The role needs, on first start, `CREATE` on the database (to create the schema), or an existing schema it
+/// owns; afterwards `USAGE` on the schema, `SELECT, INSERT, UPDATE, DELETE` on its tables and `EXECUTE` on its
+/// functions.
+public final class PostgresStore: CoordinationStore {
+    /// Where the server is, parsed from `postgres://user:password@host:5432/database?schema=understudy&sslmode=…`.
+    public let location: PostgresLocation
+    /// How long a heartbeat may wait for others to share its round trip.
+    public let batchWindow: Duration
+    /// How long connecting, or one round trip, may take before it counts as failed.
+    public let timeout: Duration
+
+    private let client: PostgresClient
+    private let clientTask: Task<Void, Never>
+    private let listenerTask: Mutex<Task<Void, Never>?> = Mutex(nil)
+    private let batcher: HeartbeatBatcher
+    private let subscribers = Mutex<[Int: AsyncStream<GroupName>.Continuation]>([:])
+    private let nextSubscriber = Atomic<Int>(0)
+    private let clock: (@Sendable () -> Instant)?
+    private let logger: Logger
+    private let roundTripCount = Atomic<Int>(0)
+
+    /// How many heartbeat round trips this store has made so far (each may carry many heartbeats).
+    public var roundTrips: Int { roundTripCount.load(ordering: .relaxed) }
+
+    /// Connects, then creates or checks the schema.
+    ///
+    /// - Parameters:
+    ///   - clock: for tests only: judge time on this clock instead of the server's. Every user of one schema MUST
+    ///     use the same clock.
+    /// - Throws: ``StoreError`` when the URL is malformed, the server cannot be reached, the schema belongs to
+    ///   another application, or it was written by a newer Understudy.
+    public init(
+        url: String,
+        batchWindow: Duration = .milliseconds(2),
+        timeout: Duration = .seconds(5),
+        clock: (@Sendable () -> Instant)? = nil,
+        logger: Logger = Logger(label: "understudy.postgres")
+    ) async throws {
+        let location = try PostgresLocation(url)
+        self.location = location
+        self.batchWindow = batchWindow
+        self.timeout = timeout
+        self.clock = clock
+        var configuration = PostgresClient.Configuration(
+            host: location.host,
+            port: location.port,
+            username: location.user,
+            password: location.password,
+            database: location.database,
+            tls: location.tls
+        )
+        configuration.options.connectTimeout = .seconds(3)
+        configuration.options.maximumConnections = 4
+        // Connection failures surface as failed heartbeats, which the member logs (rate-limited); postgres-nio's own
+        // per-attempt logs stay quiet, or an outage would flood the log.
+        let quietLogger = {
+            var quiet = logger
+            quiet.logLevel = max(logger.logLevel, .critical)
+            return quiet
+        }()
+        self.logger = quietLogger
+        let client = PostgresClient(configuration: configuration, backgroundLogger: quietLogger)
+        self.client = client
+        clientTask = Task { await client.run() }
+        batcher = HeartbeatBatcher(window: batchWindow)
+        do {
+            _ = try await withTimeout(timeout, location: location) {
+                try await client.query(PostgresQuery(unsafeSQL: PostgresSchema.migration(schema: location.schema)), logger: quietLogger)
+            }
+        } catch {
+            clientTask.cancel()
+            throw Self.storeError(error, location: location, opening: true)
+        }
+        await startListening()
+    }
+
+    deinit {
+        clientTask.cancel()
+        listenerTask.withLock { $0?.cancel() }
+    }
+
+    public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
+        try await batcher.submit(heartbeat) { batch in try await self.send(batch) }
+    }
+
+    public func groups() async throws -> [GroupView] {
+        let schema = location.schema
+        let now = clock.map { $0().nanoseconds / 1_000 }
+        do {
+            return try await withTimeout(timeout, location: location) { try await self.fetchGroups(schema: schema, now: now) }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw Self.storeError(error, location: location, opening: false)
+        }
+    }
+
+    private func fetchGroups(schema: String, now: Int64?) async throws -> [GroupView] {
+        do {
+            let rows = try await client.query(
+                """
+                SELECT "\(unescaped: schema)".understudy_view(name, coalesce(\(now), "\(unescaped: schema)".understudy_now()))::text
+                FROM "\(unescaped: schema)".groups ORDER BY name
+                """,
+                logger: logger
+            )
+            var views: [GroupView] = []
+            for try await text in rows.decode(String.self) {
+                views.append(try Self.decodeView(text, location: location))
+            }
+            return views
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw Self.storeError(error, location: location, opening: false)
+        }
+    }
+
+    public func releases() -> AsyncStream<GroupName>? {
+        let (stream, continuation) = AsyncStream<GroupName>.makeStream(bufferingPolicy: .bufferingNewest(64))
+        let id = nextSubscriber.add(1, ordering: .relaxed).newValue
+        subscribers.withLock { $0[id] = continuation }
+        continuation.onTermination = { [weak self] _ in self?.subscribers.withLock { _ = $0.removeValue(forKey: id) } }
+        return stream
+    }
+
+    public func close() async throws {
+        listenerTask.withLock { $0?.cancel() }
+        subscribers.withLock { subscribers in
+            for continuation in subscribers.values { continuation.finish() }
+            subscribers = [:]
+        }
+        clientTask.cancel()
+    }
+
+    // MARK: Round trips
+
+    private func send(_ batch: [Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>] {
+        let items = batch.enumerated().map { index, heartbeat in BatchItem(index: index, heartbeat) }
+        let payload = String(decoding: try JSONEncoder().encode(items), as: UTF8.self)
+        let schema = location.schema
+        let now = clock.map { $0().nanoseconds / 1_000 }
+        let text: String
+        roundTripCount.add(1, ordering: .relaxed)
+        do {
+            text = try await withTimeout(timeout, location: location) {
+                let rows = try await self.client.query(
+                    "SELECT \"\(unescaped: schema)\".understudy_heartbeats(\(payload)::jsonb, \(now))::text",
+                    logger: self.logger
+                )
+                guard let first = try await rows.decode(String.self).first(where: { _ in true }) else {
+                    throw StoreError(.corrupt, "the server answered a heartbeat with no row")
+                }
+                return first
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw Self.storeError(error, location: location, opening: false)
+        }
+        let results = try JSONDecoder().decode([BatchResult].self, from: Data(text.utf8))
+        var replies = [Result<HeartbeatReply, any Error>](
+            repeating: .failure(StoreError(.corrupt, "the server left a heartbeat unanswered")),
+            count: batch.count
+        )
+        for result in results where replies.indices.contains(result.i) {
+            replies[result.i] = Result { try Self.reply(result.result, to: batch[result.i], location: location) }
+        }
+        return replies
+    }
+
+    /// Listens for releases on a connection of its own, reconnecting after failures; returns once the first
+    /// `LISTEN` is in place (or has failed: polling still works without it).
+    private func startListening() async {
+        let channel = PostgresSchema.channel(schema: location.schema)
+        let client = self.client
+        let logger = self.logger
+        let (ready, signalReady) = AsyncStream<Void>.makeStream()
+        let task = Task { [weak self] in
+            while !Task.isCancelled {
+                do {
+                    try await client.withConnection { connection in
+                        try await connection.listen(on: channel) { notifications in
+                            signalReady.yield()
+                            for try await notification in notifications {
+                                guard let group = try? GroupName(notification.payload) else { continue }
+                                self?.announce(group)
+                            }
+                        }
+                    }
+                } catch {
+                    signalReady.yield()
+                    if Task.isCancelled { return }
+                    logger.debug("listening for releases failed; retrying", metadata: ["error": "\(String(reflecting: error))"])
+                }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        listenerTask.withLock { $0 = task }
+        var iterator = ready.makeAsyncIterator()
+        _ = await iterator.next()
+    }
+
+    private func announce(_ group: GroupName) {
+        for continuation in subscribers.withLock({ Array($0.values) }) { continuation.yield(group) }
+    }
+
+    // MARK: Encoding
+
+    private struct BatchItem: Encodable {
+        var i: Int
+        var group: String
+        var goal: Int
+        var ttl: Int64
+        var member: String
+        var incarnation: String
+        var weight: Int
+        var host: String
+        var pid: Int32
+        var phase: String
+        var intent: String
+        var token: Int64?
+
+        init(index: Int, _ heartbeat: Heartbeat) {
+            i = index
+            group = heartbeat.group.rawValue
+            goal = heartbeat.activeGoal
+            ttl = heartbeat.activationInterval.nanoseconds / 1_000
+            member = heartbeat.member.id.rawValue
+            incarnation = heartbeat.member.incarnation
+            weight = heartbeat.member.weight
+            host = heartbeat.member.host
+            pid = heartbeat.member.pid
+            phase = heartbeat.phase.rawValue
+            switch heartbeat.intent {
+            case .none: intent = "none"
+            case .acquire: intent = "acquire"
+            case .renew(let token): intent = "renew"; self.token = Int64(token.rawValue)
+            case .release(let token): intent = "release"; self.token = Int64(token.rawValue)
+            case .leave(let token): intent = "leave"; self.token = token.map { Int64($0.rawValue) }
+            }
+        }
+    }
+
+    private struct BatchResult: Decodable {
+        var i: Int
+        var result: ReplyJSON
+    }
+
+    private struct ReplyJSON: Decodable {
+        var outcome: String?
+        var token: Int64?
+        var view: ViewJSON?
+        var rejection: String?
+        var host: String?
+        var pid: Int32?
+        var stored: Int?
+        var error: String?
+    }
+
+    struct ViewJSON: Decodable {
+        struct Member: Decodable {
+            var id: String
+            var incarnation: String
+            var weight: Int
+            var host: String
+            var pid: Int32
+            var join: Int64
+            var phase: String
+            var age: Int64
+        }
+
+        struct Lease: Decodable {
+            var slot: Int
+            var holder: String
+            var token: Int64
+            var remaining: Int64
+        }
+
+        var group: String
+        var goal: Int
+        var lastToken: Int64
+        var members: [Member]
+        var leases: [Lease]
+    }
+
+    private static func reply(_ json: ReplyJSON, to heartbeat: Heartbeat, location: PostgresLocation) throws -> HeartbeatReply {
+        if let error = json.error {
+            throw StoreError(.corrupt, "group \"\(heartbeat.group)\" in \(location): \(error)")
+        }
+        switch json.rejection {
+        case "member-id-in-use":
+            throw HeartbeatRejection.memberIDInUse(heartbeat.member.id, host: json.host ?? "?", pid: json.pid ?? 0)
+        case "active-goal-mismatch":
+            throw HeartbeatRejection.activeGoalMismatch(group: heartbeat.group, stored: json.stored ?? 0, requested: heartbeat.activeGoal)
+        case nil:
+            break
+        case let other?:
+            throw StoreError(.corrupt, "the server sent an unknown rejection \"\(other)\"")
+        }
+        guard let viewJSON = json.view else { throw StoreError(.corrupt, "the server sent a reply without a group view") }
+        let view = try view(viewJSON, location: location)
+        let outcome: HeartbeatReply.Outcome
+        switch (json.outcome, json.token) {
+        case ("none", _): outcome = .none
+        case ("granted", let token?) where token > 0: outcome = .granted(FencingToken(rawValue: UInt64(token)))
+        case ("not-granted", _): outcome = .notGranted
+        case ("renewed", _): outcome = .renewed
+        case ("lost", _): outcome = .lost
+        case ("released", _): outcome = .released
+        case ("left", _): outcome = .left
+        default: throw StoreError(.corrupt, "the server sent an unknown outcome \(json.outcome ?? "nil")")
+        }
+        return HeartbeatReply(outcome: outcome, view: view)
+    }
+
+    static func decodeView(_ text: String, location: PostgresLocation) throws -> GroupView {
+        do {
+            return try view(JSONDecoder().decode(ViewJSON.self, from: Data(text.utf8)), location: location)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.corrupt, "a group row in \(location) cannot be read: \(error)")
+        }
+    }
+
+    private static func view(_ json: ViewJSON, location: PostgresLocation) throws -> GroupView {
+        func corrupt(_ what: String) -> StoreError {
+            StoreError(.corrupt, "group \"\(json.group)\" in \(location) has a corrupt row: \(what)")
+        }
+        guard let group = try? GroupName(json.group) else { throw corrupt("invalid group name") }
+        guard (1...GroupConfiguration.maximumActiveGoal).contains(json.goal), json.lastToken >= 0 else {
+            throw corrupt("active goal \(json.goal), last token \(json.lastToken)")
+        }
+        let members = try json.members.map { member in
+            guard let id = try? MemberID(member.id),
+                  let info = try? MemberInfo(id: id, incarnation: member.incarnation, weight: member.weight, host: member.host, pid: member.pid),
+                  let phase = MemberPhase(rawValue: member.phase)
+            else { throw corrupt("member \(member.id) (weight \(member.weight), phase \(member.phase))") }
+            return GroupView.Member(info: info, joinSequence: member.join, phase: phase, heartbeatAge: .microseconds(member.age))
+        }
+        let leases = try json.leases.map { lease in
+            guard let holder = try? MemberID(lease.holder), lease.token >= 1, lease.token <= json.lastToken else {
+                throw corrupt("lease of slot \(lease.slot) (holder \(lease.holder), token \(lease.token))")
+            }
+            return GroupView.Lease(slot: lease.slot, holder: holder, token: FencingToken(rawValue: UInt64(lease.token)), remaining: .microseconds(lease.remaining))
+        }
+        return GroupView(
+            group: group,
+            activeGoal: json.goal,
+            lastToken: json.lastToken == 0 ? nil : FencingToken(rawValue: UInt64(json.lastToken)),
+            members: members,
+            leases: leases
+        )
+    }
+
+    // MARK: Errors
+
+    private static func storeError(_ error: any Error, location: PostgresLocation, opening: Bool) -> StoreError {
+        if let error = error as? StoreError { return error }
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] {
+                if message.contains("newer than this Understudy") { return StoreError(.newerSchema, message.replacingOccurrences(of: "understudy: ", with: "")) }
+                if message.contains("another application") { return StoreError(.foreign, message.replacingOccurrences(of: "understudy: ", with: "")) }
+                return StoreError(opening ? .unavailable : .corrupt, "PostgreSQL at \(location): \(message)")
+            }
+            return StoreError(.unavailable, "cannot reach PostgreSQL at \(location): \(error.code.description)")
+        }
+        return StoreError(.unavailable, "cannot reach PostgreSQL at \(location): \(error)")
+    }
+}
+
+/// Runs `body`, failing with ``StoreError`` if it takes longer than `timeout`.
+private func withTimeout<Value: Sendable>(
+    _ timeout: Duration,
+    location: PostgresLocation,
+    _ body: @escaping @Sendable () async throws -> Value
+) async throws -> Value {
+    try await withThrowingTaskGroup(of: Value.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            throw StoreError(.unavailable, "PostgreSQL at \(location) did not answer within \(timeout.formatted)")
+        }
+        defer { group.cancelAll() }
+        guard let value = try await group.next() else { throw CancellationError() }
+        return value
+    }
+}
+
+/// Collects heartbeats that are due together into one round trip.
+actor HeartbeatBatcher {
+    private typealias Pending = (heartbeat: Heartbeat, continuation: CheckedContinuation<HeartbeatReply, any Error>)
+    private let window: Duration
+    private var pending: [Pending] = []
+    private var flushing = false
+
+    init(window: Duration) {
+        self.window = window
+    }
+
+    func submit(
+        _ heartbeat: Heartbeat,
+        send: @escaping @Sendable ([Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>]
+    ) async throws -> HeartbeatReply {
+        try await withCheckedThrowingContinuation { continuation in
+            pending.append((heartbeat, continuation))
+            guard !flushing else { return }
+            flushing = true
+            Task { await self.flush(send) }
+        }
+    }
+
+    private func flush(_ send: @Sendable ([Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>]) async {
+        if window > .zero { try? await Task.sleep(for: window) }
+        while !pending.isEmpty {
+            let batch = pending
+            pending = []
+            do {
+                let results = try await send(batch.map(\.heartbeat))
+                for (entry, result) in zip(batch, results) { entry.continuation.resume(with: result) }
+            } catch {
+                for entry in batch { entry.continuation.resume(throwing: error) }
+            }
+        }
+        flushing = false
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import Testing
+import Understudy
+import UnderstudyCore
+import UnderstudyPostgres
+
+@Suite("PostgreSQL store", .serialized, .timeLimit(.minutes(2)))
+struct PostgresStoreTests {
+    @Test func location_parsesEveryPartAndNeverShowsThePassword() throws {
+        let location = try PostgresLocation("postgres://alice:s3cr%40t@db.example:6543/app?schema=jobs&sslmode=require")
+        #expect(location.host == "db.example" && location.port == 6543 && location.user == "alice")
+        #expect(location.password == "s3cr@t" && location.database == "app" && location.schema == "jobs")
+        #expect(location.description == "postgres://alice:***@db.example:6543/app?schema=jobs")
+    }
+
+    @Test(arguments: [
+        ("mysql://a:b@host/db", "expected postgres://"),
+        ("postgres://a:b@/db", "has no host"),
+        ("postgres://host/db", "has no user"),
+        ("postgres://a:b@host/db?schema=Drop-Table", "invalid schema"),
+        ("postgres://a:b@host/db?sslmode=maybe", "invalid sslmode"),
+    ])
+    func location_badURL_failsWithAClearMessageWithoutThePassword(url: String, message: String) throws {
+        let error = #expect(throws: StoreError.self) { try PostgresLocation(url) }
+        #expect(error?.kind == .invalidLocation)
+        #expect(error?.message.contains(message) == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains(":b@") == false)
+    }
+
+    @Test func connecting_toAClosedPort_failsAsUnavailableWithoutThePassword() async throws {
+        let error = await #expect(throws: StoreError.self) {
+            try await PostgresStore(url: "postgres://someone:hunter2@127.0.0.1:1/postgres?sslmode=disable", timeout: .seconds(1))
+        }
+        #expect(error?.kind == .unavailable)
+        #expect(error?.message.contains("hunter2") == false)
+    }
+
+    @Test func opening_aSchemaOfAnotherApplication_failsAsForeign() async throws {
+        let url = try TestPostgres.freshSchemaURL()
+        let location = try PostgresLocation(url)
+        try await withRawConnection(url) { store in
+            try await store.execute("CREATE SCHEMA \(location.schema); CREATE TABLE \(location.schema).invoices (id int)")
+        }
+        let error = await #expect(throws: StoreError.self) { try await PostgresStore(url: url) }
+        #expect(error?.kind == .foreign)
+    }
+
+    @Test func opening_aNewerSchema_failsAskingForAnUpgrade() async throws {
+        let url = try TestPostgres.freshSchemaURL()
+        let location = try PostgresLocation(url)
+        try await PostgresStore(url: url).close()
+        try await withRawConnection(url) { store in
+            try await store.execute("UPDATE \(location.schema).understudy_meta SET value = '7' WHERE key = 'schema_version'")
+        }
+        let error = await #expect(throws: StoreError.self) { try await PostgresStore(url: url) }
+        #expect(error?.kind == .newerSchema)
+        #expect(error?.message.contains("upgrade") == true)
+    }
+
+    @Test func heartbeat_onACorruptRow_failsThatHeartbeatOnly() async throws {
+        let url = try TestPostgres.freshSchemaURL()
+        let location = try PostgresLocation(url)
+        let store = try await PostgresStore(url: url)
+        _ = try await store.heartbeat(heartbeat(member("a"), group: "broken", .none))
+        _ = try await store.heartbeat(heartbeat(member("a"), group: "fine", .none))
+        try await withRawConnection(url) { raw in
+            try await raw.execute("UPDATE \(location.schema).members SET phase = 'dancing' WHERE group_name = 'broken'")
+        }
+        // Both heartbeats travel in one batch; only the one of the broken group fails.
+        let b = try member("b")
+        let broken = Task { try await store.heartbeat(heartbeat(b, group: "broken", .none)) }
+        let fine = Task { try await store.heartbeat(heartbeat(b, group: "fine", .none)) }
+        await #expect(throws: StoreError.self) { try await broken.value }
+        #expect(try await fine.value.view.members.count == 2)
+    }
+
+    @Test func concurrentHeartbeats_ofManyGroups_shareRoundTrips() async throws {
+        let store = try await PostgresStore(url: TestPostgres.freshSchemaURL(), batchWindow: .milliseconds(20))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<200 {
+                group.addTask { _ = try await store.heartbeat(heartbeat(member("m"), group: "g\(index)", .acquire)) }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.groups().count == 200)
+        // 200 heartbeats, due together: a handful of round trips, not 200.
+        #expect(store.roundTrips <= 20, "\(store.roundTrips) round trips")
+    }
+
+    @Test func release_isAnnouncedToOtherProcesses() async throws {
+        let url = try TestPostgres.freshSchemaURL()
+        let holder = try await PostgresStore(url: url)
+        let listener = try await PostgresStore(url: url)
+        let releases = try #require(listener.releases())
+        let a = try member("a")
+        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .acquire))
+        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .release(FencingToken(rawValue: 1))))
+        var iterator = releases.makeAsyncIterator()
+        #expect(await iterator.next() == (try GroupName("announced")))
+    }
+
+    @Test func serverDownAndBack_theActiveFencesItselfThenTheGoalIsMetAgain() async throws {
+        let store = try await PostgresStore(url: TestPostgres.freshSchemaURL())
+        let configuration = try GroupConfiguration(
+            name: GroupName("outage"),
+            heartbeatInterval: .milliseconds(100),
+            activationInterval: .milliseconds(500)
+        )
+        let member = try Member(group: configuration, id: MemberID("only"), store: store)
+        var events = member.events.makeAsyncIterator()
+        let run = Task { try await member.run() }
+        defer { try? TestPostgres.control("start") }
+        #expect(await events.next() == .activate(FencingToken(rawValue: 1)))
+        try TestPostgres.control("stop")
+        #expect(await events.next() == .deactivate(.selfFenced))
+        try TestPostgres.control("start")
+        let recovered = await events.next()
+        guard case .activate(let token) = recovered else {
+            Issue.record("expected an activation after the server came back, got \(String(describing: recovered))")
+            return
+        }
+        // The old lease may still have been valid when the server came back (the member re-acquires it) or
+        // expired (a new grant): either way never a smaller token.
+        #expect(token >= FencingToken(rawValue: 1))
+        member.leave()
+        try await run.value
+    }
+}
+
+/// Runs statements on the test server outside of Understudy, as an operator or another application would.
+func withRawConnection(_ url: String, _ body: (RawPostgres) async throws -> Void) async throws {
+    try await body(RawPostgres(url: url))
+}
+
+struct RawPostgres {
+    let url: String
+
+    /// Runs `sql` with psql.
+    func execute(_ sql: String) async throws {
+        let location = try PostgresLocation(url)
+        var environment = ProcessInfo.processInfo.environment
+        environment["PGPASSWORD"] = location.password
+        let status = try runToCompletion(
+            "psql",
+            ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", location.host, "-p", String(location.port), "-U", location.user,
+             "-d", location.database ?? "postgres", "-c", sql],
+            environment: environment
+        )
+        guard status == 0 else { throw StoreError(.unavailable, "psql failed: \(sql)") }
+    }
+}

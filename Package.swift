@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "UnderstudyCore", targets: ["UnderstudyCore"]),
         .library(name: "Understudy", targets: ["Understudy"]),
+        .library(name: "UnderstudyPostgres", targets: ["UnderstudyPostgres"]),
         .executable(name: "understudy", targets: ["understudy"]),
     ],
     dependencies: [
@@ -14,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Sans-IO election, membership and lease logic. Depends on nothing.
@@ -32,10 +35,21 @@ let package = Package(
         ),
         // The watchdog between `understudy run` and its child: plain C, single-threaded, independent of Swift.
         .target(name: "CUnderstudyWatchdog"),
+        // The PostgreSQL store, in its own target so the library's other users do not build postgres-nio.
+        .target(
+            name: "UnderstudyPostgres",
+            dependencies: [
+                "Understudy",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "understudy",
             dependencies: [
                 "Understudy",
+                "UnderstudyPostgres",
                 "CUnderstudyWatchdog",
                 "UnderstudySimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -50,14 +64,19 @@ let package = Package(
         // A member process for the multi-process tests: logs each activation with its token.
         .executableTarget(
             name: "understudy-fixture",
-            dependencies: ["Understudy"],
+            dependencies: ["Understudy", "UnderstudyPostgres", .product(name: "Logging", package: "swift-log")],
             path: "Tests/Fixtures/understudy-fixture"
         ),
         .testTarget(name: "UnderstudyCoreTests", dependencies: ["UnderstudyCore"]),
         .testTarget(name: "UnderstudySimulatorTests", dependencies: ["UnderstudySimulator"]),
         .testTarget(
             name: "UnderstudyTests",
-            dependencies: ["Understudy", "understudy-fixture", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "Understudy",
+                "UnderstudyPostgres",
+                "understudy-fixture",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
         ),
         .testTarget(name: "understudyTests", dependencies: ["understudy"]),
     ]

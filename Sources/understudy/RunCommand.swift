@@ -1,0 +1,188 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Understudy
+import UnderstudyCore
+
+/// `understudy run`: takes part in a group and runs COMMAND while this member is active.
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Join a group and run COMMAND only while this member holds a lease.",
+        discussion: """
+            The command starts on activation with UNDERSTUDY_GROUP, UNDERSTUDY_MEMBER_ID and \
+            UNDERSTUDY_FENCING_TOKEN in its environment, in its own process group, with stdin, stdout and stderr \
+            passed through. On deactivation it gets SIGTERM, then SIGKILL after --stop-grace; when the lease \
+            itself is at risk it is killed before the lease can expire, whatever --stop-grace says. A watchdog \
+            process kills it if this supervisor dies or freezes.
+
+            SIGTERM or SIGINT: stop the command, release the slot at once, exit 0. A second SIGINT exits at once (130).
+
+            \(ExitStatus.help)
+            """
+    )
+
+    @Option(help: "The group to join (A-Z a-z 0-9 . _ -).")
+    var group: String
+
+    @Option(help: "sqlite:///path/to.db or a bare path (default: $UNDERSTUDY_STORE, else the embedded database).")
+    var store: String?
+
+    @Option(help: "This member's id in the group (default: PID@HOST).")
+    var id: String?
+
+    @Option(help: "Higher weights rank first and preempt lower ones (0...1000000).")
+    var weight: Int = 50
+
+    @Option(name: .customLong("active-goal"), help: "How many members are active at once.")
+    var activeGoal: Int = 1
+
+    @Option(parsing: .unconditional, help: "Heartbeat interval I.")
+    var heartbeat: String = "100ms"
+
+    @Option(parsing: .unconditional, help: "Activation interval T (lease length), greater than 2 x I.")
+    var activation: String = "500ms"
+
+    @Option(parsing: .unconditional, help: "Preparation interval P (0 < P < T): warn the next in line when the active is silent for P.")
+    var preparation: String?
+
+    @Flag(name: .customLong("no-preempt"), help: "Never hand over to a member of higher weight.")
+    var noPreempt = false
+
+    @Option(name: .customLong("stop-grace"), parsing: .unconditional, help: "Time between SIGTERM and SIGKILL when the lease is safe.")
+    var stopGrace: String = "5s"
+
+    @Option(name: .customLong("restart-backoff"), parsing: .unconditional, help: "Rest after the command exits by itself (default: max(T, 1s)).")
+    var restartBackoff: String?
+
+    @Flag(help: "Run the command once when active, then exit with its status.")
+    var once = false
+
+    @Option(name: .customLong("on-activate"), help: "Shell command run on activation, before COMMAND starts.")
+    var onActivate: String?
+
+    @Option(name: .customLong("on-deactivate"), help: "Shell command run on deactivation, after COMMAND has exited.")
+    var onDeactivate: String?
+
+    @Option(name: .customLong("hook-timeout"), parsing: .unconditional, help: "Hooks are killed after this long.")
+    var hookTimeout: String = "10s"
+
+    @Option(name: .customLong("log-format"), help: "text or json.")
+    var logFormat: LogFormat = .text
+
+    @Argument(parsing: .postTerminator, help: "The command to supervise, after `--`.")
+    var command: [String] = []
+
+    /// Rejects `understudy run …` without `--` before ArgumentParser reads the command as options.
+    static func checkTerminator(_ arguments: [String]) throws(CLIError) {
+        guard arguments.first == "run", !arguments.contains("--"),
+              !arguments.contains(where: { ["-h", "--help", "help"].contains($0) })
+        else { return }
+        throw CLIError(.usage, "missing `--` before the command: understudy run --group NAME [OPTIONS] -- COMMAND [ARGS...]")
+    }
+
+    func run() async throws {
+        let settings = try await settings()
+        let supervisor = Supervisor(settings: settings)
+        let status = try await supervisor.run()
+        throw ExitCode(status)
+    }
+
+    /// Validates every option; each mistake is a ``CLIError`` with its own exit status.
+    func settings() async throws(CLIError) -> Supervisor.Settings {
+        guard let program = command.first, !program.isEmpty else {
+            throw CLIError(.usage, "missing command after `--`: understudy run --group NAME [OPTIONS] -- COMMAND [ARGS...]")
+        }
+        let executable = try Self.resolve(program)
+        let heartbeat = try Self.duration(heartbeat, option: "heartbeat")
+        let activation = try Self.duration(activation, option: "activation")
+        let preparation = try preparation.map { text throws(CLIError) in try Self.duration(text, option: "preparation") }
+        let grace = try Self.duration(stopGrace, option: "stop-grace", allowZero: true)
+        let hookTimeout = try Self.duration(hookTimeout, option: "hook-timeout")
+        let backoff = try restartBackoff.map { text throws(CLIError) in try Self.duration(text, option: "restart-backoff", allowZero: true) }
+        let location = try StoreLocation.parse(store)
+        let configuration: GroupConfiguration
+        let memberID: MemberID
+        do {
+            configuration = try GroupConfiguration(
+                name: GroupName(group),
+                activeGoal: activeGoal,
+                heartbeatInterval: heartbeat,
+                activationInterval: activation,
+                preparationInterval: preparation,
+                preemption: !noPreempt
+            )
+            memberID = try MemberID(id ?? Self.defaultID())
+            _ = try MemberInfo(id: memberID, incarnation: "", weight: weight, host: "", pid: 0)
+        } catch {
+            throw CLIError(.invalidConfiguration, error.description)
+        }
+        let store = try await location.openForWriting()
+        return Supervisor.Settings(
+            configuration: configuration,
+            memberID: memberID,
+            weight: weight,
+            store: store,
+            command: [executable] + command.dropFirst(),
+            stopGrace: grace,
+            restartBackoff: backoff ?? max(activation, .seconds(1)),
+            once: once,
+            onActivate: onActivate,
+            onDeactivate: onDeactivate,
+            hookTimeout: hookTimeout,
+            logFormat: logFormat
+        )
+    }
+
+    /// A duration option, or a one-line error naming the option.
+    static func duration(_ text: String, option: String, allowZero: Bool = false) throws(CLIError) -> Duration {
+        let value: Duration
+        do {
+            value = try parseDuration(text)
+        } catch {
+            throw CLIError(.invalidDuration, "--\(option): \(error)")
+        }
+        guard value > .zero || (allowZero && value == .zero) else {
+            throw CLIError(.invalidDuration, "invalid --\(option) \"\(text)\": it must be greater than zero")
+        }
+        return value
+    }
+
+    /// Finds `program` as the shell would; a path must name an executable file.
+    static func resolve(_ program: String) throws(CLIError) -> String {
+        func check(_ path: String) -> ExitStatus? {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return .commandNotFound }
+            guard !isDirectory.boolValue, access(path, X_OK) == 0 else { return .commandNotExecutable }
+            return nil
+        }
+        if program.contains("/") {
+            switch check(program) {
+            case nil: return program
+            case .commandNotFound?: throw CLIError(.commandNotFound, "command not found: \(program)")
+            case _?: throw CLIError(.commandNotExecutable, "command not executable: \(program) (check its permissions)")
+            }
+        }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        var sawNotExecutable: String?
+        for directory in path.split(separator: ":", omittingEmptySubsequences: false) {
+            let candidate = ((directory.isEmpty ? "." : String(directory)) as NSString).appendingPathComponent(program)
+            switch check(candidate) {
+            case nil: return candidate
+            case .commandNotExecutable?: sawNotExecutable = sawNotExecutable ?? candidate
+            case _?: continue
+            }
+        }
+        if let sawNotExecutable {
+            throw CLIError(.commandNotExecutable, "command not executable: \(sawNotExecutable) (check its permissions)")
+        }
+        throw CLIError(.commandNotFound, "command not found: \(program) (not in PATH)")
+    }
+
+    /// `PID@HOST`, with characters a member id cannot hold replaced by `-`.
+    static func defaultID() -> String {
+        let host = ProcessInfo.processInfo.hostName.map { character in
+            character.isASCII && (character.isLetter || character.isNumber || ".-_".contains(character)) ? character : "-"
+        }
+        return "\(getpid())@\(String(host.prefix(100)))"
+    }
+}

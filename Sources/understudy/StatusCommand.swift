@@ -1,0 +1,176 @@
+import ArgumentParser
+import Foundation
+import Understudy
+import UnderstudyCore
+
+/// `understudy status`: every group (or one), its goal and its members.
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show groups, their goals and their members.",
+        discussion: """
+            Exit code: 0 when every listed group meets its goal, 1 when a group is below its goal, 2 on error.
+
+            JSON schema (version 1; fields are only ever added):
+              {"schemaVersion": 1, "store": "sqlite:///…", "groups": [{"group": "name", "activeGoal": 1,
+               "activeCount": 1, "meetsGoal": true, "lastToken": 7 | null, "members": [{"rank": 1, "id": "a",
+               "weight": 50, "state": "standby|preparing|active|stopping|resting", "host": "h", "pid": 1234,
+               "heartbeatAgeMs": 12.5, "token": 7 | null}]}]}
+            """
+    )
+
+    @Option(help: "Show only this group.")
+    var group: String?
+
+    @Option(help: "sqlite:///path/to.db or a bare path (default: $UNDERSTUDY_STORE, else the embedded database).")
+    var store: String?
+
+    @Flag(help: "Print JSON (see the schema above).")
+    var json = false
+
+    func run() async throws {
+        let (location, statuses) = try await Self.read(store: store, group: group)
+        if json {
+            print(StatusDocument(store: location.description, statuses: statuses).encoded())
+        } else {
+            print(Self.table(statuses), terminator: "")
+        }
+        if statuses.contains(where: { !$0.meetsGoal }) { throw ExitCode(ExitStatus.belowGoal.rawValue) }
+    }
+
+    /// Reads the groups of the store at `store` (or just `group`); every failure is ``ExitStatus/statusError``.
+    static func read(store: String?, group: String?) async throws(CLIError) -> (StoreLocation, [GroupStatus]) {
+        let location: StoreLocation
+        do {
+            location = try StoreLocation.parse(store)
+        } catch {
+            throw CLIError(.statusError, error.message)
+        }
+        let opened = try await location.openForReading()
+        defer { Task { try? await opened.close() } }
+        var views: [GroupView]
+        do {
+            views = try await opened.groups()
+        } catch {
+            throw CLIError(.statusError, "cannot read the store \(location): \(error)")
+        }
+        if let group {
+            let name: GroupName
+            do { name = try GroupName(group) } catch { throw CLIError(.statusError, error.description) }
+            views = views.filter { $0.group == name }
+            guard !views.isEmpty else { throw CLIError(.statusError, "group \"\(group)\" is not in the store \(location)") }
+        }
+        return (location, views.map(GroupStatus.init(view:)))
+    }
+
+    /// The human form: one block per group, columns sized to fit.
+    static func table(_ statuses: [GroupStatus]) -> String {
+        guard !statuses.isEmpty else { return "no groups in the store\n" }
+        var output = ""
+        for status in statuses {
+            let verdict = status.meetsGoal ? "ok" : "BELOW GOAL"
+            output += "group \(status.group): \(status.activeCount)/\(status.activeGoal) active, "
+                + "last token \(status.lastToken.map { "\($0)" } ?? "-"), \(verdict)\n"
+            var rows = [["RANK", "MEMBER", "WEIGHT", "STATE", "HOST", "PID", "HEARTBEAT", "TOKEN"]]
+            for member in status.members {
+                rows.append([
+                    "\(member.rank)", member.id.rawValue, "\(member.weight)", member.state.rawValue, member.host,
+                    "\(member.pid)", member.heartbeatAge.formatted + " ago", member.token.map { "\($0)" } ?? "-",
+                ])
+            }
+            let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+            for row in rows {
+                let cells = row.enumerated().map { column, cell in
+                    column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                }
+                output += "  " + cells.joined(separator: "  ") + "\n"
+            }
+        }
+        return output
+    }
+}
+
+/// The stable JSON form of `understudy status --json` (schema version 1).
+struct StatusDocument: Encodable {
+    struct Group: Encodable {
+        var group: String
+        var activeGoal: Int
+        var activeCount: Int
+        var meetsGoal: Bool
+        var lastToken: UInt64?
+        var members: [Member]
+
+        enum CodingKeys: CodingKey { case group, activeGoal, activeCount, meetsGoal, lastToken, members }
+
+        // Written out so that a missing token is `null`, not an absent key.
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(group, forKey: .group)
+            try container.encode(activeGoal, forKey: .activeGoal)
+            try container.encode(activeCount, forKey: .activeCount)
+            try container.encode(meetsGoal, forKey: .meetsGoal)
+            try container.encode(lastToken, forKey: .lastToken)
+            try container.encode(members, forKey: .members)
+        }
+    }
+
+    struct Member: Encodable {
+        var rank: Int
+        var id: String
+        var weight: Int
+        var state: String
+        var host: String
+        var pid: Int32
+        var heartbeatAgeMs: Double
+        var token: UInt64?
+
+        enum CodingKeys: CodingKey { case rank, id, weight, state, host, pid, heartbeatAgeMs, token }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(rank, forKey: .rank)
+            try container.encode(id, forKey: .id)
+            try container.encode(weight, forKey: .weight)
+            try container.encode(state, forKey: .state)
+            try container.encode(host, forKey: .host)
+            try container.encode(pid, forKey: .pid)
+            try container.encode(heartbeatAgeMs, forKey: .heartbeatAgeMs)
+            try container.encode(token, forKey: .token)
+        }
+    }
+
+    var schemaVersion = 1
+    var store: String
+    var groups: [Group]
+
+    init(store: String, statuses: [GroupStatus]) {
+        self.store = store
+        groups = statuses.map { status in
+            Group(
+                group: status.group.rawValue,
+                activeGoal: status.activeGoal,
+                activeCount: status.activeCount,
+                meetsGoal: status.meetsGoal,
+                lastToken: status.lastToken?.rawValue,
+                members: status.members.map { member in
+                    Member(
+                        rank: member.rank,
+                        id: member.id.rawValue,
+                        weight: member.weight,
+                        state: member.state.rawValue,
+                        host: member.host,
+                        pid: member.pid,
+                        heartbeatAgeMs: Double(member.heartbeatAge.nanoseconds / 1_000) / 1_000,
+                        token: member.token?.rawValue
+                    )
+                }
+            )
+        }
+    }
+
+    func encoded() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        // Encoding plain strings and numbers cannot fail.
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}

@@ -1,0 +1,10 @@
+import CUnderstudyWatchdog
+import Foundation
+
+// `understudy run` starts its child through a copy of this executable acting as the watchdog. It must take over
+// before anything else runs, while the process still has a single thread.
+if CommandLine.arguments.count > 1, CommandLine.arguments[1] == WatchedProcess.watchdogArgument {
+    exit(understudy_watchdog_main(CommandLine.argc - 1, CommandLine.unsafeArgv + 1))
+}
+
+await UnderstudyCommand.entry()

@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+
+/// Every mistake: one line on stderr and its own exit code.
+@Suite(.serialized)
+struct BadInputTests {
+    static let cases: [(arguments: [String], status: Int32, mentions: String)] = [
+        (["run", "--group", "g", "sleep", "1"], 64, "missing `--`"),
+        (["run", "--group", "g", "--"], 64, "missing command"),
+        (["run", "--group", "g", "--", "no-such-command-understudy"], 127, "not found"),
+        (["run", "--group", "g", "--", "NOT-EXECUTABLE"], 126, "not executable"),
+        (["run", "--group", "g", "--heartbeat", "100", "--", "true"], 65, "--heartbeat"),
+        (["run", "--group", "g", "--heartbeat", "-1s", "--", "true"], 65, "negative"),
+        (["run", "--group", "g", "--activation", "1x", "--", "true"], 65, "unknown unit"),
+        (["run", "--group", "g", "--heartbeat", "1s", "--activation", "2s", "--", "true"], 66, "twice the heartbeat"),
+        (["run", "--group", "bad name", "--", "true"], 66, "invalid group name"),
+        (["run", "--group", "g", "--store", "etcd://db/x", "--", "true"], 67, "postgres://"),
+        (["run", "--group", "g", "--store", "postgres://db/x", "--", "true"], 68, "has no user name"),
+        (["run", "--group", "g", "--store", "/proc/understudy/store.db", "--", "true"], 68, "store"),
+        (["run", "--group", "g", "--bogus", "--", "true"], 64, "--bogus"),
+    ]
+
+    @Test(arguments: 0..<cases.count)
+    func test_badInput_oneLine_distinctExitCode(_ index: Int) async throws {
+        let scratch = try Scratch()
+        let notExecutable = scratch.file("data.txt")
+        _ = FileManager.default.createFile(atPath: notExecutable, contents: Data("data\n".utf8), attributes: [.posixPermissions: 0o644])
+        var arguments = Self.cases[index].arguments.map { $0 == "NOT-EXECUTABLE" ? notExecutable : $0 }
+        if !arguments.contains("--store"), let separator = arguments.firstIndex(of: "--") {
+            arguments.insert(contentsOf: ["--store", scratch.file("store.db")], at: separator)
+        }
+        let result = try await understudy(arguments, in: scratch)
+        #expect(result.status == Self.cases[index].status, "\(arguments): \(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(arguments): \(result.stderr)")
+        #expect(result.stderr.contains(Self.cases[index].mentions), "\(arguments): \(result.stderr)")
+    }
+
+    /// A member id that is alive in the group is refused, naming the host and pid of the live one.
+    @Test func test_memberIDInUse_namesHostAndPid() async throws {
+        let scratch = try Scratch()
+        let store = scratch.file("store.db")
+        let first = try Launched(["run", "--group", "g", "--store", store, "--id", "same", "--", "sleep", "60"], in: scratch, name: "first")
+        defer { first.signal(SIGTERM) }
+        #expect(try await eventually { first.stderr.contains("activated") })
+        let second = try await understudy(["run", "--group", "g", "--store", store, "--id", "same", "--", "sleep", "60"], in: scratch)
+        #expect(second.status == 69)
+        #expect(second.stderr.split(separator: "\n").count == 1, "\(second.stderr)")
+        #expect(second.stderr.contains("pid \(first.pid)"))
+        let goal = try await understudy(["run", "--group", "g", "--store", store, "--active-goal", "2", "--", "sleep", "60"], in: scratch)
+        #expect(goal.status == 71)
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// The `understudy` executable built next to this test bundle.
+let understudyPath: String = {
+    let candidates = [
+        (CommandLine.arguments[0] as NSString).deletingLastPathComponent,
+        Bundle.main.bundleURL.deletingLastPathComponent().path,
+        ((CommandLine.arguments[0] as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent,
+    ]
+    for directory in candidates {
+        let path = (directory as NSString).appendingPathComponent("understudy")
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return FileManager.default.currentDirectoryPath + "/.build/debug/understudy"
+}()
+
+/// A fresh temporary directory, removed when the value is released.
+final class Scratch: Sendable {
+    let path: String
+
+    init() throws {
+        let template = (NSTemporaryDirectory() as NSString).appendingPathComponent("understudy-cli-XXXXXX")
+        var bytes = Array(template.utf8CString)
+        let result = try #require(mkdtemp(&bytes))
+        path = String(cString: result)
+    }
+
+    func file(_ name: String) -> String { path + "/" + name }
+
+    func read(_ name: String) -> String { (try? String(contentsOfFile: file(name), encoding: .utf8)) ?? "" }
+
+    func lines(_ name: String) -> [String] { read(name).split(separator: "\n").map(String.init) }
+
+    /// A shell script that records its life in `log` (`start TOKEN PID MEMBER`, `stop TOKEN PID`) and, holding an
+    /// exclusive flock(1) for as long as it or anything it started lives, writes `OVERLAP` if another copy is
+    /// still alive when it starts.
+    func childScript() throws -> String {
+        let script = file("child.sh")
+        try """
+            #!/bin/sh
+            exec 9>>"\(file("lock"))"
+            flock -n 9 || echo "OVERLAP $UNDERSTUDY_FENCING_TOKEN" >> "\(file("log"))"
+            echo "start $UNDERSTUDY_FENCING_TOKEN $$ $UNDERSTUDY_MEMBER_ID $UNDERSTUDY_GROUP" >> "\(file("log"))"
+            trap 'echo "stop $UNDERSTUDY_FENCING_TOKEN $$" >> "\(file("log"))"; exit 0' TERM
+            while :; do sleep 0.05; done
+
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        return script
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// An `understudy` process whose stdout and stderr go to files; killed with SIGKILL when released.
+final class Launched {
+    let process: Process
+    let stderrPath: String
+    let stdoutPath: String
+
+    init(_ arguments: [String], in scratch: Scratch, name: String) throws {
+        stderrPath = scratch.file("\(name).err")
+        stdoutPath = scratch.file("\(name).out")
+        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: understudyPath)
+        process.arguments = arguments
+        process.standardInput = FileHandle.nullDevice
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath))
+        try process.run()
+    }
+
+    var pid: pid_t { process.processIdentifier }
+    var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
+    var stdout: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
+
+    func signal(_ number: Int32) { kill(pid, number) }
+
+    /// Waits for the exit; returns the exit status, or `nil` if still running at the deadline.
+    func exitStatus(within timeout: Duration = .seconds(15)) async throws -> Int32? {
+        guard try await eventually(timeout: timeout, { !self.process.isRunning }) else { return nil }
+        return process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(pid, SIGCONT)
+            kill(pid, SIGKILL)
+        }
+    }
+}
+
+/// Runs `understudy` to completion (at most 30 s); returns its status, stdout and stderr.
+func understudy(_ arguments: [String], in scratch: Scratch) async throws -> (status: Int32, stdout: String, stderr: String) {
+    let launched = try Launched(arguments, in: scratch, name: "once-\(UInt32.random(in: 0...UInt32.max))")
+    let exited = try await launched.exitStatus(within: .seconds(30))
+    let status = try #require(exited, "understudy \(arguments) did not exit")
+    return (status, launched.stdout, launched.stderr)
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+func eventually(timeout: Duration = .seconds(15), _ condition: () throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try condition() { return true }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return try condition()
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+func isAlive(_ pid: pid_t) -> Bool {
+    guard kill(pid, 0) == 0 else { return false }
+    let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+    return !stat.contains(") Z ")
+}
+
+/// One line of the child's log.
+struct LogEntry: Equatable {
+    var kind: String
+    var token: Int
+    var pid: pid_t
+    var member: String?
+}
+
+func entries(_ lines: [String]) -> [LogEntry] {
+    lines.compactMap { line in
+        let fields = line.split(separator: " ").map(String.init)
+        guard fields.count >= 3, let token = Int(fields[1]), let pid = pid_t(fields[2]) else { return nil }
+        return LogEntry(kind: fields[0], token: token, pid: pid, member: fields.count > 3 ? fields[3] : nil)
+    }
+}

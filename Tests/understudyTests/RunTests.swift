@@ -1,0 +1,120 @@
+import Foundation
+import Testing
+
+/// Real `understudy run` processes on a real SQLite file, with real signals.
+@Suite(.serialized)
+struct RunTests {
+    /// Three members; the active one is killed with SIGKILL, then frozen with SIGSTOP past T, then sent SIGTERM.
+    @Test func test_failover_killStopTerm_oneChildAtATime_tokensIncrease() async throws {
+        let scratch = try Scratch()
+        let script = try scratch.childScript()
+        var members: [String: Launched] = [:]
+        func start(_ id: String) throws {
+            members[id] = try Launched(
+                ["run", "--group", "g", "--store", scratch.file("store.db"), "--id", id, "--stop-grace", "2s", "--", script],
+                in: scratch, name: id
+            )
+        }
+        for id in ["a", "b", "c"] { try start(id) }
+        func starts() -> [LogEntry] { entries(scratch.lines("log")).filter { $0.kind == "start" } }
+
+        // SIGKILL of the active supervisor: its child dies with it (orphan guarantee), a standby takes over.
+        #expect(try await eventually { starts().count == 1 })
+        let first = try #require(starts().last)
+        let firstID = try #require(first.member)
+        let firstMember = try #require(members[firstID])
+        #expect(isAlive(first.pid))
+        firstMember.signal(SIGKILL)
+        #expect(try await eventually(timeout: .seconds(2)) { !isAlive(first.pid) }, "the child outlived its supervisor")
+        #expect(try await eventually { starts().count == 2 })
+
+        // SIGSTOP of the active supervisor past T: the watchdog kills the child, a standby takes over.
+        let second = try #require(starts().last)
+        let secondID = try #require(second.member)
+        let secondMember = try #require(members[secondID])
+        secondMember.signal(SIGSTOP)
+        #expect(try await eventually(timeout: .seconds(3)) { !isAlive(second.pid) }, "a frozen supervisor's child kept running")
+        #expect(try await eventually { starts().count == 3 })
+        try await Task.sleep(for: .milliseconds(300))
+        secondMember.signal(SIGCONT)
+
+        // SIGTERM of the active supervisor: the child gets SIGTERM, the slot is released, the supervisor exits 0.
+        let third = try #require(starts().last)
+        let thirdID = try #require(third.member)
+        let thirdMember = try #require(members[thirdID])
+        thirdMember.signal(SIGTERM)
+        #expect(try await thirdMember.exitStatus() == 0)
+        #expect(scratch.lines("log").contains("stop \(third.token) \(third.pid)"))
+        #expect(try await eventually { starts().count == 4 })
+
+        for member in members.values where member.process.isRunning { member.signal(SIGTERM) }
+        for member in members.values { #expect(try await member.exitStatus() != nil) }
+
+        let log = scratch.lines("log")
+        #expect(!log.contains { $0.hasPrefix("OVERLAP") }, "two children ran at once: \(log)")
+        let tokens = starts().map(\.token)
+        #expect(zip(tokens, tokens.dropFirst()).allSatisfy { $0 < $1 }, "tokens not strictly increasing: \(tokens)")
+        #expect(starts().allSatisfy { $0.member != nil } && log.allSatisfy { !$0.hasPrefix("start") || $0.hasSuffix(" g") })
+        for entry in starts() { #expect(!isAlive(entry.pid)) }
+        let lines = members.values.map(\.stderr).joined()
+        #expect(lines.contains("activated group=g member="))
+        #expect(lines.contains("reason=shutdown"))
+    }
+
+    /// `--once` runs the command once, with hooks around it, and exits with its status.
+    @Test func test_once_runsTheCommandOnce_andExitsWithItsStatus() async throws {
+        let scratch = try Scratch()
+        let log = scratch.file("log")
+        let result = try await understudy(
+            [
+                "run", "--group", "cron", "--store", scratch.file("store.db"), "--once", "--log-format", "json",
+                "--on-activate", "echo activate $UNDERSTUDY_FENCING_TOKEN >> \(log)",
+                "--on-deactivate", "echo deactivate $UNDERSTUDY_REASON >> \(log)",
+                "--", "/bin/sh", "-c", "echo ran $UNDERSTUDY_FENCING_TOKEN >> \(log); exit 7",
+            ],
+            in: scratch
+        )
+        #expect(result.status == 7)
+        #expect(scratch.lines("log") == ["activate 1", "ran 1", "deactivate resigned"])
+        let json = result.stderr.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(json.contains { $0["message"] as? String == "activated" && $0["token"] as? String == "1" && $0["group"] as? String == "cron" })
+    }
+
+    /// A command that exits while active gives the slot up and competes again after the backoff.
+    @Test func test_childExit_releasesTheSlot_andRestartsAfterBackoff() async throws {
+        let scratch = try Scratch()
+        let log = scratch.file("log")
+        let member = try Launched(
+            [
+                "run", "--group", "g", "--store", scratch.file("store.db"), "--restart-backoff", "200ms",
+                "--", "/bin/sh", "-c", "echo start $UNDERSTUDY_FENCING_TOKEN >> \(log); exit 1",
+            ],
+            in: scratch, name: "member"
+        )
+        #expect(try await eventually { scratch.lines("log").count >= 3 })
+        member.signal(SIGTERM)
+        #expect(try await member.exitStatus() == 0)
+        #expect(Array(scratch.lines("log").prefix(3)) == ["start 1", "start 2", "start 3"])
+        #expect(member.stderr.contains("reason=resigned"))
+    }
+
+    /// A second SIGINT exits at once with 130, and the watchdog still kills the child.
+    @Test func test_secondInterrupt_exitsAtOnce() async throws {
+        let scratch = try Scratch()
+        let log = scratch.file("log")
+        let member = try Launched(
+            [
+                "run", "--group", "g", "--store", scratch.file("store.db"), "--stop-grace", "30s",
+                "--", "/bin/sh", "-c", "trap '' TERM; echo start 1 $$ >> \(log); while :; do sleep 0.05; done",
+            ],
+            in: scratch, name: "member"
+        )
+        #expect(try await eventually { !scratch.lines("log").isEmpty })
+        let child = try #require(entries(scratch.lines("log")).first).pid
+        member.signal(SIGINT)
+        #expect(try await eventually { member.stderr.contains("shutting down") })
+        member.signal(SIGINT)
+        #expect(try await member.exitStatus(within: .seconds(5)) == 130)
+        #expect(try await eventually(timeout: .seconds(2)) { !isAlive(child) })
+    }
+}

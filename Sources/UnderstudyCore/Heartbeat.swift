@@ -8,7 +8,8 @@ public enum MemberPhase: String, Hashable, Sendable, CaseIterable {
     case active
     /// Was told to deactivate and is stopping its work; it keeps its lease until the work has stopped.
     case stopping
-    /// Just gave up its slot (its work ended) and waits a moment before it competes again.
+    /// Not competing for now: it just gave up its slot (its work ended) and waits before competing again, or it
+    /// has not heard from the store for T and so could not learn that a slot is free.
     case resting
 
     /// Whether a member in this phase competes for a free slot.

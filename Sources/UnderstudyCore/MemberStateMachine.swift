@@ -99,6 +99,9 @@ public struct MemberStateMachine: Sendable {
     /// The newest token this member sent a release for. A release can still be applied after a later acquire
     /// (calls overtake each other), so a grant of such a token only confirms a lease on its way back.
     private var releasedToken: FencingToken?
+    /// When the store last answered anything. A standby that has not heard from it for T reports itself
+    /// `resting`, so the others do not wait for it to take a slot it cannot learn is free.
+    private var lastAnswerAt: Instant = .zero
 
     public init(configuration: GroupConfiguration, member: MemberInfo, restAfterResigning: Duration? = nil) {
         self.configuration = configuration
@@ -141,6 +144,7 @@ public struct MemberStateMachine: Sendable {
     public mutating func start(now: Instant) -> [Action] {
         guard case .idle = state else { return [scheduleTick(now: now)] }
         state = .standby
+        lastAnswerAt = now
         var actions: [Action] = []
         sendHeartbeat(now: now, into: &actions)
         actions.append(scheduleTick(now: now))
@@ -198,6 +202,7 @@ public struct MemberStateMachine: Sendable {
     /// The store answered heartbeat `id`.
     public mutating func heartbeatReplied(_ reply: HeartbeatReply, to id: RequestID, now: Instant) -> [Action] {
         guard let request = requests.removeValue(forKey: id) else { return [scheduleTick(now: now)] }
+        lastAnswerAt = now
         if let newestAnsweredSentAt, request.sentAt < newestAnsweredSentAt {
             // Overtaken by a newer answer; a grant dropped here is confirmed by the next `acquire`.
             return [scheduleTick(now: now)]
@@ -441,7 +446,7 @@ public struct MemberStateMachine: Sendable {
             activeGoal: configuration.activeGoal,
             activationInterval: activationInterval,
             member: member,
-            phase: phase,
+            phase: phase == .standby && now - lastAnswerAt > activationInterval ? .resting : phase,
             intent: intent
         )
         actions.append(.sendHeartbeat(heartbeat, id))

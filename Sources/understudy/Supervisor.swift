@@ -10,9 +10,9 @@ import UnderstudyCore
 /// - graceful (preemption, shutdown, the lease still renewed): SIGTERM, SIGKILL after `stopGrace`; the lease is
 ///   renewed meanwhile and the slot is released only after the command has exited;
 /// - lease at risk (no renewal confirmed by s + T − I, or the store says the lease is lost): SIGTERM, then
-///   SIGKILL at s + T − I/2 at the latest, whatever `stopGrace` says; the store cannot grant the slot to
+///   SIGKILL at s + T − 3I/4 at the latest, whatever `stopGrace` says; the store cannot grant the slot to
 ///   another member before s + T;
-/// - supervisor frozen or dead: the watchdog kills the command's group at s + T − I/2, or at once on end-of-file.
+/// - supervisor frozen or dead: the watchdog kills the command's group at s + T − 3I/4, or at once on end-of-file.
 final class Supervisor: Sendable {
     struct Settings: Sendable {
         var configuration: GroupConfiguration
@@ -65,9 +65,9 @@ final class Supervisor: Sendable {
         self.logger = logger
     }
 
-    /// The watchdog kills the command at its deadline minus this margin: half a heartbeat interval, so it acts
-    /// after the supervisor's own self-fencing (at T − I) and well before the store can grant the slot (at T).
-    var killMargin: Duration { settings.configuration.heartbeatInterval / 2 }
+    /// SIGKILL goes out this long before the core's deadline (s + T − I/2, which already leaves I/2 for clock
+    /// drift), to cover the kill itself: at s + T − 3I/4, after the self-fence's SIGTERM at s + T − I.
+    var killMargin: Duration { settings.configuration.heartbeatInterval / 4 }
 
     /// Takes part in the group until SIGTERM/SIGINT (or, with `once`, until the command has run once).
     ///

@@ -76,6 +76,7 @@ let package = Package(
                 "UnderstudyPostgres",
                 "understudy-fixture",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "understudyTests", dependencies: ["understudy"]),

@@ -1,4 +1,5 @@
 import Foundation
+import ServiceLifecycleTestKit
 import Synchronization
 import Testing
 import Understudy
@@ -54,6 +55,21 @@ struct MemberTests {
         #expect(tokens.withLock { $0 } == [FencingToken(rawValue: 1)])
         #expect(cancelled.withLock { $0 })
         #expect(try await store.group(GroupName("jobs"))?.members.isEmpty == true)
+    }
+
+    @Test func gracefulShutdown_ofTheService_deactivatesReleasesAndLeaves() async throws {
+        let store = InMemoryStore()
+        let member = try Member(group: Self.configuration(), store: store)
+        var events = member.events.makeAsyncIterator()
+        try await testGracefulShutdown { trigger in
+            let running = Task { try await member.run() }
+            #expect(await Self.next(&events) == .activate(FencingToken(rawValue: 1)))
+            trigger.triggerGracefulShutdown()
+            #expect(await Self.next(&events) == .deactivate(.shutdown))
+            try await running.value
+        }
+        let view = try #require(try await store.group(GroupName("jobs")))
+        #expect(view.members.isEmpty && view.leases.isEmpty)
     }
 
     @Test func leave_ofTheActive_handsOverBeforeTheLeaseWouldExpire() async throws {

@@ -38,6 +38,7 @@ public actor Member: Service {
     private var activity: RunningWork?
     private var activations = 0
     private var storeFailures = 0
+    private let metrics: MemberMetrics
 
     private enum Input: Sendable {
         case tick
@@ -86,6 +87,7 @@ public actor Member: Service {
         logger[metadataKey: "group"] = "\(configuration.name)"
         logger[metadataKey: "member"] = "\(id)"
         self.logger = logger
+        self.metrics = MemberMetrics(group: configuration.name, member: id)
         (events, eventSink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1_024))
         (inputStream, inputs) = AsyncStream.makeStream()
     }
@@ -174,6 +176,7 @@ public actor Member: Service {
                 actions = machine.heartbeatRejected(id, rejection, now: now)
             case .reply(let id, .failure(let error)):
                 storeFailures += 1
+                metrics.storeFailed()
                 if storeFailures == 1 || storeFailures.isMultiple(of: 50) {
                     logger.warning("heartbeat failed, retrying", metadata: ["error": "\(error)", "failures": "\(storeFailures)"])
                 }
@@ -207,17 +210,28 @@ public actor Member: Service {
             case .sendHeartbeat(let heartbeat, let id):
                 let store = self.store
                 let inputs = self.inputs
+                let roundTrip = metrics.heartbeatRoundTrip
                 Task {
                     let result: Result<HeartbeatReply, any Error>
-                    do { result = .success(try await store.heartbeat(heartbeat)) } catch { result = .failure(error) }
+                    let sent = MonotonicClock.now()
+                    do {
+                        result = .success(try await store.heartbeat(heartbeat))
+                        roundTrip.recordNanoseconds(MonotonicClock.now().nanoseconds - sent.nanoseconds)
+                    } catch {
+                        result = .failure(error)
+                    }
                     inputs.yield(.reply(id, result))
                 }
             case .emit(let event):
                 log(event)
                 eventSink.yield(event)
                 switch event {
-                case .activate(let token): startWork(token: token)
-                case .deactivate: stopWork()
+                case .activate(let token):
+                    metrics.activated(token)
+                    startWork(token: token)
+                case .deactivate(let reason):
+                    metrics.deactivated(reason)
+                    stopWork()
                 case .prepareToActivate, .prepareWithdrawn: break
                 }
             case .leaseValid(let until):

@@ -19,6 +19,8 @@ enum ExitStatus: Int32 {
     case storeUnavailable = 68
     /// Another live process already uses this member id in the group.
     case memberIDInUse = 69
+    /// `--http`: the port is in use, or the address cannot be listened on.
+    case httpUnavailable = 70
     /// The group runs with another active goal.
     case activeGoalMismatch = 71
     /// The command exists but cannot be executed.
@@ -34,13 +36,13 @@ enum ExitStatus: Int32 {
           0    success; `run --once`: the command's own status
           1    `status`: a listed group is below its goal
           2    `status`, `watch`: the store cannot be read
-          64   usage: missing `--` or command, unknown option
+          64   usage: missing `--` or command, unknown option, malformed --http
           65   invalid duration (use a number and a unit: 100ms, 2s, 1m)
           66   invalid settings: T <= 2 x I, bad name, id, weight or goal
           67   unknown store scheme
           68   store not writable or not usable
           69   member id already alive in the group
-          70   reserved: HTTP port in use (--http is not implemented yet)
+          70   --http: the port is in use or the address cannot be listened on
           71   the group runs with another active goal
           126  command not executable
           127  command not found

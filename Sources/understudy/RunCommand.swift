@@ -69,6 +69,9 @@ struct Run: AsyncParsableCommand {
     @Option(name: .customLong("log-format"), help: "text or json.")
     var logFormat: LogFormat = .text
 
+    @Option(help: ArgumentHelp("Serve /healthz, /active, /status and /metrics on HOST:PORT (port 0: any free port).", valueName: "host:port"))
+    var http: String?
+
     @Argument(parsing: .postTerminator, help: "The command to supervise, after `--`.")
     var command: [String] = []
 
@@ -99,6 +102,7 @@ struct Run: AsyncParsableCommand {
         let grace = try Self.duration(stopGrace, option: "stop-grace", allowZero: true)
         let hookTimeout = try Self.duration(hookTimeout, option: "hook-timeout")
         let backoff = try restartBackoff.map { text throws(CLIError) in try Self.duration(text, option: "restart-backoff", allowZero: true) }
+        let httpAddress = try http.map { text throws(CLIError) in try HTTPAddress.parse(text) }
         let location = try StoreLocation.parse(store)
         let configuration: GroupConfiguration
         let memberID: MemberID
@@ -129,7 +133,8 @@ struct Run: AsyncParsableCommand {
             onActivate: onActivate,
             onDeactivate: onDeactivate,
             hookTimeout: hookTimeout,
-            logFormat: logFormat
+            logFormat: logFormat,
+            http: httpAddress
         )
     }
 

@@ -28,6 +28,8 @@ final class Supervisor: Sendable {
         var onDeactivate: String?
         var hookTimeout: Duration
         var logFormat: LogFormat
+        /// Where to serve the HTTP endpoint, if anywhere.
+        var http: HTTPAddress?
     }
 
     private struct State {
@@ -72,7 +74,7 @@ final class Supervisor: Sendable {
     /// Takes part in the group until SIGTERM/SIGINT (or, with `once`, until the command has run once).
     ///
     /// - Returns: the exit status: 0, or with `once` the command's status.
-    /// - Throws: ``CLIError`` when the store refuses the member.
+    /// - Throws: ``CLIError`` when the store refuses the member or the HTTP endpoint cannot listen.
     func run() async throws(CLIError) -> Int32 {
         signal(SIGPIPE, SIG_IGN)
         // The member's own lines about activation are replaced by ``logTransitions(_:)``, which adds the token
@@ -81,6 +83,8 @@ final class Supervisor: Sendable {
         memberLogger[metadataKey: "group"] = "\(settings.configuration.name)"
         memberLogger[metadataKey: "member"] = "\(settings.memberID)"
         memberLogger.logLevel = .warning
+        // The member makes its metrics when created, so the registry must be in place before.
+        let registry = settings.http.map { _ in HTTPEndpoint.bootstrapMetrics() }
         let member: Member
         do {
             member = try Member(
@@ -94,6 +98,12 @@ final class Supervisor: Sendable {
         } catch {
             throw CLIError(.invalidConfiguration, error.description)
         }
+        var endpoint: HTTPEndpoint?
+        if let address = settings.http, let registry {
+            let started = try await HTTPEndpoint.start(on: address, member: member, registry: registry, logger: logger)
+            logger.notice("serving HTTP", metadata: ["address": "\(started.boundAddress)"])
+            endpoint = started
+        }
         try await checkMembership()
         let signals = handleSignals(member: member)
         defer { signals.forEach { $0.cancel() } }
@@ -102,8 +112,16 @@ final class Supervisor: Sendable {
             "weight": "\(settings.weight)", "pid": "\(getpid())", "goal": "\(settings.configuration.activeGoal)",
         ])
         let transitions = Task { await logTransitions(member.events) }
+        let outcome: Result<Void, any Error>
         do {
             try await member.whileActiveSupervised({ activation in await self.activate(activation, member: member) })
+            outcome = .success(())
+        } catch {
+            outcome = .failure(error)
+        }
+        await endpoint?.stop()
+        do {
+            try outcome.get()
         } catch MemberError.rejected(let rejection) {
             switch rejection {
             case .memberIDInUse: throw CLIError(.memberIDInUse, rejection.description)

@@ -1,0 +1,241 @@
+import CoreMetrics
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+import Understudy
+import UnderstudyCore
+
+/// The address of `understudy run --http HOST:PORT`.
+struct HTTPAddress: Sendable, Hashable, CustomStringConvertible {
+    /// A host name or IPv4 address, or an IPv6 address without its brackets.
+    var host: String
+    /// 0...65535; 0 lets the system pick a free port.
+    var port: Int
+
+    /// `HOST:PORT` or `[IPv6]:PORT`; anything else is a ``ExitStatus/usage`` error.
+    static func parse(_ text: String) throws(CLIError) -> HTTPAddress {
+        let invalid = CLIError(
+            .usage,
+            "invalid --http \"\(text)\": expected HOST:PORT such as 127.0.0.1:9090 or [::1]:9090 (port 0...65535, 0 for any free port)"
+        )
+        let host: Substring
+        let port: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { throw invalid }
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(close, offsetBy: 2)...]
+            guard host.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { throw invalid }
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { throw invalid }
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+            guard host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_") }) else {
+                throw invalid
+            }
+        }
+        guard !host.isEmpty, (1...5).contains(port.count), port.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let number = Int(port), number <= 65_535
+        else { throw invalid }
+        return HTTPAddress(host: String(host), port: number)
+    }
+
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// The HTTP endpoint of `understudy run --http`: health, activity, status and Prometheus metrics of one member.
+///
+/// - `GET /healthz`: 200 while the member takes part in its group;
+/// - `GET /active`: 200 while the member is active, 503 otherwise, for load balancer health checks;
+/// - `GET /status`: the member's state and its group as `understudy status --json` shows it;
+/// - `GET /metrics`: every swift-metrics metric of the process, in the Prometheus text format.
+final class HTTPEndpoint: Sendable {
+    /// The address the server listens on, with the port the system picked when asked for port 0.
+    let boundAddress: String
+    private let services: ServiceGroup
+    private let server: Task<Void, Never>
+
+    private init(boundAddress: String, services: ServiceGroup, server: Task<Void, Never>) {
+        self.boundAddress = boundAddress
+        self.services = services
+        self.server = server
+    }
+
+    /// Makes swift-metrics report to a new Prometheus registry. Call once, before the ``Member`` is created.
+    static func bootstrapMetrics() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Heartbeats take well under a millisecond on a local SQLite file and tens of milliseconds on a remote store.
+        factory.durationHistogramBuckets[MemberMetricLabel.heartbeatRoundTrip] = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1),
+        ]
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }
+
+    /// Starts listening on `address` and returns once the server accepts connections.
+    ///
+    /// - Throws: ``CLIError`` with ``ExitStatus/httpUnavailable`` when the address cannot be listened on (the
+    ///   port is in use, the host is not local or unknown, the port needs privileges).
+    static func start(
+        on address: HTTPAddress,
+        member: Member,
+        registry: PrometheusCollectorRegistry,
+        logger: Logger
+    ) async throws(CLIError) -> HTTPEndpoint {
+        var serverLogger = logger
+        serverLogger.logLevel = .warning
+        let (started, reportStart) = AsyncStream<Result<String, any Error>>.makeStream()
+        let application = Application(
+            router: router(member: member, registry: registry),
+            configuration: ApplicationConfiguration(address: .hostname(address.host, port: address.port)),
+            onServerRunning: { channel in
+                reportStart.yield(.success(describe(channel.localAddress) ?? address.description))
+                reportStart.finish()
+            },
+            logger: serverLogger
+        )
+        var configuration = ServiceGroupConfiguration(services: [application], logger: serverLogger)
+        // A client stuck in the middle of a request must not hold the supervisor up when it leaves.
+        configuration.maximumGracefulShutdownDuration = .seconds(1)
+        let services = ServiceGroup(configuration: configuration)
+        let server = Task {
+            do {
+                try await services.run()
+            } catch {
+                reportStart.yield(.failure(error))
+            }
+            reportStart.finish()
+        }
+        switch await started.first(where: { _ in true }) {
+        case .success(let bound)?:
+            return HTTPEndpoint(boundAddress: bound, services: services, server: server)
+        case .failure(let error)?:
+            throw listenError(error, address: address)
+        case nil:
+            throw CLIError(.httpUnavailable, "--http \(address): the server stopped before it listened")
+        }
+    }
+
+    /// Stops the server gracefully (cancelling requests still open after a second) and waits until it has closed
+    /// its socket.
+    func stop() async {
+        await services.triggerGracefulShutdown()
+        await server.value
+    }
+
+    // MARK: Routes
+
+    private static func router(member: Member, registry: PrometheusCollectorRegistry) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("healthz") { _, _ -> Response in
+            let state = await member.state
+            return text(state == .finished ? .serviceUnavailable : .ok, name(of: state))
+        }
+        router.get("active") { _, _ -> Response in
+            let state = await member.state
+            guard case .active(let token) = state else { return text(.serviceUnavailable, name(of: state)) }
+            return text(.ok, "active token=\(token)")
+        }
+        router.get("status") { _, _ -> Response in
+            let state = await member.state
+            var document = MemberStatusDocument(group: member.configuration.name.rawValue, member: member.id.rawValue, state: name(of: state))
+            if case .active(let token) = state { document.token = token.rawValue }
+            do {
+                document.groupStatus = StatusDocument(store: "", statuses: [try await member.status()]).groups.first
+            } catch {
+                document.error = "\(error)"
+            }
+            return Response(
+                status: .ok,
+                headers: [.contentType: "application/json"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: document.encoded() + "\n"))
+            )
+        }
+        router.get("metrics") { _, _ -> Response in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
+            )
+        }
+        return router
+    }
+
+    private static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
+        Response(
+            status: status,
+            headers: [.contentType: "text/plain; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: body + "\n"))
+        )
+    }
+
+    /// The member's state as `/status` and the plain-text endpoints name it.
+    static func name(of state: MemberStateMachine.Status) -> String {
+        switch state {
+        case .idle: "idle"
+        case .standby: "standby"
+        case .active: "active"
+        case .stopping: "stopping"
+        case .leaving: "leaving"
+        case .finished: "finished"
+        }
+    }
+
+    // MARK: Errors and addresses
+
+    private static func listenError(_ error: any Error, address: HTTPAddress) -> CLIError {
+        guard let error = error as? IOError else {
+            return CLIError(.httpUnavailable, "--http \(address): cannot listen: \(error)")
+        }
+        if error.errnoCode == EADDRINUSE {
+            return CLIError(.httpUnavailable, "--http \(address): the port is already in use")
+        }
+        return CLIError(.httpUnavailable, "--http \(address): cannot listen: \(String(cString: strerror(error.errnoCode)))")
+    }
+
+    private static func describe(_ address: SocketAddress?) -> String? {
+        guard let address, let ip = address.ipAddress, let port = address.port else { return nil }
+        return HTTPAddress(host: ip, port: port).description
+    }
+}
+
+/// The JSON of `GET /status` (schema version 1; fields are only ever added).
+struct MemberStatusDocument: Encodable {
+    var schemaVersion = 1
+    var group: String
+    var member: String
+    /// `idle`, `standby`, `active`, `stopping`, `leaving` or `finished`, as this member's state machine sees it.
+    var state: String
+    /// The fencing token while active.
+    var token: UInt64?
+    /// The group as `understudy status --json` shows it; `nil` when the store cannot be read.
+    var groupStatus: StatusDocument.Group?
+    /// Why the store could not be read.
+    var error: String?
+
+    enum CodingKeys: CodingKey { case schemaVersion, group, member, state, token, groupStatus, error }
+
+    // Written out so that absent values are `null`, not absent keys.
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(schemaVersion, forKey: .schemaVersion)
+        try container.encode(group, forKey: .group)
+        try container.encode(member, forKey: .member)
+        try container.encode(state, forKey: .state)
+        try container.encode(token, forKey: .token)
+        try container.encode(groupStatus, forKey: .groupStatus)
+        try container.encode(error, forKey: .error)
+    }
+
+    func encoded() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding plain strings and numbers cannot fail.
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}

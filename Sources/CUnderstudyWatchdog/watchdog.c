@@ -75,6 +75,12 @@ int understudy_watchdog_main(int argc, char **argv) {
     int children = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     if (children < 0) fail("signalfd");
 
+    // Block every signal across the fork: the child inherits our ignored SIGTERM until it resets its handlers,
+    // and a SIGTERM sent to its group in between would be lost. Blocked, it stays pending (Linux never discards
+    // a blocked signal) and is delivered with its default action once the child unblocks.
+    sigset_t all, watchdog_mask;
+    sigfillset(&all);
+    if (sigprocmask(SIG_SETMASK, &all, &watchdog_mask) != 0) fail("sigprocmask");
     pid_t watchdog = getpid();
     pid_t child = fork();
     if (child < 0) fail("fork");
@@ -85,14 +91,15 @@ int understudy_watchdog_main(int argc, char **argv) {
         setpgid(0, 0);
         close(control);
         close(children);
+        for (int number = 1; number < NSIG; number++) signal(number, SIG_DFL);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        for (int number = 1; number < NSIG; number++) signal(number, SIG_DFL);
         execvp(command[0], command);
         fprintf(stderr, "understudy: cannot run %s: %s\n", command[0], strerror(errno));
         _exit(errno == ENOENT ? 127 : 126);
     }
+    sigprocmask(SIG_SETMASK, &watchdog_mask, NULL);
     // Set the group from both sides so that no signal can reach a child that is not yet its own leader.
     setpgid(child, child);
     fcntl(control, F_SETFL, fcntl(control, F_GETFL) | O_NONBLOCK);

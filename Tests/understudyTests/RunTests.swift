@@ -1,17 +1,19 @@
 import Foundation
 import Testing
 
-/// Real `understudy run` processes on a real SQLite file, with real signals.
+/// Real `understudy run` processes on a real store (a SQLite file, the test PostgreSQL server), with real signals.
 @Suite(.serialized)
 struct RunTests {
     /// Three members; the active one is killed with SIGKILL, then frozen with SIGSTOP past T, then sent SIGTERM.
-    @Test func test_failover_killStopTerm_oneChildAtATime_tokensIncrease() async throws {
+    @Test(arguments: ["sqlite", "postgres"])
+    func test_failover_killStopTerm_oneChildAtATime_tokensIncrease(backend: String) async throws {
         let scratch = try Scratch()
         let script = try scratch.childScript()
+        let store = backend == "sqlite" ? scratch.file("store.db") : try Self.freshPostgresSchemaURL()
         var members: [String: Launched] = [:]
         func start(_ id: String) throws {
             members[id] = try Launched(
-                ["run", "--group", "g", "--store", scratch.file("store.db"), "--id", id, "--stop-grace", "2s", "--", script],
+                ["run", "--group", "g", "--store", store, "--id", id, "--stop-grace", "2s", "--", script],
                 in: scratch, name: id
             )
         }
@@ -59,6 +61,22 @@ struct RunTests {
         let lines = members.values.map(\.stderr).joined()
         #expect(lines.contains("activated group=g member="))
         #expect(lines.contains("reason=shutdown"))
+    }
+
+    /// A SIGTERM that arrives while the command is still being started is not lost: the command stops at once,
+    /// not when `--stop-grace` runs out.
+    @Test func test_sigtermRightAfterActivation_stopsTheCommandWithoutWaitingForTheGrace() async throws {
+        for round in 0..<3 {
+            let scratch = try Scratch()
+            let member = try Launched(
+                ["run", "--group", "early", "--store", scratch.file("store.db"), "--stop-grace", "30s", "--", "/bin/sleep", "300"],
+                in: scratch, name: "early\(round)"
+            )
+            #expect(try await eventually { member.stderr.contains("activated") })
+            member.signal(SIGTERM)
+            // Within the grace, SIGTERM must be what stopped the command; 10 s is far below the 30 s grace.
+            #expect(try await member.exitStatus(within: .seconds(10)) == 0, "round \(round): \(member.stderr)")
+        }
     }
 
     /// `--once` runs the command once, with hooks around it, and exits with its status.
@@ -116,5 +134,18 @@ struct RunTests {
         member.signal(SIGINT)
         #expect(try await member.exitStatus(within: .seconds(5)) == 130)
         #expect(try await eventually(timeout: .seconds(2)) { !isAlive(child) })
+    }
+
+    /// The throwaway PostgreSQL server of `scripts/test`, with a schema no other test uses.
+    static func freshPostgresSchemaURL() throws -> String {
+        guard let base = ProcessInfo.processInfo.environment["UNDERSTUDY_TEST_POSTGRES_URL"], !base.isEmpty else {
+            throw PostgresNotConfigured()
+        }
+        let schema = "cli_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
+        return base + (base.contains("?") ? "&" : "?") + "schema=\(schema)"
+    }
+
+    struct PostgresNotConfigured: Error, CustomStringConvertible {
+        var description: String { "UNDERSTUDY_TEST_POSTGRES_URL is not set: run the suite with ./scripts/test, which starts PostgreSQL" }
     }
 }

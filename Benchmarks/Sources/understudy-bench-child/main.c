@@ -1,0 +1,32 @@
+// The child that benchmarks supervise: appends "<CLOCK_BOOTTIME ns> <pid> <label> <token>\n" to FILE the moment
+// it runs, then sleeps until it is killed. Exits by itself after ten minutes, so it cannot outlive an interrupted
+// benchmark by long.
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    struct timespec now;
+    clock_gettime(CLOCK_BOOTTIME, &now);
+    if (argc < 3) {
+        fprintf(stderr, "usage: understudy-bench-child FILE LABEL\n");
+        return 2;
+    }
+    const char *token = getenv("UNDERSTUDY_FENCING_TOKEN");
+    char line[512];
+    int length = snprintf(line, sizeof line, "%lld %d %s %s\n",
+                          (long long)now.tv_sec * 1000000000LL + now.tv_nsec, (int)getpid(), argv[2],
+                          token ? token : "-");
+    int fd = open(argv[1], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, line, (size_t)length) != length) {
+        perror("understudy-bench-child");
+        return 1;
+    }
+    close(fd);
+    alarm(600);
+    for (;;) pause();
+}

@@ -26,6 +26,8 @@ public final class PostgresStore: CoordinationStore {
     public let batchWindow: Duration
     /// How long connecting, or one round trip, may take before it counts as failed.
     public let timeout: Duration
+    /// The most heartbeats one round trip carries; more due together travel in several, side by side.
+    public static let maximumBatchSize = HeartbeatBatcher.maximumBatch
 
     private let client: PostgresClient
     private let clientTask: Task<Void, Never>
@@ -406,9 +408,13 @@ private func withTimeout<Value: Sendable>(
     }
 }
 
-/// Collects heartbeats that are due together into one round trip.
+/// Collects heartbeats that are due together into round trips of at most ``maximumBatch`` heartbeats, sent
+/// side by side over the pool's connections. Each round trip locks its groups in name order, so concurrent ones
+/// cannot deadlock.
 actor HeartbeatBatcher {
     private typealias Pending = (heartbeat: Heartbeat, continuation: CheckedContinuation<HeartbeatReply, any Error>)
+    /// A larger batch holds its group locks longer and risks the round-trip timeout (10,000 did, 500 does not).
+    static let maximumBatch = 500
     private let window: Duration
     private var pending: [Pending] = []
     private var flushing = false
@@ -429,16 +435,23 @@ actor HeartbeatBatcher {
         }
     }
 
-    private func flush(_ send: @Sendable ([Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>]) async {
+    private func flush(_ send: @escaping @Sendable ([Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>]) async {
         if window > .zero { try? await Task.sleep(for: window) }
         while !pending.isEmpty {
-            let batch = pending
+            let due = pending.sorted { $0.heartbeat.group < $1.heartbeat.group }
             pending = []
-            do {
-                let results = try await send(batch.map(\.heartbeat))
-                for (entry, result) in zip(batch, results) { entry.continuation.resume(with: result) }
-            } catch {
-                for entry in batch { entry.continuation.resume(throwing: error) }
+            await withTaskGroup(of: Void.self) { group in
+                for start in stride(from: 0, to: due.count, by: Self.maximumBatch) {
+                    let batch = Array(due[start..<min(start + Self.maximumBatch, due.count)])
+                    group.addTask {
+                        do {
+                            let results = try await send(batch.map(\.heartbeat))
+                            for (entry, result) in zip(batch, results) { entry.continuation.resume(with: result) }
+                        } catch {
+                            for entry in batch { entry.continuation.resume(throwing: error) }
+                        }
+                    }
+                }
             }
         }
         flushing = false

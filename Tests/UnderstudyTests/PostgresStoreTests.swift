@@ -87,6 +87,23 @@ struct PostgresStoreTests {
         #expect(store.roundTrips <= 20, "\(store.roundTrips) round trips")
     }
 
+    @Test func manyHeartbeatsDueTogether_travelInBoundedBatchesAndAllSucceed() async throws {
+        let store = try await PostgresStore(url: TestPostgres.freshSchemaURL(), batchWindow: .milliseconds(50))
+        let count = PostgresStore.maximumBatchSize * 2 + 1
+        let granted = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    let reply = try await store.heartbeat(heartbeat(member("m"), group: "big\(index)", .acquire))
+                    return reply.outcome == .granted(FencingToken(rawValue: 1))
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(granted == count)
+        // At least three batches (none larger than the maximum), and far fewer than one per heartbeat.
+        #expect((3...30).contains(store.roundTrips), "\(store.roundTrips) round trips")
+    }
+
     @Test func release_isAnnouncedToOtherProcesses() async throws {
         let url = try TestPostgres.freshSchemaURL()
         let holder = try await PostgresStore(url: url)

@@ -89,7 +89,8 @@ public final class SQLiteStore: CoordinationStore {
                 try Self.write(ledger, replacing: stored, db)
                 return .commit
             }
-            return reply!
+            guard let reply else { throw StoreError(.unavailable, "the heartbeat transaction did not commit") }
+            return reply
         }
     }
 

@@ -24,7 +24,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "The group to join (A-Z a-z 0-9 . _ -).")
     var group: String
 
-    @Option(help: "sqlite:///path/to.db or a bare path (default: $UNDERSTUDY_STORE, else the embedded database).")
+    @Option(help: "sqlite:///path/to.db, a bare path, or postgres://user:password@host:5432/db (default: $UNDERSTUDY_STORE, else the embedded database).")
     var store: String?
 
     @Option(help: "This member's id in the group (default: PID@HOST).")

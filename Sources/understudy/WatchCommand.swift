@@ -21,7 +21,7 @@ struct Watch: AsyncParsableCommand {
     @Option(help: "Watch only this group.")
     var group: String?
 
-    @Option(help: "sqlite:///path/to.db or a bare path (default: $UNDERSTUDY_STORE, else the embedded database).")
+    @Option(help: "sqlite:///path/to.db, a bare path, or postgres://user:password@host:5432/db (default: $UNDERSTUDY_STORE, else the embedded database).")
     var store: String?
 
     @Flag(help: "One JSON object per line.")

@@ -4,9 +4,10 @@ import UnderstudyCore
 
 /// The embedded store: one SQLite database file shared by every member process on one host.
 ///
-/// - Every heartbeat is one `BEGIN IMMEDIATE` transaction that loads the group, applies the heartbeat with
-///   ``GroupLedger/apply(_:now:)`` and writes the difference back, so two members can never both be granted the
-///   same slot, whatever their timing (optimistic concurrency made pessimistic by SQLite's write lock).
+/// - Heartbeats are applied inside a `BEGIN IMMEDIATE` transaction that loads the group, applies the heartbeat
+///   with ``GroupLedger/apply(_:now:)`` and writes the difference back, so two members can never both be granted
+///   the same slot, whatever their timing (optimistic concurrency made pessimistic by SQLite's write lock).
+///   Heartbeats of this process that arrive while a transaction is under way share the next one.
 /// - Time is the host's boot-time monotonic clock (``MonotonicClock``), read after the write lock is taken, so it
 ///   never jumps when the wall clock is changed and it is shared by every process on the host. Rows written
 ///   before the last reboot are treated as expired; fencing tokens survive reboots.
@@ -20,6 +21,7 @@ public final class SQLiteStore: CoordinationStore {
     public let path: String
     private let database: DatabaseQueue
     private let clock: @Sendable () -> Instant
+    private let batcher = HeartbeatBatcher(window: .zero)
 
     /// The default database: `$XDG_STATE_HOME/understudy/understudy.db`, or
     /// `~/.local/state/understudy/understudy.db`.
@@ -57,40 +59,69 @@ public final class SQLiteStore: CoordinationStore {
         configuration.journalMode = .wal
         configuration.busyMode = .timeout(10)
         configuration.label = "understudy"
-        do {
-            database = try DatabaseQueue(path: path, configuration: configuration)
-        } catch {
-            throw Self.openError(error, path: path)
-        }
-        do {
-            try database.writeWithoutTransaction { db in
-                try db.inTransaction(.immediate) {
-                    try Self.prepareSchema(db, path: path)
-                    try Self.expireRowsOfEarlierBoots(db, bootID: bootID)
-                    return .commit
-                }
+        // Switching a new file to WAL takes an exclusive lock that SQLite's busy handler does not wait for, so
+        // processes that open a new store at the same moment retry (for up to 10 s) instead of failing.
+        var attempts = 0
+        while true {
+            do {
+                database = try Self.open(path: path, configuration: configuration, bootID: bootID)
+                return
+            } catch let error as DatabaseError where [.SQLITE_BUSY, .SQLITE_LOCKED].contains(error.resultCode) && attempts < 200 {
+                attempts += 1
+                usleep(50_000)
+            } catch let error as StoreError {
+                throw error
+            } catch {
+                throw Self.openError(error, path: path)
             }
-        } catch let error as StoreError {
-            throw error
-        } catch {
-            throw Self.openError(error, path: path)
         }
     }
 
-    public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
-        let clock = self.clock
-        return try await database.writeWithoutTransaction { db in
-            var reply: HeartbeatReply?
+    private static func open(path: String, configuration: Configuration, bootID: String) throws -> DatabaseQueue {
+        let database = try DatabaseQueue(path: path, configuration: configuration)
+        try database.writeWithoutTransaction { db in
             try db.inTransaction(.immediate) {
-                let now = clock()
-                let stored = try Self.loadLedger(db, group: heartbeat.group)
-                var ledger = stored ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.activeGoal)
-                reply = try ledger.apply(heartbeat, now: now)
-                try Self.write(ledger, replacing: stored, db)
+                try prepareSchema(db, path: path)
+                try expireRowsOfEarlierBoots(db, bootID: bootID)
                 return .commit
             }
-            guard let reply else { throw StoreError(.unavailable, "the heartbeat transaction did not commit") }
-            return reply
+        }
+        return database
+    }
+
+    public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
+        try await batcher.submit(heartbeat) { batch in try await self.apply(batch) }
+    }
+
+    /// Applies heartbeats in one `BEGIN IMMEDIATE` transaction; a heartbeat the ledger refuses fails alone.
+    private func apply(_ batch: [Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>] {
+        let clock = self.clock
+        return try await database.writeWithoutTransaction { db in
+            var results: [Result<HeartbeatReply, any Error>] = []
+            try db.inTransaction(.immediate) {
+                results = []
+                let now = clock()
+                for heartbeat in batch {
+                    let stored: GroupLedger?
+                    var ledger: GroupLedger
+                    do {
+                        // A corrupt row (StoreError) or a refusal (HeartbeatRejection) fails this heartbeat only;
+                        // SQLite's own errors fail the whole transaction.
+                        stored = try Self.loadLedger(db, group: heartbeat.group)
+                        ledger = stored ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.activeGoal)
+                        results.append(.success(try ledger.apply(heartbeat, now: now)))
+                    } catch let error as StoreError {
+                        results.append(.failure(error))
+                        continue
+                    } catch let error as HeartbeatRejection {
+                        results.append(.failure(error))
+                        continue
+                    }
+                    try Self.write(ledger, replacing: stored, db)
+                }
+                return .commit
+            }
+            return results
         }
     }
 

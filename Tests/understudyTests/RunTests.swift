@@ -79,6 +79,27 @@ struct RunTests {
         }
     }
 
+    /// Several processes that create the same new store at the same moment all start (switching a new file to
+    /// WAL takes a lock SQLite's busy handler does not wait for).
+    @Test func test_manyProcessesCreatingOneStore_allStart() async throws {
+        for round in 0..<5 {
+            let scratch = try Scratch()
+            let store = scratch.file("new.db")
+            // One member that writes its heartbeats all along, while the others open the store.
+            let busy = try Launched(["run", "--group", "busy", "--store", store, "--heartbeat", "20ms", "--activation", "100ms", "--", "sleep", "30"], in: scratch, name: "busy")
+            defer { busy.signal(SIGTERM) }
+            let statuses = try await withThrowingTaskGroup(of: Int32.self) { group in
+                for index in 0..<8 {
+                    group.addTask {
+                        try await understudy(["run", "--group", "g\(index)", "--store", store, "--once", "--", "true"], in: scratch).status
+                    }
+                }
+                return try await group.reduce(into: [Int32]()) { $0.append($1) }
+            }
+            #expect(statuses == Array(repeating: 0, count: 8), "round \(round): \(busy.stderr)")
+        }
+    }
+
     /// `--once` runs the command once, with hooks around it, and exits with its status.
     @Test func test_once_runsTheCommandOnce_andExitsWithItsStatus() async throws {
         let scratch = try Scratch()

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 import UnderstudyCore
 
 /// The embedded store: one SQLite database file shared by every member process on one host.
@@ -22,6 +23,10 @@ public final class SQLiteStore: CoordinationStore {
     private let database: DatabaseQueue
     private let clock: @Sendable () -> Instant
     private let batcher = HeartbeatBatcher(window: .zero)
+    private let transactionCount = Atomic<Int>(0)
+
+    /// How many heartbeat transactions this store has run so far (each may carry several heartbeats).
+    public var roundTrips: Int { transactionCount.load(ordering: .relaxed) }
 
     /// The default database: `$XDG_STATE_HOME/understudy/understudy.db`, or
     /// `~/.local/state/understudy/understudy.db`.
@@ -96,6 +101,7 @@ public final class SQLiteStore: CoordinationStore {
     /// Applies heartbeats in one `BEGIN IMMEDIATE` transaction; a heartbeat the ledger refuses fails alone.
     private func apply(_ batch: [Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>] {
         let clock = self.clock
+        transactionCount.add(1, ordering: .relaxed)
         return try await database.writeWithoutTransaction { db in
             var results: [Result<HeartbeatReply, any Error>] = []
             try db.inTransaction(.immediate) {

@@ -18,8 +18,8 @@ func openStore(_ store: BenchStore, batchWindow: Duration? = nil) async throws -
     return try SQLiteStore(path: path)
 }
 
-/// Counts the heartbeats a store is asked to apply. For SQLite each heartbeat is one transaction, so this is
-/// the number of store round trips; PostgreSQL batches, so it reports its own `roundTrips`.
+/// Counts the heartbeats a store is asked to apply; round trips are the store's own count (PostgreSQL calls,
+/// SQLite transactions), since both batch heartbeats that are due together.
 final class CountingStore: CoordinationStore {
     let base: any CoordinationStore
     private let count = Atomic<Int>(0)
@@ -27,7 +27,7 @@ final class CountingStore: CoordinationStore {
     init(_ base: any CoordinationStore) { self.base = base }
 
     var heartbeats: Int { count.load(ordering: .relaxed) }
-    var roundTrips: Int { (base as? PostgresStore)?.roundTrips ?? heartbeats }
+    var roundTrips: Int { (base as? PostgresStore)?.roundTrips ?? (base as? SQLiteStore)?.roundTrips ?? heartbeats }
 
     func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
         count.add(1, ordering: .relaxed)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Understudy
 import UnderstudyCore
 import UnderstudySimulator
 

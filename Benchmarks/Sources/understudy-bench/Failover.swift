@@ -3,6 +3,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import Understudy
 
 /// One line a child wrote when it started.
 struct Stamp: Sendable {

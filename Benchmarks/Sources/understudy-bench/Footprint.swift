@@ -3,6 +3,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import Understudy
 
 struct ProcessFootprint: Codable, Sendable {
     var role: String

@@ -18,16 +18,6 @@ func sleep(milliseconds: Int) {
 }
 
 /// Parses `100ms`, `1s`, `1.5s`, `2m`.
-func parseDuration(_ text: String) throws -> Duration {
-    let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9), ("s", 1), ("m", 60)]
-    for (suffix, scale) in units where text.hasSuffix(suffix) {
-        if let value = Double(text.dropLast(suffix.count)), value > 0 {
-            return .nanoseconds(Int64((value * scale * 1e9).rounded()))
-        }
-    }
-    throw BenchError("invalid duration \"\(text)\": expected a number and ns, us, ms, s or m (100ms, 1s)")
-}
-
 extension Duration {
     var milliseconds: Double {
         Double(components.seconds) * 1e3 + Double(components.attoseconds) * 1e-15

@@ -1,9 +1,9 @@
 /// Why a command-line duration could not be read.
-struct DurationParsingError: Error, CustomStringConvertible {
-    var text: String
-    var reason: String
+public struct DurationParsingError: Error, CustomStringConvertible {
+    public var text: String
+    public var reason: String
 
-    var description: String {
+    public var description: String {
         "invalid duration \"\(text)\": \(reason); write a number and a unit, such as 100ms, 1s or 1.5s (units: ns, us, ms, s, m, h)"
     }
 }
@@ -13,7 +13,7 @@ struct DurationParsingError: Error, CustomStringConvertible {
 /// Accepts `ns`, `us` (or `µs`), `ms`, `s`, `m` and `h`, with at most nine decimals. Throws
 /// ``DurationParsingError`` for a missing or unknown unit (`100`, `1x`), a sign (`-1s`, `+1s`), a malformed number
 /// or a value beyond about 292 years.
-func parseDuration(_ text: String) throws(DurationParsingError) -> Duration {
+public func parseDuration(_ text: String) throws(DurationParsingError) -> Duration {
     let trimmed = text.trimmingWhitespace
     let numberEnd = trimmed.firstIndex { !$0.isASCII || !($0.isNumber || $0 == ".") } ?? trimmed.endIndex
     let number = trimmed[..<numberEnd]

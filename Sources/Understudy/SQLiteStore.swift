@@ -226,29 +226,33 @@ public final class SQLiteStore: CoordinationStore {
     // MARK: Rows
 
     private static func loadLedger(_ db: Database, group: GroupName) throws -> GroupLedger? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT active_goal, last_token, next_join FROM groups WHERE name = ?", arguments: [group.rawValue]) else {
-            return nil
-        }
+        let groupRow = try db.cachedStatement(sql: "SELECT active_goal, last_token, next_join FROM groups WHERE name = ?")
+        guard let row = try Row.fetchOne(groupRow, arguments: [group.rawValue]) else { return nil }
         func corrupt(_ what: String) -> StoreError {
             StoreError(.corrupt, "group \"\(group)\" in the store has a corrupt row: \(what)")
         }
-        guard let goal = row["active_goal"] as Int?, (1...GroupConfiguration.maximumActiveGoal).contains(goal),
-              let lastToken = row["last_token"] as Int64?, lastToken >= 0,
-              let nextJoin = row["next_join"] as Int64?, nextJoin >= 1
+        guard let goal: Int = column(row, 0), (1...GroupConfiguration.maximumActiveGoal).contains(goal),
+              let lastToken: Int64 = column(row, 1), lastToken >= 0,
+              let nextJoin: Int64 = column(row, 2), nextJoin >= 1
         else { throw corrupt("group row \(row)") }
 
         var members: [MemberID: GroupLedger.MemberRecord] = [:]
-        for row in try Row.fetchAll(db, sql: "SELECT * FROM members WHERE group_name = ?", arguments: [group.rawValue]) {
-            guard let id = (row["member_id"] as String?).flatMap({ try? MemberID($0) }),
-                  let incarnation = row["incarnation"] as String?,
-                  let weight = row["weight"] as Int?,
-                  let host = row["host"] as String?,
-                  let pid = row["pid"] as Int32?,
+        let memberRows = try db.cachedStatement(sql: """
+            SELECT member_id, incarnation, weight, host, pid, join_seq, phase, heartbeat_at, expires_at
+            FROM members WHERE group_name = ?
+            """)
+        let memberCursor = try Row.fetchCursor(memberRows, arguments: [group.rawValue])
+        while let row = try memberCursor.next() {
+            guard let id = (column(row, 0) as String?).flatMap({ try? MemberID($0) }),
+                  let incarnation: String = column(row, 1),
+                  let weight: Int = column(row, 2),
+                  let host: String = column(row, 3),
+                  let pid: Int32 = column(row, 4),
                   let info = try? MemberInfo(id: id, incarnation: incarnation, weight: weight, host: host, pid: pid),
-                  let joinSequence = row["join_seq"] as Int64?,
-                  let phase = (row["phase"] as String?).flatMap(MemberPhase.init(rawValue:)),
-                  let heartbeatAt = row["heartbeat_at"] as Int64?,
-                  let expiresAt = row["expires_at"] as Int64?
+                  let joinSequence: Int64 = column(row, 5),
+                  let phase = (column(row, 6) as String?).flatMap(MemberPhase.init(rawValue:)),
+                  let heartbeatAt: Int64 = column(row, 7),
+                  let expiresAt: Int64 = column(row, 8)
             else { throw corrupt("member row \(row)") }
             members[id] = .init(
                 info: info,
@@ -260,13 +264,17 @@ public final class SQLiteStore: CoordinationStore {
         }
 
         var leases = (0..<goal).map { GroupLedger.LeaseRecord(slot: $0, holder: nil) }
-        for row in try Row.fetchAll(db, sql: "SELECT * FROM leases WHERE group_name = ? ORDER BY slot", arguments: [group.rawValue]) {
-            guard let slot = row["slot"] as Int?, leases.indices.contains(slot) else { throw corrupt("lease row \(row)") }
-            guard let holder = row["holder"] as String? else { continue }
-            guard let member = try? MemberID(holder),
-                  let incarnation = row["incarnation"] as String?,
-                  let token = row["token"] as Int64?, token >= 1, token <= lastToken,
-                  let expiresAt = row["expires_at"] as Int64?
+        let leaseRows = try db.cachedStatement(sql: """
+            SELECT slot, holder, incarnation, token, expires_at FROM leases WHERE group_name = ? ORDER BY slot
+            """)
+        let leaseCursor = try Row.fetchCursor(leaseRows, arguments: [group.rawValue])
+        while let row = try leaseCursor.next() {
+            guard let slot: Int = column(row, 0), leases.indices.contains(slot) else { throw corrupt("lease row \(row)") }
+            guard !row.hasNull(atIndex: 1) else { continue }
+            guard let member = (column(row, 1) as String?).flatMap({ try? MemberID($0) }),
+                  let incarnation: String = column(row, 2),
+                  let token: Int64 = column(row, 3), token >= 1, token <= lastToken,
+                  let expiresAt: Int64 = column(row, 4)
             else { throw corrupt("lease row \(row)") }
             leases[slot].holder = .init(
                 member: member,
@@ -285,27 +293,35 @@ public final class SQLiteStore: CoordinationStore {
         )
     }
 
+    /// The value at `index`, or nil when it is NULL or of another type (a corrupt row must not trap, as GRDB's
+    /// typed subscripts do).
+    private static func column<Value: DatabaseValueConvertible>(_ row: Row, _ index: Int) -> Value? {
+        Value.fromDatabaseValue(row[index] as DatabaseValue)
+    }
+
     /// Writes what changed between `stored` (as loaded) and `ledger`.
     private static func write(_ ledger: GroupLedger, replacing stored: GroupLedger?, _ db: Database) throws {
         let name = ledger.group.rawValue
         if stored?.activeGoal != ledger.activeGoal || stored?.lastToken != ledger.lastToken
             || stored?.nextJoinSequence != ledger.nextJoinSequence {
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO groups (name, active_goal, last_token, next_join) VALUES (?, ?, ?, ?)
                     ON CONFLICT (name) DO UPDATE SET
                         active_goal = excluded.active_goal, last_token = excluded.last_token, next_join = excluded.next_join
-                    """,
+                    """
+            ).execute(
                 arguments: [name, ledger.activeGoal, Int64(ledger.lastToken?.rawValue ?? 0), ledger.nextJoinSequence]
             )
         }
         for (id, record) in ledger.members where stored?.members[id] != record {
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT OR REPLACE INTO members
                         (group_name, member_id, incarnation, weight, host, pid, join_seq, phase, heartbeat_at, expires_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     name, id.rawValue, record.info.incarnation, record.info.weight, record.info.host, record.info.pid,
                     record.joinSequence, record.phase.rawValue, record.heartbeatAt.nanoseconds, record.expiresAt.nanoseconds,
@@ -319,8 +335,9 @@ public final class SQLiteStore: CoordinationStore {
             try db.execute(sql: "DELETE FROM leases WHERE group_name = ? AND slot >= ?", arguments: [name, ledger.leases.count])
         }
         for lease in ledger.leases where stored?.leases.indices.contains(lease.slot) != true || stored?.leases[lease.slot] != lease {
-            try db.execute(
-                sql: "INSERT OR REPLACE INTO leases (group_name, slot, holder, incarnation, token, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            try db.cachedStatement(
+                sql: "INSERT OR REPLACE INTO leases (group_name, slot, holder, incarnation, token, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+            ).execute(
                 arguments: [
                     name, lease.slot, lease.holder?.member.rawValue, lease.holder?.incarnation,
                     lease.holder.map { Int64($0.token.rawValue) }, lease.holder?.expiresAt.nanoseconds,

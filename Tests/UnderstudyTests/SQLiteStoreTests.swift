@@ -92,4 +92,20 @@ struct SQLiteStoreTests {
         let phase = try await raw.read { try String.fetchOne($0, sql: "SELECT phase FROM members WHERE member_id = 'a'") }
         #expect(phase == "dancing")
     }
+
+    @Test(arguments: [
+        "UPDATE members SET weight = 'heavy' WHERE member_id = 'a'",
+        "UPDATE leases SET token = x'00ff' WHERE slot = 0",
+        "UPDATE groups SET last_token = 'many'",
+    ])
+    func heartbeat_onAValueOfTheWrongType_failsAsCorruptWithoutTrapping(corruption: String) async throws {
+        let store = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
+        _ = try await store.heartbeat(heartbeat(member("a"), .acquire))
+        let raw = try DatabaseQueue(path: path)
+        try await raw.write { try $0.execute(sql: corruption) }
+        let error = await #expect(throws: StoreError.self) {
+            try await store.heartbeat(heartbeat(member("b"), .acquire))
+        }
+        #expect(error?.kind == .corrupt)
+    }
 }

@@ -40,6 +40,11 @@ public actor Member: Service {
     private var storeFailures = 0
     private let metrics: MemberMetrics
 
+    /// Every member of this process puts its heartbeats on the same grid (see
+    /// ``MemberStateMachine/heartbeatPhase``), so the store batches them; other processes draw other phases, so
+    /// the store does not see every host at once.
+    private static let heartbeatPhase = Duration.nanoseconds(Int64.random(in: 0..<1_000_000_000_000))
+
     private enum Input: Sendable {
         case tick
         case reply(MemberStateMachine.RequestID, Result<HeartbeatReply, any Error>)
@@ -82,7 +87,12 @@ public actor Member: Service {
         self.configuration = configuration
         self.info = info
         self.store = store
-        self.machine = MemberStateMachine(configuration: configuration, member: info, restAfterResigning: restAfterResigning)
+        self.machine = MemberStateMachine(
+            configuration: configuration,
+            member: info,
+            restAfterResigning: restAfterResigning,
+            heartbeatPhase: Self.heartbeatPhase
+        )
         var logger = logger
         logger[metadataKey: "group"] = "\(configuration.name)"
         logger[metadataKey: "member"] = "\(id)"

@@ -82,6 +82,11 @@ public struct MemberStateMachine: Sendable {
     public let restAfterResigning: Duration
     /// How long a ``MemberEvent/prepareToActivate`` stands without an activation before it is withdrawn.
     public let preparationTimeout: Duration
+    /// Where periodic heartbeats fall: at the instants `heartbeatPhase + k·I`, or, when `nil`, one interval
+    /// after the previous heartbeat. Members of one process that share a phase fall due together, so a store that
+    /// batches sends their heartbeats in one round trip; a heartbeat sent between two of these instants (to
+    /// acquire a freed slot, to release one) makes the next periodic one come early, never late.
+    public let heartbeatPhase: Duration?
     /// At most this many heartbeats wait for an answer at once; more are not sent while the store is slow.
     public static let maximumRequestsInFlight = 4
 
@@ -103,9 +108,15 @@ public struct MemberStateMachine: Sendable {
     /// `resting`, so the others do not wait for it to take a slot it cannot learn is free.
     private var lastAnswerAt: Instant = .zero
 
-    public init(configuration: GroupConfiguration, member: MemberInfo, restAfterResigning: Duration? = nil) {
+    public init(
+        configuration: GroupConfiguration,
+        member: MemberInfo,
+        restAfterResigning: Duration? = nil,
+        heartbeatPhase: Duration? = nil
+    ) {
         self.configuration = configuration
         self.member = member
+        self.heartbeatPhase = heartbeatPhase
         self.restAfterResigning = restAfterResigning ?? configuration.activationInterval
         self.preparationTimeout = configuration.activationInterval * 2
     }
@@ -433,7 +444,7 @@ public struct MemberStateMachine: Sendable {
     }
 
     private mutating func sendHeartbeat(now: Instant, into actions: inout [Action]) {
-        nextHeartbeatAt = now + heartbeatInterval
+        nextHeartbeatAt = periodicHeartbeat(after: now)
         guard requests.count < Self.maximumRequestsInFlight else { return }
         let id = RequestID(rawValue: nextRequest)
         nextRequest += 1
@@ -450,6 +461,14 @@ public struct MemberStateMachine: Sendable {
             intent: intent
         )
         actions.append(.sendHeartbeat(heartbeat, id))
+    }
+
+    /// The first instant of the heartbeat grid after `now`: at most one interval away.
+    private func periodicHeartbeat(after now: Instant) -> Instant {
+        let interval = heartbeatInterval.nanoseconds
+        guard let heartbeatPhase, interval > 0 else { return now + heartbeatInterval }
+        let sinceGridPoint = ((now.nanoseconds &- heartbeatPhase.nanoseconds) % interval + interval) % interval
+        return now + .nanoseconds(interval - sinceGridPoint)
     }
 
     private func selfFenceInstant(_ lease: Lease) -> Instant {

@@ -159,7 +159,13 @@ public struct Simulation: Sendable {
         if members[index].process > 1, options.faults.contains(.reweight), now < faultEnd, random.chance(0.5) {
             members[index].info.weight = Self.weightChoices[random.index(below: Self.weightChoices.count)]
         }
-        members[index].machine = MemberStateMachine(configuration: configuration, member: members[index].info)
+        // Half the members put their heartbeats on a grid of their own clock (as the runtime does), half send
+        // them one interval apart, so both schedules are exercised.
+        members[index].machine = MemberStateMachine(
+            configuration: configuration,
+            member: members[index].info,
+            heartbeatPhase: index.isMultiple(of: 2) ? .milliseconds(Int64(index) * 37) : nil
+        )
         record(.started(incarnation: members[index].process, weight: members[index].info.weight), member: index)
         deliver(.start, to: index)
     }

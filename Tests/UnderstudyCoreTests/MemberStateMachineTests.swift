@@ -139,6 +139,33 @@ struct MemberStateMachineTests {
         #expect(machine.status == .standby)
     }
 
+    // MARK: Heartbeat phase
+
+    @Test func phase_putsPeriodicHeartbeatsOnItsGrid_evenWhenTicksComeLate() throws {
+        // I = 1s, phase 300ms: the grid is …, 0.3s, 1.3s, 2.3s, …
+        var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me, heartbeatPhase: .milliseconds(300))
+        #expect(machine.start(now: at(.milliseconds(250))).last == .scheduleTick(at: at(.milliseconds(300))))
+        #expect(machine.tick(now: at(.milliseconds(299))).last == .scheduleTick(at: at(.milliseconds(300))))
+        let late = machine.tick(now: at(.milliseconds(340)))
+        #expect(late.onlyHeartbeat() != nil)
+        #expect(late.last == .scheduleTick(at: at(.milliseconds(1_300))))
+        #expect(machine.tick(now: at(.milliseconds(1_300))).last == .scheduleTick(at: at(.milliseconds(2_300))))
+    }
+
+    @Test(arguments: [0, 999, 1_000, 1_001, 123_456_789])
+    func phase_neverPutsTheNextHeartbeatMoreThanAnIntervalAway(sentAtMilliseconds: Int64) throws {
+        for phase in [Duration.zero, .milliseconds(1), .milliseconds(999), .seconds(7), .milliseconds(-250)] {
+            var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me, heartbeatPhase: phase)
+            let now = at(.milliseconds(sentAtMilliseconds))
+            guard case .scheduleTick(let next) = machine.start(now: now).last else {
+                Issue.record("no tick scheduled")
+                continue
+            }
+            #expect(next > now && next <= now + .seconds(1), "phase \(phase)")
+            #expect((next - Instant.zero - phase).nanoseconds % 1_000_000_000 == 0, "phase \(phase)")
+        }
+    }
+
     // MARK: Renewal and self-fencing
 
     @Test func active_tickAtHeartbeat_renewsWithToken() throws {

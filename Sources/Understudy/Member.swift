@@ -33,7 +33,7 @@ public actor Member: Service {
     private nonisolated let inputs: AsyncStream<Input>.Continuation
     private let inputStream: AsyncStream<Input>
     private let eventSink: AsyncStream<MemberEvent>.Continuation
-    private var timer: Task<Void, Never>?
+    private var ticks: TickScheduler.Registration?
     private var running = false
     private var activity: RunningWork?
     private var activations = 0
@@ -167,7 +167,12 @@ public actor Member: Service {
                 for await group in releases where group == name { inputs.yield(.releaseAnnounced) }
             }
         }
-        defer { announcements?.cancel() }
+        let ticks = TickScheduler.shared.register { [inputs] in inputs.yield(.tick) }
+        self.ticks = ticks
+        defer {
+            announcements?.cancel()
+            TickScheduler.shared.unregister(ticks)
+        }
         var finishedWith = execute(machine.start(now: MonotonicClock.now()))
         for await input in inputStream {
             let now = MonotonicClock.now()
@@ -206,7 +211,6 @@ public actor Member: Service {
                 break
             }
         }
-        timer?.cancel()
         eventSink.finish()
         if case .some(.some(let rejection)) = finishedWith {
             throw MemberError.rejected(rejection)
@@ -253,15 +257,7 @@ public actor Member: Service {
                 }
             case .scheduleTick(let instant):
                 logger.trace("next tick", metadata: ["in": "\((instant - MonotonicClock.now()).formatted)", "state": "\(machine.status)"])
-                timer?.cancel()
-                let inputs = self.inputs
-                timer = Task {
-                    let delay = instant - MonotonicClock.now()
-                    if delay > .zero {
-                        do { try await Task.sleep(for: delay) } catch { return }
-                    }
-                    inputs.yield(.tick)
-                }
+                if let ticks { TickScheduler.shared.schedule(ticks, at: instant) }
             case .finish(let rejection):
                 return .some(rejection)
             }

@@ -158,14 +158,35 @@ public final class PostgresStore: CoordinationStore {
     private func send(_ batch: [Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>] {
         let items = batch.enumerated().map { index, heartbeat in BatchItem(index: index, heartbeat) }
         let payload = String(decoding: try JSONEncoder().encode(items), as: UTF8.self)
+        let text: String
+        do {
+            text = try await apply(payload, isolated: false)
+        } catch let error as StoreError where error.kind == .corrupt {
+            // The server raised an error for some heartbeat, and the whole batch was rolled back: apply it again,
+            // each heartbeat on its own, so only the heartbeats at fault fail.
+            logger.debug("a batch failed on the server; applying its heartbeats one by one", metadata: ["error": "\(error)"])
+            text = try await apply(payload, isolated: true)
+        }
+        let results = try JSONDecoder().decode([BatchResult].self, from: Data(text.utf8))
+        var replies = [Result<HeartbeatReply, any Error>](
+            repeating: .failure(StoreError(.corrupt, "the server left a heartbeat unanswered")),
+            count: batch.count
+        )
+        for result in results where replies.indices.contains(result.i) {
+            replies[result.i] = Result { try Self.reply(result.result, to: batch[result.i], location: location) }
+        }
+        return replies
+    }
+
+    /// One round trip: the batch applied by `understudy_heartbeats`, with its answer as JSON text.
+    private func apply(_ payload: String, isolated: Bool) async throws -> String {
         let schema = location.schema
         let now = clock.map { $0().nanoseconds / 1_000 }
-        let text: String
         roundTripCount.add(1, ordering: .relaxed)
         do {
-            text = try await withTimeout(timeout, location: location) {
+            return try await withTimeout(timeout, location: location) {
                 let rows = try await self.client.query(
-                    "SELECT \"\(unescaped: schema)\".understudy_heartbeats(\(payload)::jsonb, \(now))::text",
+                    "SELECT \"\(unescaped: schema)\".understudy_heartbeats(\(payload)::jsonb, \(now), \(isolated))::text",
                     logger: self.logger
                 )
                 guard let first = try await rows.decode(String.self).first(where: { _ in true }) else {
@@ -178,15 +199,6 @@ public final class PostgresStore: CoordinationStore {
         } catch {
             throw Self.storeError(error, location: location, opening: false)
         }
-        let results = try JSONDecoder().decode([BatchResult].self, from: Data(text.utf8))
-        var replies = [Result<HeartbeatReply, any Error>](
-            repeating: .failure(StoreError(.corrupt, "the server left a heartbeat unanswered")),
-            count: batch.count
-        )
-        for result in results where replies.indices.contains(result.i) {
-            replies[result.i] = Result { try Self.reply(result.result, to: batch[result.i], location: location) }
-        }
-        return replies
     }
 
     /// Listens for releases on a connection of its own, reconnecting after failures; returns once the first

@@ -74,6 +74,29 @@ struct PostgresStoreTests {
         #expect(try await fine.value.view.members.count == 2)
     }
 
+    @Test func heartbeat_thatTheServerFailsOn_failsAloneAndTheRestOfItsBatchIsApplied() async throws {
+        let url = try TestPostgres.freshSchemaURL()
+        let location = try PostgresLocation(url)
+        let store = try await PostgresStore(url: url, batchWindow: .milliseconds(20))
+        _ = try await store.heartbeat(heartbeat(member("a"), group: "broken", .none))
+        _ = try await store.heartbeat(heartbeat(member("a"), group: "fine", .none))
+        // The next member to join "broken" overflows its join counter: the server raises an error.
+        try await withRawConnection(url) { raw in
+            try await raw.execute("UPDATE \(location.schema).groups SET next_join = 9223372036854775807 WHERE name = 'broken'")
+        }
+        let roundTripsBefore = store.roundTrips
+        let b = try member("b")
+        let broken = Task { try await store.heartbeat(heartbeat(b, group: "broken", .none)) }
+        let fine = Task { try await store.heartbeat(heartbeat(b, group: "fine", .acquire)) }
+        let error = await #expect(throws: StoreError.self) { try await broken.value }
+        #expect(error?.message.contains("out of range") == true)
+        #expect(try await fine.value.outcome == .granted(FencingToken(rawValue: 1)))
+        // One batch: tried whole, rolled back, applied again heartbeat by heartbeat.
+        #expect(store.roundTrips - roundTripsBefore == 2)
+        let members = try await store.group(GroupName("fine"))?.members.map { $0.info.id.rawValue }
+        #expect(members?.sorted() == ["a", "b"])
+    }
+
     @Test func concurrentHeartbeats_ofManyGroups_shareRoundTrips() async throws {
         let store = try await PostgresStore(url: TestPostgres.freshSchemaURL(), batchWindow: .milliseconds(20))
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -15,13 +15,14 @@ public protocol CoordinationStore: Sendable {
     /// Releases the store's resources. Calls after `close()` fail.
     func close() async throws
 
-    /// Groups in which a slot was just released, as the store announces them, so standbys can ask for the slot
-    /// at once instead of at their next heartbeat. `nil` when the store cannot announce (polling still works).
-    func releases() -> AsyncStream<GroupName>?
+    /// An element each time the store announces that a slot of `group` was just released, so standbys can ask
+    /// for the slot at once instead of at their next heartbeat. `nil` when the store cannot announce (polling
+    /// still works).
+    func releases(of group: GroupName) -> AsyncStream<Void>?
 }
 
 extension CoordinationStore {
-    public func releases() -> AsyncStream<GroupName>? { nil }
+    public func releases(of group: GroupName) -> AsyncStream<Void>? { nil }
 
     /// One group as it stands now, or `nil` if the store has never seen it.
     public func group(_ name: GroupName) async throws -> GroupView? {

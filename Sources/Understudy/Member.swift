@@ -162,9 +162,9 @@ public actor Member: Service {
     // MARK: Loop
 
     private func loop() async throws {
-        let announcements = store.releases().map { releases in
-            Task { [inputs, name = configuration.name] in
-                for await group in releases where group == name { inputs.yield(.releaseAnnounced) }
+        let announcements = store.releases(of: configuration.name).map { releases in
+            Task { [inputs] in
+                for await _ in releases { inputs.yield(.releaseAnnounced) }
             }
         }
         let ticks = TickScheduler.shared.register { [inputs] in inputs.yield(.tick) }

@@ -13,7 +13,7 @@ import UnderstudyCore
 ///   applies the rules of ``GroupLedger/apply(_:now:)``; the fencing token comes from the same transaction.
 /// - **One round trip**: heartbeats of all members in this process that are due within ``batchWindow`` travel
 ///   in one call, whatever their groups.
-/// - **Fast handover**: releases are announced with `NOTIFY`; ``releases()`` lets standbys ask for the slot at
+/// - **Fast handover**: releases are announced with `NOTIFY`; ``releases(of:)`` lets standbys ask for the slot at
 ///   once instead of at their next heartbeat. Polling stays the safety net.
 ///
 /// The role needs, on first start, `CREATE` on the database (to create the schema), or an existing schema it
@@ -33,7 +33,8 @@ public final class PostgresStore: CoordinationStore {
     private let clientTask: Task<Void, Never>
     private let listenerTask: Mutex<Task<Void, Never>?> = Mutex(nil)
     private let batcher: HeartbeatBatcher
-    private let subscribers = Mutex<[Int: AsyncStream<GroupName>.Continuation]>([:])
+    /// Per group, so an announcement wakes only the members of its group.
+    private let subscribers = Mutex<[GroupName: [Int: AsyncStream<Void>.Continuation]]>([:])
     private let nextSubscriber = Atomic<Int>(0)
     private let clock: (@Sendable () -> Instant)?
     private let logger: Logger
@@ -136,20 +137,27 @@ public final class PostgresStore: CoordinationStore {
         }
     }
 
-    public func releases() -> AsyncStream<GroupName>? {
-        let (stream, continuation) = AsyncStream<GroupName>.makeStream(bufferingPolicy: .bufferingNewest(64))
+    public func releases(of group: GroupName) -> AsyncStream<Void>? {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let id = nextSubscriber.add(1, ordering: .relaxed).newValue
-        subscribers.withLock { $0[id] = continuation }
-        continuation.onTermination = { [weak self] _ in self?.subscribers.withLock { _ = $0.removeValue(forKey: id) } }
+        subscribers.withLock { $0[group, default: [:]][id] = continuation }
+        continuation.onTermination = { [weak self] _ in
+            self?.subscribers.withLock { subscribers in
+                subscribers[group]?.removeValue(forKey: id)
+                if subscribers[group]?.isEmpty == true { subscribers[group] = nil }
+            }
+        }
         return stream
     }
 
     public func close() async throws {
         listenerTask.withLock { $0?.cancel() }
-        subscribers.withLock { subscribers in
-            for continuation in subscribers.values { continuation.finish() }
-            subscribers = [:]
+        // Finished outside the lock: finishing runs `onTermination`, which takes the lock.
+        let subscribed = subscribers.withLock { subscribers in
+            defer { subscribers = [:] }
+            return subscribers.values.flatMap(\.values)
         }
+        for continuation in subscribed { continuation.finish() }
         clientTask.cancel()
     }
 
@@ -234,7 +242,7 @@ public final class PostgresStore: CoordinationStore {
     }
 
     private func announce(_ group: GroupName) {
-        for continuation in subscribers.withLock({ Array($0.values) }) { continuation.yield(group) }
+        for continuation in subscribers.withLock({ Array($0[group]?.values ?? [:].values) }) { continuation.yield() }
     }
 
     // MARK: Encoding

@@ -36,7 +36,7 @@ final class CountingStore: CoordinationStore {
 
     func groups() async throws -> [GroupView] { try await base.groups() }
     func close() async throws { try await base.close() }
-    func releases() -> AsyncStream<GroupName>? { base.releases() }
+    func releases(of group: GroupName) -> AsyncStream<Void>? { base.releases(of: group) }
 }
 
 func processCPUSeconds() -> Double {

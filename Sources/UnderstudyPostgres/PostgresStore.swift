@@ -11,8 +11,9 @@ import UnderstudyCore
 /// - **One clock**: all lease arithmetic happens in SQL on the server's clock; members never compare clocks.
 /// - **Compare-and-set**: a heartbeat is one call of a server-side function that takes the group's row lock and
 ///   applies the rules of ``GroupLedger/apply(_:now:)``; the fencing token comes from the same transaction.
-/// - **One round trip**: heartbeats of all members in this process that are due within ``batchWindow`` travel
-///   in one call, whatever their groups.
+/// - **Few round trips**: the members of a process put their heartbeats on one grid, so they fall due together;
+///   those that arrive while a round trip is under way (or within ``batchWindow``) travel together in the next
+///   call, whatever their groups.
 /// - **Fast handover**: releases are announced with `NOTIFY`; ``releases(of:)`` lets standbys ask for the slot at
 ///   once instead of at their next heartbeat. Polling stays the safety net.
 ///
@@ -22,7 +23,8 @@ import UnderstudyCore
 public final class PostgresStore: CoordinationStore {
     /// Where the server is, parsed from `postgres://user:password@host:5432/database?schema=understudy&sslmode=…`.
     public let location: PostgresLocation
-    /// How long a heartbeat may wait for others to share its round trip.
+    /// How long a heartbeat waits for others to share its round trip. Zero by default: heartbeats due together
+    /// arrive together, and those that miss one round trip share the next.
     public let batchWindow: Duration
     /// How long connecting, or one round trip, may take before it counts as failed.
     public let timeout: Duration
@@ -52,7 +54,7 @@ public final class PostgresStore: CoordinationStore {
     ///   another application, or it was written by a newer Understudy.
     public init(
         url: String,
-        batchWindow: Duration = .milliseconds(2),
+        batchWindow: Duration = .zero,
         timeout: Duration = .seconds(5),
         clock: (@Sendable () -> Instant)? = nil,
         logger: Logger = Logger(label: "understudy.postgres")

@@ -202,8 +202,8 @@ struct RoundTrip: AsyncParsableCommand {
         for spec in store {
             let target = try BenchStore.resolve(spec)
             if target.kind == "PostgreSQL" {
-                results.append(try await measure(target, batchWindow: nil, label: "PostgreSQL (batch window 2 ms, the default)"))
-                results.append(try await measure(target, batchWindow: .zero, label: "PostgreSQL (batch window 0)"))
+                results.append(try await measure(target, batchWindow: nil, label: "PostgreSQL (no batch window, the default)"))
+                results.append(try await measure(target, batchWindow: .milliseconds(2), label: "PostgreSQL (batch window 2 ms)"))
             } else {
                 results.append(try await measure(target, batchWindow: nil, label: target.kind))
             }

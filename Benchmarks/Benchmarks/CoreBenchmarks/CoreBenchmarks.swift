@@ -66,6 +66,14 @@ let benchmarks: @Sendable () -> Void = {
         blackHole(rig.machine.status)
     }
 
+    // What the harness itself costs per sample: subtract it from the figures below.
+    Benchmark("harness baseline (empty body)") { benchmark in
+        benchmark.startMeasurement()
+        for index in benchmark.scaledIterations {
+            blackHole(index)
+        }
+    }
+
     Benchmark("tick with nothing due") { benchmark in
         var rig = try Rig()
         let now = rig.now + .milliseconds(1)

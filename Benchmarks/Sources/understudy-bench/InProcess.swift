@@ -56,6 +56,8 @@ struct ScaleResult: Codable, Sendable {
     var heartbeatsPerSecond: Double
     var cpuPercentOfOneCore: Double
     var cpuPercentPerGroup: Double
+    /// CPU of every `postgres` process on this host over the window (nil for SQLite): the server's share.
+    var serverCPUPercentOfOneCore: Double?
     var rssMB: Double
     var rssBeforeMembersMB: Double
     var peakRSSMB: Double
@@ -128,10 +130,11 @@ struct Scale: AsyncParsableCommand {
         print("machine: \(MachineInfo.current().summary)")
         print("one process, one Member per group, I = \(heartbeat), T = \(activation); measured over \(window) after \(warmup)\n")
         print(table(
-            ["store", "groups", "round trips/s", "heartbeats/s", "CPU % of a core", "CPU % per group", "RSS MB", "RSS before members MB", "active at end"],
+            ["store", "groups", "round trips/s", "heartbeats/s", "CPU % of a core", "CPU % per group", "server CPU %", "RSS MB", "RSS before members MB", "active at end"],
             results.map { r in
                 [r.store, "\(r.groups)", String(format: "%.1f", r.roundTripsPerSecond), String(format: "%.0f", r.heartbeatsPerSecond),
                  String(format: "%.2f", r.cpuPercentOfOneCore), String(format: "%.5f", r.cpuPercentPerGroup),
+                 r.serverCPUPercentOfOneCore.map { String(format: "%.1f", $0) } ?? "",
                  String(format: "%.1f", r.rssMB), String(format: "%.1f", r.rssBeforeMembersMB), "\(r.activeAtEnd)/\(r.groups)"]
             }
         ))
@@ -154,9 +157,10 @@ struct Scale: AsyncParsableCommand {
         // Unstructured on purpose: the worker exits once it has measured, without waiting for 10,000 leaves.
         for member in members { Task { try await member.run() } }
         try await Task.sleep(for: try parseDuration(warmup))
-        let (trips0, beats0, cpu0, time0) = (store.roundTrips, store.heartbeats, processCPUSeconds(), boottime())
+        let server = spec.kind == "PostgreSQL"
+        let (trips0, beats0, cpu0, server0, time0) = (store.roundTrips, store.heartbeats, processCPUSeconds(), server ? cpuSeconds(ofProcessesNamed: "postgres") : 0, boottime())
         try await Task.sleep(for: try parseDuration(window))
-        let (trips1, beats1, cpu1, time1) = (store.roundTrips, store.heartbeats, processCPUSeconds(), boottime())
+        let (trips1, beats1, cpu1, server1, time1) = (store.roundTrips, store.heartbeats, processCPUSeconds(), server ? cpuSeconds(ofProcessesNamed: "postgres") : 0, boottime())
         let seconds = Double(time1 - time0) / 1e9
         let rss = residentMB() ?? 0
         var active = 0
@@ -168,6 +172,7 @@ struct Scale: AsyncParsableCommand {
             store: spec.kind, groups: count, heartbeatMilliseconds: heartbeatInterval.milliseconds, windowSeconds: seconds,
             roundTripsPerSecond: Double(trips1 - trips0) / seconds, heartbeatsPerSecond: Double(beats1 - beats0) / seconds,
             cpuPercentOfOneCore: cpuPercent, cpuPercentPerGroup: cpuPercent / Double(count),
+            serverCPUPercentOfOneCore: server ? (server1 - server0) / seconds * 100 : nil,
             rssMB: rss, rssBeforeMembersMB: rssBefore, peakRSSMB: residentMB(peak: true) ?? 0, activeAtEnd: active
         )
     }

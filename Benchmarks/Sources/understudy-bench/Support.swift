@@ -273,6 +273,18 @@ func cpuSeconds(_ pid: pid_t) -> Double? {
     return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
+/// User + system CPU time, in seconds, of every process on this host whose command name is `name` (the
+/// processes of a server on loopback). A process that exits in between takes its time with it.
+func cpuSeconds(ofProcessesNamed name: String) -> Double {
+    let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
+    return pids.reduce(0) { total, pid in
+        guard let command = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
+              command.trimmingCharacters(in: .whitespacesAndNewlines) == name
+        else { return total }
+        return total + (cpuSeconds(pid) ?? 0)
+    }
+}
+
 func parentPID(_ pid: pid_t) -> pid_t? {
     procStat(pid).flatMap { $0.count > 1 ? pid_t($0[1]) : nil }
 }

@@ -9,11 +9,8 @@ import Glibc
 #endif
 
 /// Opens a store in this process.
-func openStore(_ store: BenchStore, batchWindow: Duration? = nil) async throws -> any CoordinationStore {
-    if store.url.hasPrefix("postgres") {
-        if let batchWindow { return try await PostgresStore(url: store.url, batchWindow: batchWindow) }
-        return try await PostgresStore(url: store.url)
-    }
+func openStore(_ store: BenchStore) async throws -> any CoordinationStore {
+    if store.url.hasPrefix("postgres") { return try await PostgresStore(url: store.url) }
     let path = store.url.hasPrefix("sqlite://") ? String(store.url.dropFirst("sqlite://".count)) : store.url
     return try SQLiteStore(path: path)
 }
@@ -206,12 +203,7 @@ struct RoundTrip: AsyncParsableCommand {
         var results: [RoundTripResult] = []
         for spec in store {
             let target = try BenchStore.resolve(spec)
-            if target.kind == "PostgreSQL" {
-                results.append(try await measure(target, batchWindow: nil, label: "PostgreSQL (no batch window, the default)"))
-                results.append(try await measure(target, batchWindow: .milliseconds(2), label: "PostgreSQL (batch window 2 ms)"))
-            } else {
-                results.append(try await measure(target, batchWindow: nil, label: target.kind))
-            }
+            results.append(try await measure(target, label: target.kind))
         }
         if json {
             try printJSON(results)
@@ -225,9 +217,9 @@ struct RoundTrip: AsyncParsableCommand {
         }))
     }
 
-    private func measure(_ spec: BenchStore, batchWindow: Duration?, label: String) async throws -> RoundTripResult {
+    private func measure(_ spec: BenchStore, label: String) async throws -> RoundTripResult {
         note("roundtrip: \(label)")
-        let store = try await openStore(spec, batchWindow: batchWindow)
+        let store = try await openStore(spec)
         let group = try GroupName("roundtrip-\(UUID().uuidString.prefix(8))")
         let member = try MemberInfo(id: MemberID("rt"), incarnation: UUID().uuidString, host: "bench", pid: getpid())
         func heartbeat(_ phase: MemberPhase, _ intent: Heartbeat.Intent) -> Heartbeat {

@@ -105,6 +105,30 @@ enum PostgresSchema {
                 v_slot int;
                 v_join bigint;
             BEGIN
+                -- The common case, a renewal or a standby's heartbeat from a live member of a group with this goal,
+                -- in four statements rather than about ten. It takes the same group lock first, so heartbeats of a
+                -- group still apply one after another. Rows that expired are left to the next heartbeat that takes
+                -- the full path below; views and renewals already ignore them.
+                IF p_intent IN ('renew', 'none') THEN
+                    PERFORM 1 FROM "\(s)".groups WHERE name = p_group AND active_goal = p_goal FOR UPDATE;
+                    IF FOUND THEN
+                        v_now := coalesce(p_now, "\(s)".understudy_now());
+                        UPDATE "\(s)".members SET weight = p_weight, host = p_host, pid = p_pid, phase = p_phase,
+                                heartbeat_at = v_now, expires_at = v_now + p_ttl
+                            WHERE group_name = p_group AND member_id = p_member AND incarnation = p_incarnation
+                                AND expires_at > v_now;
+                        IF FOUND THEN
+                            IF p_intent = 'renew' THEN
+                                UPDATE "\(s)".leases SET expires_at = v_now + p_ttl
+                                    WHERE group_name = p_group AND holder = p_member AND incarnation = p_incarnation
+                                        AND token = p_token AND expires_at > v_now;
+                                v_outcome := CASE WHEN FOUND THEN 'renewed' ELSE 'lost' END;
+                            END IF;
+                            RETURN jsonb_build_object('outcome', v_outcome, 'token', NULL, 'view', "\(s)".understudy_view(p_group, v_now));
+                        END IF;
+                    END IF;
+                END IF;
+
                 INSERT INTO "\(s)".groups (name, active_goal, last_token, next_join) VALUES (p_group, p_goal, 0, 1)
                     ON CONFLICT (name) DO NOTHING;
                 -- Every heartbeat of a group takes this row lock: they apply one after another.

@@ -12,6 +12,8 @@ import UnderstudyCore
 /// - Time is the host's boot-time monotonic clock (``MonotonicClock``), read after the write lock is taken, so it
 ///   never jumps when the wall clock is changed and it is shared by every process on the host. Rows written
 ///   before the last reboot are treated as expired; fencing tokens survive reboots.
+/// - A released slot is announced to the other processes through a file beside the database (`…-releases`,
+///   watched with inotify), so their standbys ask for it at once; see ``releases(of:)``. Linux only.
 /// - The database runs in WAL mode with a busy timeout; the schema is versioned.
 public final class SQLiteStore: CoordinationStore {
     /// The schema version this build writes and reads.
@@ -24,6 +26,9 @@ public final class SQLiteStore: CoordinationStore {
     private let clock: @Sendable () -> Instant
     private let batcher = HeartbeatBatcher(window: .zero)
     private let transactionCount = Atomic<Int>(0)
+    #if os(Linux)
+    private let announcements: ReleaseAnnouncementFile
+    #endif
 
     /// How many heartbeat transactions this store has run so far (each may carry several heartbeats).
     public var roundTrips: Int { transactionCount.load(ordering: .relaxed) }
@@ -52,6 +57,9 @@ public final class SQLiteStore: CoordinationStore {
     ) throws {
         self.path = path
         self.clock = clock
+        #if os(Linux)
+        announcements = ReleaseAnnouncementFile(path: path + "-releases")
+        #endif
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
             do {
@@ -98,14 +106,23 @@ public final class SQLiteStore: CoordinationStore {
         try await batcher.submit(heartbeat) { batch in try await self.apply(batch) }
     }
 
+    #if os(Linux)
+    public func releases(of group: GroupName) -> AsyncStream<Void>? {
+        announcements.startWatching()
+        return announcements.subscribers.subscribe(to: group)
+    }
+    #endif
+
     /// Applies heartbeats in one `BEGIN IMMEDIATE` transaction; a heartbeat the ledger refuses fails alone.
     private func apply(_ batch: [Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>] {
         let clock = self.clock
         transactionCount.add(1, ordering: .relaxed)
-        return try await database.writeWithoutTransaction { db in
+        let (results, released) = try await database.writeWithoutTransaction { db in
             var results: [Result<HeartbeatReply, any Error>] = []
+            var released: [GroupName] = []
             try db.inTransaction(.immediate) {
                 results = []
+                released = []
                 let now = clock()
                 for heartbeat in batch {
                     let stored: GroupLedger?
@@ -124,11 +141,30 @@ public final class SQLiteStore: CoordinationStore {
                         continue
                     }
                     try Self.write(ledger, replacing: stored, db)
+                    if Self.releasesASlot(heartbeat, from: stored, to: ledger) { released.append(heartbeat.group) }
                 }
                 return .commit
             }
-            return results
+            return (results, released)
         }
+        #if os(Linux)
+        announcements.announce(released)
+        #endif
+        return results
+    }
+
+    /// Whether `heartbeat` gave back a slot its member held: the release a standby may be waiting for.
+    private static func releasesASlot(_ heartbeat: Heartbeat, from stored: GroupLedger?, to ledger: GroupLedger) -> Bool {
+        let token: FencingToken? = switch heartbeat.intent {
+        case .release(let token): token
+        case .leave(releasing: let token): token
+        case .none, .acquire, .renew: nil
+        }
+        guard let token, let stored else { return false }
+        func holds(_ ledger: GroupLedger) -> Bool {
+            ledger.leases.contains { $0.holder?.member == heartbeat.member.id && $0.holder?.token == token }
+        }
+        return holds(stored) && !holds(ledger)
     }
 
     public func groups() async throws -> [GroupView] {
@@ -146,6 +182,9 @@ public final class SQLiteStore: CoordinationStore {
     }
 
     public func close() async throws {
+        #if os(Linux)
+        announcements.stop()
+        #endif
         try database.close()
     }
 

@@ -35,9 +35,7 @@ public final class PostgresStore: CoordinationStore {
     private let clientTask: Task<Void, Never>
     private let listenerTask: Mutex<Task<Void, Never>?> = Mutex(nil)
     private let batcher: HeartbeatBatcher
-    /// Per group, so an announcement wakes only the members of its group.
-    private let subscribers = Mutex<[GroupName: [Int: AsyncStream<Void>.Continuation]]>([:])
-    private let nextSubscriber = Atomic<Int>(0)
+    private let subscribers = ReleaseSubscribers()
     private let clock: (@Sendable () -> Instant)?
     private let logger: Logger
     private let roundTripCount = Atomic<Int>(0)
@@ -140,26 +138,12 @@ public final class PostgresStore: CoordinationStore {
     }
 
     public func releases(of group: GroupName) -> AsyncStream<Void>? {
-        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let id = nextSubscriber.add(1, ordering: .relaxed).newValue
-        subscribers.withLock { $0[group, default: [:]][id] = continuation }
-        continuation.onTermination = { [weak self] _ in
-            self?.subscribers.withLock { subscribers in
-                subscribers[group]?.removeValue(forKey: id)
-                if subscribers[group]?.isEmpty == true { subscribers[group] = nil }
-            }
-        }
-        return stream
+        subscribers.subscribe(to: group)
     }
 
     public func close() async throws {
         listenerTask.withLock { $0?.cancel() }
-        // Finished outside the lock: finishing runs `onTermination`, which takes the lock.
-        let subscribed = subscribers.withLock { subscribers in
-            defer { subscribers = [:] }
-            return subscribers.values.flatMap(\.values)
-        }
-        for continuation in subscribed { continuation.finish() }
+        subscribers.finishAll()
         clientTask.cancel()
     }
 
@@ -226,7 +210,7 @@ public final class PostgresStore: CoordinationStore {
                             signalReady.yield()
                             for try await notification in notifications {
                                 guard let group = try? GroupName(notification.payload) else { continue }
-                                self?.announce(group)
+                                self?.subscribers.announce(group)
                             }
                         }
                     }
@@ -241,10 +225,6 @@ public final class PostgresStore: CoordinationStore {
         listenerTask.withLock { $0 = task }
         var iterator = ready.makeAsyncIterator()
         _ = await iterator.next()
-    }
-
-    private func announce(_ group: GroupName) {
-        for continuation in subscribers.withLock({ Array($0[group]?.values ?? [:].values) }) { continuation.yield() }
     }
 
     // MARK: Encoding

@@ -95,6 +95,30 @@ struct MemberTests {
         try await secondRun.value
     }
 
+    @Test func leave_ofTheActive_onSQLite_isAnnounced_soTheStandbyNeedNotWaitForItsNextHeartbeat() async throws {
+        // Two stores on one file, as two processes would have. I = 60 s: without the announcement the standby
+        // would learn of the release only at its next heartbeat, up to a minute later.
+        let directory = try TemporaryDirectory()
+        let configuration = try GroupConfiguration(name: GroupName("jobs"), heartbeatInterval: .seconds(60), activationInterval: .seconds(150))
+        let first = try Member(group: configuration, id: MemberID("first"), store: SQLiteStore(path: directory.file("u.db")))
+        let second = try Member(group: configuration, id: MemberID("second"), store: SQLiteStore(path: directory.file("u.db")))
+        var firstEvents = first.events.makeAsyncIterator()
+        var secondEvents = second.events.makeAsyncIterator()
+        let firstRun = Task { try await first.run() }
+        #expect(await Self.next(&firstEvents) == .activate(FencingToken(rawValue: 1)))
+        let secondRun = Task { try await second.run() }
+        let joined = try await waitUntil { (try await first.status()).members.count == 2 }
+        #expect(joined)
+        let leftAt = ContinuousClock.now
+        first.leave()
+        #expect(await Self.next(&secondEvents, within: .seconds(30)) == .activate(FencingToken(rawValue: 2)))
+        let handover = ContinuousClock.now - leftAt
+        #expect(handover < .seconds(5), "handover took \(handover)")
+        try await firstRun.value
+        second.leave()
+        try await secondRun.value
+    }
+
     @Test func higherWeight_preemptsThroughAnOrderlyHandover() async throws {
         let store = InMemoryStore()
         let low = try Member(group: Self.configuration(), id: MemberID("low"), weight: 10, store: store)

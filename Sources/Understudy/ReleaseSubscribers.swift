@@ -1,0 +1,58 @@
+import Synchronization
+import UnderstudyCore
+
+/// The subscribers to release announcements of a store, by group, so an announcement wakes only the members of
+/// its own group (see ``CoordinationStore/releases(of:)``).
+package final class ReleaseSubscribers: Sendable {
+    private struct State {
+        var byGroup: [GroupName: [Int: AsyncStream<Void>.Continuation]] = [:]
+        var nextID = 0
+        var finished = false
+    }
+
+    private let state = Mutex(State())
+
+    package init() {}
+
+    /// A stream with an element for each announcement of `group`, until ``finishAll()``.
+    package func subscribe(to group: GroupName) -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id: Int? = state.withLock { state in
+            guard !state.finished else { return nil }
+            state.nextID += 1
+            state.byGroup[group, default: [:]][state.nextID] = continuation
+            return state.nextID
+        }
+        guard let id else {
+            continuation.finish()
+            return stream
+        }
+        continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { state in
+                state.byGroup[group]?.removeValue(forKey: id)
+                if state.byGroup[group]?.isEmpty == true { state.byGroup[group] = nil }
+            }
+        }
+        return stream
+    }
+
+    /// Whether anyone listens for `group` now.
+    package func hasSubscribers(for group: GroupName) -> Bool {
+        state.withLock { $0.byGroup[group] != nil }
+    }
+
+    package func announce(_ group: GroupName) {
+        for continuation in state.withLock({ Array($0.byGroup[group]?.values ?? [:].values) }) { continuation.yield() }
+    }
+
+    /// Ends every stream; later subscriptions end at once.
+    package func finishAll() {
+        // Finished outside the lock: finishing runs `onTermination`, which takes the lock.
+        let subscribed = state.withLock { state in
+            state.finished = true
+            defer { state.byGroup = [:] }
+            return state.byGroup.values.flatMap(\.values)
+        }
+        for continuation in subscribed { continuation.finish() }
+    }
+}

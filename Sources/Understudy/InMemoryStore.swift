@@ -12,6 +12,7 @@ public final class InMemoryStore: CoordinationStore {
 
     private let state = Mutex(State())
     private let clock: @Sendable () -> Instant
+    private let subscribers = ReleaseSubscribers()
 
     /// - Parameter clock: the store's clock. Defaults to the host's monotonic clock.
     public init(clock: @escaping @Sendable () -> Instant = MonotonicClock.now) {
@@ -20,13 +21,20 @@ public final class InMemoryStore: CoordinationStore {
 
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
         let now = clock()
-        return try state.withLock { state in
+        let (reply, released) = try state.withLock { state in
             guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
-            var ledger = state.ledgers[heartbeat.group] ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.activeGoal)
+            let before = state.ledgers[heartbeat.group] ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.activeGoal)
+            var ledger = before
             let reply = try ledger.apply(heartbeat, now: now)
             state.ledgers[heartbeat.group] = ledger
-            return reply
+            return (reply, ledger.isRelease(by: heartbeat, from: before))
         }
+        if released { subscribers.announce(heartbeat.group) }
+        return reply
+    }
+
+    public func releases(of group: GroupName) -> AsyncStream<Void>? {
+        subscribers.subscribe(to: group)
     }
 
     public func groups() async throws -> [GroupView] {
@@ -39,5 +47,6 @@ public final class InMemoryStore: CoordinationStore {
 
     public func close() async throws {
         state.withLock { $0.closed = true }
+        subscribers.finishAll()
     }
 }

@@ -36,11 +36,6 @@ package final class ReleaseSubscribers: Sendable {
         return stream
     }
 
-    /// Whether anyone listens for `group` now.
-    package func hasSubscribers(for group: GroupName) -> Bool {
-        state.withLock { $0.byGroup[group] != nil }
-    }
-
     package func announce(_ group: GroupName) {
         for continuation in state.withLock({ Array($0.byGroup[group]?.values ?? [:].values) }) { continuation.yield() }
     }

@@ -141,7 +141,7 @@ public final class SQLiteStore: CoordinationStore {
                         continue
                     }
                     try Self.write(ledger, replacing: stored, db)
-                    if Self.releasesASlot(heartbeat, from: stored, to: ledger) { released.append(heartbeat.group) }
+                    if let stored, ledger.isRelease(by: heartbeat, from: stored) { released.append(heartbeat.group) }
                 }
                 return .commit
             }
@@ -153,19 +153,6 @@ public final class SQLiteStore: CoordinationStore {
         return results
     }
 
-    /// Whether `heartbeat` gave back a slot its member held: the release a standby may be waiting for.
-    private static func releasesASlot(_ heartbeat: Heartbeat, from stored: GroupLedger?, to ledger: GroupLedger) -> Bool {
-        let token: FencingToken? = switch heartbeat.intent {
-        case .release(let token): token
-        case .leave(releasing: let token): token
-        case .none, .acquire, .renew: nil
-        }
-        guard let token, let stored else { return false }
-        func holds(_ ledger: GroupLedger) -> Bool {
-            ledger.leases.contains { $0.holder?.member == heartbeat.member.id && $0.holder?.token == token }
-        }
-        return holds(stored) && !holds(ledger)
-    }
 
     public func groups() async throws -> [GroupView] {
         let clock = self.clock

@@ -178,6 +178,22 @@ public struct GroupLedger: Hashable, Sendable {
         }
     }
 
+    /// Whether applying `heartbeat` to `before` gave back a slot its member held, leaving this ledger: the
+    /// release a standby may be waiting for, which stores announce (see `releaseAnnounced(now:)` of
+    /// ``MemberStateMachine``).
+    public func isRelease(by heartbeat: Heartbeat, from before: GroupLedger) -> Bool {
+        let token: FencingToken? = switch heartbeat.intent {
+        case .release(let token): token
+        case .leave(releasing: let token): token
+        case .none, .acquire, .renew: nil
+        }
+        guard let token else { return false }
+        func holds(_ ledger: GroupLedger) -> Bool {
+            ledger.leases.contains { $0.holder?.member == heartbeat.member.id && $0.holder?.token == token }
+        }
+        return holds(before) && !holds(self)
+    }
+
     private func slotHeld(by member: MemberInfo) -> Int? {
         leases.firstIndex { $0.holder?.member == member.id && $0.holder?.incarnation == member.incarnation }
     }

@@ -24,6 +24,24 @@ struct GroupLedgerTests {
 
     // MARK: Membership
 
+    @Test func isRelease_onlyWhenTheHeartbeatGaveBackASlotItsMemberHeld() throws {
+        var ledger = newLedger()
+        _ = try apply(&ledger, Fixture.heartbeat(a, .acquire), at: .zero)
+        func released(_ heartbeat: Heartbeat, at instant: Instant) throws -> Bool {
+            let before = ledger
+            _ = try apply(&ledger, heartbeat, at: instant)
+            return ledger.isRelease(by: heartbeat, from: before)
+        }
+        let token = FencingToken(rawValue: 1)
+        #expect(try released(Fixture.heartbeat(b, .release(token)), at: at(.milliseconds(1))) == false)  // not b's
+        #expect(try released(Fixture.heartbeat(a, .release(FencingToken(rawValue: 9))), at: at(.milliseconds(2))) == false)
+        #expect(try released(Fixture.heartbeat(a, .renew(token)), at: at(.milliseconds(3))) == false)
+        #expect(try released(Fixture.heartbeat(a, .release(token)), at: at(.milliseconds(4))))
+        #expect(try released(Fixture.heartbeat(a, .release(token)), at: at(.milliseconds(5))) == false)  // already free
+        _ = try apply(&ledger, Fixture.heartbeat(b, .acquire), at: at(.milliseconds(6)))
+        #expect(try released(Fixture.heartbeat(b, .leave(releasing: FencingToken(rawValue: 2))), at: at(.milliseconds(7))))
+    }
+
     @Test func heartbeat_newMember_joinsWithNextSequence() throws {
         var ledger = newLedger()
         let first = try apply(&ledger, Fixture.heartbeat(a), at: .zero)

@@ -127,25 +127,6 @@ struct PostgresStoreTests {
         #expect((3...30).contains(store.roundTrips), "\(store.roundTrips) round trips")
     }
 
-    @Test func release_isAnnouncedToOtherProcesses() async throws {
-        let url = try TestPostgres.freshSchemaURL()
-        let holder = try await PostgresStore(url: url)
-        let listener = try await PostgresStore(url: url)
-        let releases = try #require(listener.releases(of: GroupName("announced")))
-        let elsewhere = try #require(listener.releases(of: GroupName("elsewhere")))
-        let a = try member("a")
-        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .acquire))
-        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .acquire))
-        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .release(FencingToken(rawValue: 1))))
-        var iterator = releases.makeAsyncIterator()
-        #expect(await iterator.next() != nil)
-        // Only the group whose slot was released hears of it.
-        try await listener.close()
-        var others = 0
-        for await _ in elsewhere { others += 1 }
-        #expect(others == 0)
-    }
-
     @Test func serverDownAndBack_theActiveFencesItselfThenTheGoalIsMetAgain() async throws {
         let store = try await PostgresStore(url: TestPostgres.freshSchemaURL())
         let configuration = try GroupConfiguration(

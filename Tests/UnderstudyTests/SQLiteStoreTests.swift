@@ -79,25 +79,6 @@ struct SQLiteStoreTests {
         #expect(error?.kind == .unavailable)
     }
 
-    @Test func release_isAnnouncedToTheOtherStoresOnTheFile_andOnlyToItsGroup() async throws {
-        let holder = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
-        let listener = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
-        let releases = try #require(listener.releases(of: GroupName("announced")))
-        let elsewhere = try #require(listener.releases(of: GroupName("elsewhere")))
-        let a = try member("a")
-        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .acquire))
-        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .acquire))
-        // A release of a token that is not held frees nothing, so it is not announced.
-        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .release(FencingToken(rawValue: 7))))
-        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .release(FencingToken(rawValue: 1))))
-        var iterator = releases.makeAsyncIterator()
-        #expect(await iterator.next() != nil)
-        try await listener.close()
-        var others = 0
-        for await _ in elsewhere { others += 1 }
-        #expect(others == 0)
-    }
-
     @Test func announcementFile_ofGarbageOrGrownLarge_isSurvived() async throws {
         let listener = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
         let releases = try #require(listener.releases(of: GroupName("group")))

@@ -46,6 +46,26 @@ struct StoreConformanceTests {
     }
 
     @Test(arguments: Backend.allCases)
+    func release_isAnnouncedToOtherHandles_andOnlyToItsGroup(_ backend: Backend) async throws {
+        let stores = try await backend.makeStores(count: 2, clock: clock, directory: directory)
+        let (holder, listener) = (stores[0], stores[1])
+        let releases = try #require(listener.releases(of: GroupName("announced")))
+        let elsewhere = try #require(listener.releases(of: GroupName("elsewhere")))
+        let a = try member("a")
+        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .acquire))
+        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .acquire))
+        // Releasing a token that is not held frees nothing, so nothing is announced.
+        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .release(FencingToken(rawValue: 7))))
+        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .release(FencingToken(rawValue: 1))))
+        var iterator = releases.makeAsyncIterator()
+        #expect(await iterator.next() != nil)
+        try await listener.close()
+        var others = 0
+        for await _ in elsewhere { others += 1 }
+        #expect(others == 0)
+    }
+
+    @Test(arguments: Backend.allCases)
     func acquire_freeSlot_grantsFirstTokenAndRefusesTheNext(_ backend: Backend) async throws {
         let store = try await store(backend)
         let a = try member("a"), b = try member("b")

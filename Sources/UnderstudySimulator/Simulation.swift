@@ -184,6 +184,8 @@ public struct Simulation: Sendable {
         case .gracefulStopDone(let work):
             stopWork(work, .graceful)
             return
+        case .releaseAnnounced:
+            record(.releaseAnnounced, member: index)
         case .start, .tick, .workExited, .shutdownRequested:
             break
         }
@@ -210,6 +212,8 @@ public struct Simulation: Sendable {
             }
         case .shutdownRequested:
             actions = machine.shutdownRequested(now: local)
+        case .releaseAnnounced:
+            actions = machine.releaseAnnounced(now: local)
         case .gracefulStopDone:
             actions = []
         }
@@ -419,11 +423,13 @@ public struct Simulation: Sendable {
             heartbeat.activationInterval -= margin
         }
         let result: Result<HeartbeatReply, HeartbeatRejection>
+        let before = ledger
         do throws(HeartbeatRejection) {
             result = .success(try ledger.apply(heartbeat, now: storeNow))
         } catch {
             result = .failure(error)
         }
+        if ledger.isRelease(by: heartbeat, from: before) { announceRelease(by: call.member) }
         switch result {
         case .success(let reply):
             var slot: Int?
@@ -445,6 +451,16 @@ public struct Simulation: Sendable {
             delay += random.duration(in: options.heartbeatInterval...options.longestLateAnswer).nanoseconds
         }
         queue.schedule(.member(call.member, process: call.process, .reply(call.id, result)), at: now + delay)
+    }
+
+    /// The store tells every other running member that a slot was freed; like any message, an announcement can
+    /// be cut off by a partition or lost, and arrives after a network leg.
+    private mutating func announceRelease(by releaser: Int) {
+        let lossy = faultsActive && options.faults.contains(.loss)
+        for index in members.indices where index != releaser && members[index].machine != nil {
+            if partitioned.contains(index) || (lossy && random.chance(options.storeModel.replyLoss)) { continue }
+            queue.schedule(.member(index, process: members[index].process, .releaseAnnounced), at: now + legLatency())
+        }
     }
 
     /// Checks fencing and overlap when the store grants `token`; a renewed grant of a held slot is not new.
@@ -729,6 +745,8 @@ enum MemberInput: Sendable {
     /// The work stopped; `token` is its token, or `nil` when it had stopped before the deactivation.
     case workExited(FencingToken?)
     case shutdownRequested
+    /// The store announced that a slot was released (PostgreSQL's `NOTIFY`, SQLite's announcement file).
+    case releaseAnnounced
 }
 
 enum Event: Sendable {

@@ -294,6 +294,10 @@ struct ScenarioRunner {
             var timeouts = 0
             var stillRunning = 0
             for _ in 0..<rounds {
+                // Rounds follow each other in step with the members' events, so without this the fault would
+                // fall at nearly the same point of the active's heartbeat interval every round; a random wait of
+                // up to I spreads it over the whole interval.
+                sleep(milliseconds: Int.random(in: 0...Int(heartbeat.milliseconds)))
                 stampFile.refresh()
                 guard let activeIndex = stampFile.stamps.indices.last else { break }
                 let active = stampFile.stamps[activeIndex]

@@ -23,6 +23,8 @@ package final class ReleaseAnnouncementFile: Sendable {
     }
 
     private let watch = Mutex<Watch?>(nil)
+    /// Set once watching could not start, so it is not tried again for every subscriber.
+    private let unavailable = Atomic<Bool>(false)
 
     package init(path: String) {
         self.path = path
@@ -54,14 +56,16 @@ package final class ReleaseAnnouncementFile: Sendable {
 
     /// Starts watching the file, once; announcements written before are not replayed.
     package func startWatching() {
+        guard !unavailable.load(ordering: .relaxed) else { return }
         watch.withLock { watch in
             guard watch == nil else { return }
             let file = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
             if file >= 0 { close(file) }
             let notifications = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
             guard notifications >= 0, inotify_add_watch(notifications, path, UInt32(IN_MODIFY)) >= 0 else {
-                logger.debug("cannot watch for releases; standbys learn of them at their next heartbeat", metadata: ["file": "\(path)"])
+                logger.info("cannot watch for releases; standbys learn of them at their next heartbeat", metadata: ["file": "\(path)", "errno": "\(errno)"])
                 if notifications >= 0 { close(notifications) }
+                unavailable.store(true, ordering: .relaxed)
                 return
             }
             let source = DispatchSource.makeReadSource(fileDescriptor: notifications, queue: DispatchQueue(label: "understudy.releases"))

@@ -98,6 +98,16 @@ struct SQLiteStoreTests {
         #expect(size < 1_000)
     }
 
+    @Test func announcementFile_thatCannotBeWritten_leavesHeartbeatsWorking() async throws {
+        try FileManager.default.createDirectory(atPath: path + "-releases", withIntermediateDirectories: true)
+        let store = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
+        _ = try #require(store.releases(of: GroupName("group")))
+        let a = try member("a")
+        #expect(try await store.heartbeat(heartbeat(a, .acquire)).outcome == .granted(FencingToken(rawValue: 1)))
+        #expect(try await store.heartbeat(heartbeat(a, .release(FencingToken(rawValue: 1)))).outcome == .released)
+        #expect(try await store.group(GroupName("group"))?.leases.isEmpty == true)
+    }
+
     @Test func heartbeat_onACorruptRow_failsWithoutTrappingAndLeavesTheRowAlone() async throws {
         let store = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
         _ = try await store.heartbeat(heartbeat(member("a"), .acquire))

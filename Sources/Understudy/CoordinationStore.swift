@@ -15,14 +15,14 @@ public protocol CoordinationStore: Sendable {
     /// Releases the store's resources. Calls after `close()` fail.
     func close() async throws
 
-    /// An element each time the store announces that a slot of `group` was just released, so standbys can ask
-    /// for the slot at once instead of at their next heartbeat. `nil` when the store cannot announce (polling
-    /// still works).
-    func releases(of group: GroupName) -> AsyncStream<Void>?
+    /// An element each time the store announces that a slot of `group` was just released or a member joined it,
+    /// so a standby can ask for the slot, and an active outranked by the newcomer hand over, at once instead of at
+    /// their next heartbeat. `nil` when the store cannot announce (polling still works).
+    func changes(of group: GroupName) -> AsyncStream<Void>?
 }
 
 extension CoordinationStore {
-    public func releases(of group: GroupName) -> AsyncStream<Void>? { nil }
+    public func changes(of group: GroupName) -> AsyncStream<Void>? { nil }
 
     /// One group as it stands now, or `nil` if the store has never seen it.
     public func group(_ name: GroupName) async throws -> GroupView? {

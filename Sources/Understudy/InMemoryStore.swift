@@ -12,7 +12,7 @@ public final class InMemoryStore: CoordinationStore {
 
     private let state = Mutex(State())
     private let clock: @Sendable () -> Instant
-    private let subscribers = ReleaseSubscribers()
+    private let subscribers = ChangeSubscribers()
 
     /// - Parameter clock: the store's clock. Defaults to the host's monotonic clock.
     public init(clock: @escaping @Sendable () -> Instant = MonotonicClock.now) {
@@ -27,13 +27,13 @@ public final class InMemoryStore: CoordinationStore {
             var ledger = before
             let reply = try ledger.apply(heartbeat, now: now)
             state.ledgers[heartbeat.group] = ledger
-            return (reply, ledger.isRelease(by: heartbeat, from: before))
+            return (reply, ledger.shouldAnnounce(heartbeat, from: before))
         }
         if released { subscribers.announce(heartbeat.group) }
         return reply
     }
 
-    public func releases(of group: GroupName) -> AsyncStream<Void>? {
+    public func changes(of group: GroupName) -> AsyncStream<Void>? {
         subscribers.subscribe(to: group)
     }
 

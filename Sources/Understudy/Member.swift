@@ -49,7 +49,7 @@ public actor Member: Service {
         case tick
         case reply(MemberStateMachine.RequestID, Result<HeartbeatReply, any Error>)
         case workFinished(activation: Int, cancelledByUs: Bool)
-        case releaseAnnounced
+        case changeAnnounced
         case shutdown
     }
 
@@ -162,9 +162,9 @@ public actor Member: Service {
     // MARK: Loop
 
     private func loop() async throws {
-        let announcements = store.releases(of: configuration.name).map { releases in
+        let announcements = store.changes(of: configuration.name).map { changes in
             Task { [inputs] in
-                for await _ in releases { inputs.yield(.releaseAnnounced) }
+                for await _ in changes { inputs.yield(.changeAnnounced) }
             }
         }
         let ticks = TickScheduler.shared.register { [inputs] in inputs.yield(.tick) }
@@ -201,8 +201,8 @@ public actor Member: Service {
                 activity?.updates.finish()
                 activity = nil
                 actions = cancelledByUs ? machine.workStopped(now: now) : machine.workEnded(now: now)
-            case .releaseAnnounced:
-                actions = machine.releaseAnnounced(now: now)
+            case .changeAnnounced:
+                actions = machine.changeAnnounced(now: now)
             case .shutdown:
                 actions = machine.shutdownRequested(now: now)
             }

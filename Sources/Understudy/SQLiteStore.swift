@@ -12,8 +12,8 @@ import UnderstudyCore
 /// - Time is the host's boot-time monotonic clock (``MonotonicClock``), read after the write lock is taken, so it
 ///   never jumps when the wall clock is changed and it is shared by every process on the host. Rows written
 ///   before the last reboot are treated as expired; fencing tokens survive reboots.
-/// - A released slot is announced to the other processes through a file beside the database (`…-releases`,
-///   watched with inotify), so their standbys ask for it at once; see ``releases(of:)``. Linux only.
+/// - Released slots and joins are announced to the other processes through a file beside the database
+///   (`…-changes`, watched with inotify), so their members act at once; see ``changes(of:)``. Linux only.
 /// - The database runs in WAL mode with a busy timeout; the schema is versioned.
 public final class SQLiteStore: CoordinationStore {
     /// The schema version this build writes and reads.
@@ -27,7 +27,7 @@ public final class SQLiteStore: CoordinationStore {
     private let batcher = HeartbeatBatcher(window: .zero)
     private let transactionCount = Atomic<Int>(0)
     #if os(Linux)
-    private let announcements: ReleaseAnnouncementFile
+    private let announcements: ChangeAnnouncementFile
     #endif
 
     /// How many heartbeat transactions this store has run so far (each may carry several heartbeats).
@@ -58,7 +58,7 @@ public final class SQLiteStore: CoordinationStore {
         self.path = path
         self.clock = clock
         #if os(Linux)
-        announcements = ReleaseAnnouncementFile(path: path + "-releases")
+        announcements = ChangeAnnouncementFile(path: path + "-changes")
         #endif
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
@@ -107,7 +107,7 @@ public final class SQLiteStore: CoordinationStore {
     }
 
     #if os(Linux)
-    public func releases(of group: GroupName) -> AsyncStream<Void>? {
+    public func changes(of group: GroupName) -> AsyncStream<Void>? {
         announcements.startWatching()
         return announcements.subscribers.subscribe(to: group)
     }
@@ -117,21 +117,23 @@ public final class SQLiteStore: CoordinationStore {
     private func apply(_ batch: [Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>] {
         let clock = self.clock
         transactionCount.add(1, ordering: .relaxed)
-        let (results, released) = try await database.writeWithoutTransaction { db in
+        let (results, changed) = try await database.writeWithoutTransaction { db in
             var results: [Result<HeartbeatReply, any Error>] = []
-            var released: [GroupName] = []
+            var changed: [GroupName] = []
             try db.inTransaction(.immediate) {
                 results = []
-                released = []
+                changed = []
                 let now = clock()
                 for heartbeat in batch {
                     let stored: GroupLedger?
+                    let before: GroupLedger
                     var ledger: GroupLedger
                     do {
                         // A corrupt row (StoreError) or a refusal (HeartbeatRejection) fails this heartbeat only;
                         // SQLite's own errors fail the whole transaction.
                         stored = try Self.loadLedger(db, group: heartbeat.group)
-                        ledger = stored ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.activeGoal)
+                        before = stored ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.activeGoal)
+                        ledger = before
                         results.append(.success(try ledger.apply(heartbeat, now: now)))
                     } catch let error as StoreError {
                         results.append(.failure(error))
@@ -141,14 +143,14 @@ public final class SQLiteStore: CoordinationStore {
                         continue
                     }
                     try Self.write(ledger, replacing: stored, db)
-                    if let stored, ledger.isRelease(by: heartbeat, from: stored) { released.append(heartbeat.group) }
+                    if ledger.shouldAnnounce(heartbeat, from: before) { changed.append(heartbeat.group) }
                 }
                 return .commit
             }
-            return (results, released)
+            return (results, changed)
         }
         #if os(Linux)
-        announcements.announce(released)
+        announcements.announce(changed)
         #endif
         return results
     }

@@ -178,10 +178,13 @@ public struct GroupLedger: Hashable, Sendable {
         }
     }
 
-    /// Whether applying `heartbeat` to `before` gave back a slot its member held, leaving this ledger: the
-    /// release a standby may be waiting for, which stores announce (see `releaseAnnounced(now:)` of
-    /// ``MemberStateMachine``).
-    public func isRelease(by heartbeat: Heartbeat, from before: GroupLedger) -> Bool {
+    /// Whether applying `heartbeat` to `before`, which left this ledger, changed the group in a way its other
+    /// members should hear of at once, which stores announce (see ``MemberStateMachine/changeAnnounced(now:)``):
+    /// the member gave back a slot it held (a standby may be waiting for it), or it joined (it may outrank an
+    /// active, which then hands over).
+    public func shouldAnnounce(_ heartbeat: Heartbeat, from before: GroupLedger) -> Bool {
+        let id = heartbeat.member.id
+        if let joined = members[id], before.members[id]?.joinSequence != joined.joinSequence { return true }
         let token: FencingToken? = switch heartbeat.intent {
         case .release(let token): token
         case .leave(releasing: let token): token
@@ -189,7 +192,7 @@ public struct GroupLedger: Hashable, Sendable {
         }
         guard let token else { return false }
         func holds(_ ledger: GroupLedger) -> Bool {
-            ledger.leases.contains { $0.holder?.member == heartbeat.member.id && $0.holder?.token == token }
+            ledger.leases.contains { $0.holder?.member == id && $0.holder?.token == token }
         }
         return holds(before) && !holds(self)
     }

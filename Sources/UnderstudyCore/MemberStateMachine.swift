@@ -198,13 +198,20 @@ public struct MemberStateMachine: Sendable {
         return actions
     }
 
-    /// The store announced that a slot of this group was released: a standby next in line heartbeats now rather
-    /// than at its next interval, and acquires at once if the fresh view makes it an acquirer. Only a hint;
-    /// polling stays the safety net.
-    public mutating func releaseAnnounced(now: Instant) -> [Action] {
+    /// The store announced that a slot of this group was released or a member joined it. A standby next in line
+    /// heartbeats now rather than at its next interval, and acquires at once if the fresh view makes it an
+    /// acquirer; an active renews now, and hands over at once if the fresh view shows a member that outranks it.
+    /// Only a hint; polling stays the safety net.
+    public mutating func changeAnnounced(now: Instant) -> [Action] {
         var actions: [Action] = []
-        if case .standby = state, restingUntil == nil, !shutdownRequested, plan?.nextInLine == member.id, requests.isEmpty {
+        guard requests.isEmpty, !shutdownRequested else { return [scheduleTick(now: now)] }
+        switch state {
+        case .standby where restingUntil == nil && plan?.nextInLine == member.id:
             sendHeartbeat(now: now, into: &actions)
+        case .active:
+            sendHeartbeat(now: now, into: &actions)
+        case .idle, .standby, .stopping, .releasing, .leaving, .finished:
+            break
         }
         actions.append(scheduleTick(now: now))
         return actions

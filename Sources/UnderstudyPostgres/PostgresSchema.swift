@@ -8,7 +8,7 @@
 enum PostgresSchema {
     static let version = 1
 
-    /// The notification channel on which releases are announced, with the group name as payload.
+    /// The notification channel on which releases and joins are announced, with the group name as payload.
     static func channel(schema: String) -> String { "understudy_\(schema)" }
 
     /// One `DO` block, serialized by an advisory lock, that creates or checks the schema and (re)defines the
@@ -168,6 +168,8 @@ enum PostgresSchema {
                         v_join := e.join_seq;
                     ELSE
                         UPDATE "\(s)".groups SET next_join = next_join + 1 WHERE name = p_group RETURNING next_join - 1 INTO v_join;
+                        -- A joiner may outrank an active, which should hear of it before its next heartbeat.
+                        PERFORM pg_notify('\(channel(schema: s))', p_group);
                     END IF;
                     INSERT INTO "\(s)".members
                         (group_name, member_id, incarnation, weight, host, pid, join_seq, phase, heartbeat_at, expires_at)

@@ -14,7 +14,7 @@ import UnderstudyCore
 /// - **Few round trips**: the members of a process put their heartbeats on one grid, so they fall due together;
 ///   those that arrive while a round trip is under way (or within ``batchWindow``) travel together in the next
 ///   call, whatever their groups.
-/// - **Fast handover**: releases are announced with `NOTIFY`; ``releases(of:)`` lets standbys ask for the slot at
+/// - **Fast handover**: releases and joins are announced with `NOTIFY`; ``changes(of:)`` lets members act at
 ///   once instead of at their next heartbeat. Polling stays the safety net.
 ///
 /// The role needs, on first start, `CREATE` on the database (to create the schema), or an existing schema it
@@ -35,7 +35,7 @@ public final class PostgresStore: CoordinationStore {
     private let clientTask: Task<Void, Never>
     private let listenerTask: Mutex<Task<Void, Never>?> = Mutex(nil)
     private let batcher: HeartbeatBatcher
-    private let subscribers = ReleaseSubscribers()
+    private let subscribers = ChangeSubscribers()
     private let clock: (@Sendable () -> Instant)?
     private let logger: Logger
     private let roundTripCount = Atomic<Int>(0)
@@ -137,7 +137,7 @@ public final class PostgresStore: CoordinationStore {
         }
     }
 
-    public func releases(of group: GroupName) -> AsyncStream<Void>? {
+    public func changes(of group: GroupName) -> AsyncStream<Void>? {
         subscribers.subscribe(to: group)
     }
 
@@ -195,7 +195,7 @@ public final class PostgresStore: CoordinationStore {
         }
     }
 
-    /// Listens for releases on a connection of its own, reconnecting after failures; returns once the first
+    /// Listens for announced changes on a connection of its own, reconnecting after failures; returns once the first
     /// `LISTEN` is in place (or has failed: polling still works without it).
     private func startListening() async {
         let channel = PostgresSchema.channel(schema: location.schema)
@@ -217,7 +217,7 @@ public final class PostgresStore: CoordinationStore {
                 } catch {
                     signalReady.yield()
                     if Task.isCancelled { return }
-                    logger.debug("listening for releases failed; retrying", metadata: ["error": "\(String(reflecting: error))"])
+                    logger.debug("listening for announced changes failed; retrying", metadata: ["error": "\(String(reflecting: error))"])
                 }
                 try? await Task.sleep(for: .milliseconds(500))
             }

@@ -184,8 +184,8 @@ public struct Simulation: Sendable {
         case .gracefulStopDone(let work):
             stopWork(work, .graceful)
             return
-        case .releaseAnnounced:
-            record(.releaseAnnounced, member: index)
+        case .changeAnnounced:
+            record(.changeAnnounced, member: index)
         case .start, .tick, .workExited, .shutdownRequested:
             break
         }
@@ -212,8 +212,8 @@ public struct Simulation: Sendable {
             }
         case .shutdownRequested:
             actions = machine.shutdownRequested(now: local)
-        case .releaseAnnounced:
-            actions = machine.releaseAnnounced(now: local)
+        case .changeAnnounced:
+            actions = machine.changeAnnounced(now: local)
         case .gracefulStopDone:
             actions = []
         }
@@ -429,7 +429,7 @@ public struct Simulation: Sendable {
         } catch {
             result = .failure(error)
         }
-        if ledger.isRelease(by: heartbeat, from: before) { announceRelease(by: call.member) }
+        if ledger.shouldAnnounce(heartbeat, from: before) { announceChange(by: call.member) }
         switch result {
         case .success(let reply):
             var slot: Int?
@@ -455,11 +455,11 @@ public struct Simulation: Sendable {
 
     /// The store tells every other running member that a slot was freed; like any message, an announcement can
     /// be cut off by a partition or lost, and arrives after a network leg.
-    private mutating func announceRelease(by releaser: Int) {
+    private mutating func announceChange(by releaser: Int) {
         let lossy = faultsActive && options.faults.contains(.loss)
         for index in members.indices where index != releaser && members[index].machine != nil {
             if partitioned.contains(index) || (lossy && random.chance(options.storeModel.replyLoss)) { continue }
-            queue.schedule(.member(index, process: members[index].process, .releaseAnnounced), at: now + legLatency())
+            queue.schedule(.member(index, process: members[index].process, .changeAnnounced), at: now + legLatency())
         }
     }
 
@@ -746,7 +746,7 @@ enum MemberInput: Sendable {
     case workExited(FencingToken?)
     case shutdownRequested
     /// The store announced that a slot was released (PostgreSQL's `NOTIFY`, SQLite's announcement file).
-    case releaseAnnounced
+    case changeAnnounced
 }
 
 enum Event: Sendable {

@@ -27,7 +27,7 @@ struct TraceEntry: Sendable {
         case outageOver
         case faultsStopped
         case settled
-        case releaseAnnounced
+        case changeAnnounced
     }
 
     var time: Int64
@@ -64,7 +64,7 @@ struct TraceEntry: Sendable {
         case .outageOver: hash.combine(22)
         case .faultsStopped: hash.combine(23)
         case .settled: hash.combine(24)
-        case .releaseAnnounced: hash.combine(25)
+        case .changeAnnounced: hash.combine(25)
         }
     }
 
@@ -100,7 +100,7 @@ struct TraceEntry: Sendable {
         case .outageOver: "outage over"
         case .faultsStopped: "faults stop"
         case .settled: "group settled"
-        case .releaseAnnounced: "heard a release announced"
+        case .changeAnnounced: "heard a release announced"
         }
     }
 

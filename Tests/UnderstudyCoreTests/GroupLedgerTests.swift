@@ -24,15 +24,16 @@ struct GroupLedgerTests {
 
     // MARK: Membership
 
-    @Test func isRelease_onlyWhenTheHeartbeatGaveBackASlotItsMemberHeld() throws {
+    @Test func shouldAnnounce_joinsAndReleasesOfHeldSlots_only() throws {
         var ledger = newLedger()
-        _ = try apply(&ledger, Fixture.heartbeat(a, .acquire), at: .zero)
         func released(_ heartbeat: Heartbeat, at instant: Instant) throws -> Bool {
             let before = ledger
             _ = try apply(&ledger, heartbeat, at: instant)
-            return ledger.isRelease(by: heartbeat, from: before)
+            return ledger.shouldAnnounce(heartbeat, from: before)
         }
+        #expect(try released(Fixture.heartbeat(a, .acquire), at: .zero))  // a joins
         let token = FencingToken(rawValue: 1)
+        #expect(try released(Fixture.heartbeat(b, .release(token)), at: at(.milliseconds(1))))  // b joins
         #expect(try released(Fixture.heartbeat(b, .release(token)), at: at(.milliseconds(1))) == false)  // not b's
         #expect(try released(Fixture.heartbeat(a, .release(FencingToken(rawValue: 9))), at: at(.milliseconds(2))) == false)
         #expect(try released(Fixture.heartbeat(a, .renew(token)), at: at(.milliseconds(3))) == false)
@@ -40,6 +41,8 @@ struct GroupLedgerTests {
         #expect(try released(Fixture.heartbeat(a, .release(token)), at: at(.milliseconds(5))) == false)  // already free
         _ = try apply(&ledger, Fixture.heartbeat(b, .acquire), at: at(.milliseconds(6)))
         #expect(try released(Fixture.heartbeat(b, .leave(releasing: FencingToken(rawValue: 2))), at: at(.milliseconds(7))))
+        // Silent for T, a is forgotten; when it comes back it joins anew.
+        #expect(try released(Fixture.heartbeat(a), at: at(.seconds(10))))
     }
 
     @Test func heartbeat_newMember_joinsWithNextSequence() throws {

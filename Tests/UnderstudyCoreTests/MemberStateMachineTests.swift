@@ -97,6 +97,36 @@ struct MemberStateMachineTests {
         #expect(machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: free), to: next.id, now: at(.seconds(1))).intents == [.acquire])
     }
 
+    @Test func changeAnnounced_standbyNextInLine_asksAtOnce_othersWait() throws {
+        func standby(joinedAs join: Int64, ahead: [GroupView.Member]) throws -> MemberStateMachine {
+            var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me)
+            let first = try #require(machine.start(now: .zero).onlyHeartbeat())
+            let view = Fixture.view(
+                members: [Fixture.viewMember(other, join: 1, phase: .active)] + ahead + [Fixture.viewMember(me, join: join)],
+                leases: [Fixture.lease(other, token: 1)]
+            )
+            _ = machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: view), to: first.id, now: .zero)
+            return machine
+        }
+        var next = try standby(joinedAs: 2, ahead: [])
+        #expect(next.changeAnnounced(now: at(.milliseconds(300))).intents == [.none])
+        // A request in flight answers soon enough: no second one.
+        #expect(next.changeAnnounced(now: at(.milliseconds(301))).intents.isEmpty)
+        var behind = try standby(joinedAs: 3, ahead: [Fixture.viewMember(try Fixture.member("second"), join: 2)])
+        #expect(behind.changeAnnounced(now: at(.milliseconds(300))).intents.isEmpty)
+    }
+
+    @Test func changeAnnounced_active_renewsAtOnce_andYieldsToAJoinerThatOutranksIt() throws {
+        let configuration = try Fixture.configuration()
+        var machine = try activeMachine(configuration)
+        let renewal = try #require(machine.changeAnnounced(now: at(.milliseconds(300))).onlyHeartbeat())
+        #expect(renewal.heartbeat.intent == .renew(token(1)))
+        let heavier = try Fixture.member("heavier", weight: 90)
+        let view = heldView(others: [Fixture.viewMember(heavier, join: 2)])
+        let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .renewed, view: view), to: renewal.id, now: at(.milliseconds(301)))
+        #expect(actions.events == [.deactivate(.preempted)])
+    }
+
     @Test func joinReply_betterRankedStandbyTakesFreeSlot_sendsNothing() throws {
         var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me)
         let join = try #require(machine.start(now: .zero).onlyHeartbeat())

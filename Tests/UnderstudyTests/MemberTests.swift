@@ -119,6 +119,31 @@ struct MemberTests {
         try await secondRun.value
     }
 
+    @Test func higherWeightJoining_onSQLite_isAnnounced_soTheActiveHandsOverWithoutWaitingForItsHeartbeat() async throws {
+        // As above: I = 60 s, so an active that waited for its next heartbeat to see the newcomer would take up to
+        // a minute to hand over.
+        let directory = try TemporaryDirectory()
+        let configuration = try GroupConfiguration(name: GroupName("jobs"), heartbeatInterval: .seconds(60), activationInterval: .seconds(150))
+        let low = try Member(group: configuration, id: MemberID("low"), weight: 10, store: SQLiteStore(path: directory.file("u.db")))
+        let high = try Member(group: configuration, id: MemberID("high"), weight: 90, store: SQLiteStore(path: directory.file("u.db")))
+        var lowEvents = low.events.makeAsyncIterator()
+        var highEvents = high.events.makeAsyncIterator()
+        let lowRun = Task { try await low.run() }
+        #expect(await Self.next(&lowEvents) == .activate(FencingToken(rawValue: 1)))
+        let joinedAt = ContinuousClock.now
+        let highRun = Task { try await high.run() }
+        #expect(await Self.next(&lowEvents, within: .seconds(30)) == .deactivate(.preempted))
+        var activated: MemberEvent?
+        repeat { activated = await Self.next(&highEvents, within: .seconds(30)) } while activated == .prepareToActivate
+        #expect(activated == .activate(FencingToken(rawValue: 2)))
+        let handover = ContinuousClock.now - joinedAt
+        #expect(handover < .seconds(5), "handover took \(handover)")
+        high.leave()
+        low.leave()
+        try await highRun.value
+        try await lowRun.value
+    }
+
     @Test func higherWeight_preemptsThroughAnOrderlyHandover() async throws {
         let store = InMemoryStore()
         let low = try Member(group: Self.configuration(), id: MemberID("low"), weight: 10, store: store)

@@ -4,7 +4,7 @@ import Understudy
 import UnderstudyCore
 import GRDB
 
-@Suite("SQLite store")
+@Suite("SQLite store", .timeLimit(.minutes(2)))
 struct SQLiteStoreTests {
     let clock = ManualClock()
     let directory: TemporaryDirectory
@@ -81,10 +81,10 @@ struct SQLiteStoreTests {
 
     @Test func announcementFile_ofGarbageOrGrownLarge_isSurvived() async throws {
         let listener = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
-        let releases = try #require(listener.releases(of: GroupName("group")))
+        let releases = try #require(listener.changes(of: GroupName("group")))
         // Garbage and names that are not group names are skipped; the file is emptied once it grows large.
         let garbage = String(repeating: "not a group name!\n\u{0}\u{7f}\n", count: 4_000)
-        let handle = try #require(FileHandle(forWritingAtPath: path + "-releases"))
+        let handle = try #require(FileHandle(forWritingAtPath: path + "-changes"))
         try handle.seekToEnd()
         try handle.write(contentsOf: Data(garbage.utf8))
         try handle.close()
@@ -94,14 +94,14 @@ struct SQLiteStoreTests {
         _ = try await holder.heartbeat(heartbeat(a, .release(FencingToken(rawValue: 1))))
         var iterator = releases.makeAsyncIterator()
         #expect(await iterator.next() != nil)
-        let size = try #require(try FileManager.default.attributesOfItem(atPath: path + "-releases")[.size] as? Int)
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: path + "-changes")[.size] as? Int)
         #expect(size < 1_000)
     }
 
     @Test func announcementFile_thatCannotBeWritten_leavesHeartbeatsWorking() async throws {
-        try FileManager.default.createDirectory(atPath: path + "-releases", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: path + "-changes", withIntermediateDirectories: true)
         let store = try SQLiteStore(path: path, clock: clock.read, bootID: "boot-1")
-        _ = try #require(store.releases(of: GroupName("group")))
+        _ = try #require(store.changes(of: GroupName("group")))
         let a = try member("a")
         #expect(try await store.heartbeat(heartbeat(a, .acquire)).outcome == .granted(FencingToken(rawValue: 1)))
         #expect(try await store.heartbeat(heartbeat(a, .release(FencingToken(rawValue: 1)))).outcome == .released)

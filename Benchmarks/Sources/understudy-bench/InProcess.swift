@@ -33,7 +33,7 @@ final class CountingStore: CoordinationStore {
 
     func groups() async throws -> [GroupView] { try await base.groups() }
     func close() async throws { try await base.close() }
-    func releases(of group: GroupName) -> AsyncStream<Void>? { base.releases(of: group) }
+    func changes(of group: GroupName) -> AsyncStream<Void>? { base.changes(of: group) }
 }
 
 func processCPUSeconds() -> Double {

@@ -1,9 +1,9 @@
 import Synchronization
 import UnderstudyCore
 
-/// The subscribers to release announcements of a store, by group, so an announcement wakes only the members of
-/// its own group (see ``CoordinationStore/releases(of:)``).
-package final class ReleaseSubscribers: Sendable {
+/// The subscribers to a store's announced changes, by group, so an announcement wakes only the members of
+/// its own group (see ``CoordinationStore/changes(of:)``).
+package final class ChangeSubscribers: Sendable {
     private struct State {
         var byGroup: [GroupName: [Int: AsyncStream<Void>.Continuation]] = [:]
         var nextID = 0

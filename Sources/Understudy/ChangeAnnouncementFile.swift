@@ -5,15 +5,15 @@ import Logging
 import Synchronization
 import UnderstudyCore
 
-/// Release announcements between the processes that share a SQLite store, SQLite's `NOTIFY`: a member that
-/// released a slot appends the group's name to a small file beside the database, and every store that watches
+/// Announcements of releases and joins between the processes that share a SQLite store, SQLite's `NOTIFY`: the
+/// store that applied one appends the group's name to a small file beside the database, and every store that watches
 /// the file (with inotify) announces it to the group's subscribers. Only a hint; polling stays the safety net.
-package final class ReleaseAnnouncementFile: Sendable {
+package final class ChangeAnnouncementFile: Sendable {
     /// Once the file is larger than this, the next announcement empties it first.
     package static let maximumSize = 64 * 1024
 
     package let path: String
-    package let subscribers = ReleaseSubscribers()
+    package let subscribers = ChangeSubscribers()
     private let logger = Logger(label: "understudy.sqlite")
 
     private struct Watch {
@@ -40,7 +40,7 @@ package final class ReleaseAnnouncementFile: Sendable {
         guard !groups.isEmpty else { return }
         let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
-            logger.debug("cannot announce a release", metadata: ["file": "\(path)", "errno": "\(errno)"])
+            logger.debug("cannot announce a change", metadata: ["file": "\(path)", "errno": "\(errno)"])
             return
         }
         defer { close(descriptor) }
@@ -63,12 +63,12 @@ package final class ReleaseAnnouncementFile: Sendable {
             if file >= 0 { close(file) }
             let notifications = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
             guard notifications >= 0, inotify_add_watch(notifications, path, UInt32(IN_MODIFY)) >= 0 else {
-                logger.info("cannot watch for releases; standbys learn of them at their next heartbeat", metadata: ["file": "\(path)", "errno": "\(errno)"])
+                logger.info("cannot watch for announced changes; members learn of them at their next heartbeat", metadata: ["file": "\(path)", "errno": "\(errno)"])
                 if notifications >= 0 { close(notifications) }
                 unavailable.store(true, ordering: .relaxed)
                 return
             }
-            let source = DispatchSource.makeReadSource(fileDescriptor: notifications, queue: DispatchQueue(label: "understudy.releases"))
+            let source = DispatchSource.makeReadSource(fileDescriptor: notifications, queue: DispatchQueue(label: "understudy.changes"))
             source.setEventHandler { [weak self] in
                 Self.drain(notifications)
                 self?.readAnnouncements()

@@ -453,11 +453,11 @@ public struct Simulation: Sendable {
         queue.schedule(.member(call.member, process: call.process, .reply(call.id, result)), at: now + delay)
     }
 
-    /// The store tells every other running member that a slot was freed; like any message, an announcement can
-    /// be cut off by a partition or lost, and arrives after a network leg.
-    private mutating func announceChange(by releaser: Int) {
+    /// The store tells every other running member that a slot was freed or a member joined; like any message, an
+    /// announcement can be cut off by a partition or lost, and arrives after a network leg.
+    private mutating func announceChange(by sender: Int) {
         let lossy = faultsActive && options.faults.contains(.loss)
-        for index in members.indices where index != releaser && members[index].machine != nil {
+        for index in members.indices where index != sender && members[index].machine != nil {
             if partitioned.contains(index) || (lossy && random.chance(options.storeModel.replyLoss)) { continue }
             queue.schedule(.member(index, process: members[index].process, .changeAnnounced), at: now + legLatency())
         }

@@ -100,7 +100,7 @@ struct TraceEntry: Sendable {
         case .outageOver: "outage over"
         case .faultsStopped: "faults stop"
         case .settled: "group settled"
-        case .changeAnnounced: "heard a release announced"
+        case .changeAnnounced: "heard a change announced"
         }
     }
 

@@ -18,17 +18,13 @@ struct Status: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Show only this group.")
-    var group: String?
-
-    @Option(help: "sqlite:///path/to.db, a bare path, or postgres://user:password@host:5432/db (default: $UNDERSTUDY_STORE, else the embedded database).")
-    var store: String?
+    @OptionGroup var reading: StoreReading
 
     @Flag(help: "Print JSON (see the schema above).")
     var json = false
 
     func run() async throws {
-        let (location, statuses) = try await Self.read(store: store, group: group)
+        let (location, statuses) = try await Self.read(reading)
         if json {
             print(StatusDocument(store: location.description, statuses: statuses).encoded())
         } else {
@@ -37,28 +33,12 @@ struct Status: AsyncParsableCommand {
         if statuses.contains(where: { !$0.meetsGoal }) { throw ExitCode(ExitStatus.belowGoal.rawValue) }
     }
 
-    /// Reads the groups of the store at `store` (or just `group`); every failure is ``ExitStatus/statusError``.
-    static func read(store: String?, group: String?) async throws(CLIError) -> (StoreLocation, [GroupStatus]) {
-        let location: StoreLocation
-        do {
-            location = try StoreLocation.parse(store)
-        } catch {
-            throw CLIError(.statusError, error.message)
-        }
-        let opened = try await location.openForReading()
+    /// Reads the groups of the store (or just the one asked for); every failure is ``ExitStatus/statusError``.
+    static func read(_ reading: StoreReading) async throws(CLIError) -> (StoreLocation, [GroupStatus]) {
+        let (location, opened, group) = try await reading.open()
         defer { Task { try? await opened.close() } }
-        var views: [GroupView]
-        do {
-            views = try await opened.groups()
-        } catch {
-            throw CLIError(.statusError, "cannot read the store \(location): \(error)")
-        }
-        if let group {
-            let name: GroupName
-            do { name = try GroupName(group) } catch { throw CLIError(.statusError, error.description) }
-            views = views.filter { $0.group == name }
-            guard !views.isEmpty else { throw CLIError(.statusError, "group \"\(group)\" is not in the store \(location)") }
-        }
+        let views = try await StoreReading.groups(of: opened, at: location, only: group)
+        if let group, views.isEmpty { throw CLIError(.statusError, "group \"\(group)\" is not in the store \(location)") }
         return (location, views.map(GroupStatus.init(view:)))
     }
 

@@ -18,11 +18,7 @@ struct Watch: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Watch only this group.")
-    var group: String?
-
-    @Option(help: "sqlite:///path/to.db, a bare path, or postgres://user:password@host:5432/db (default: $UNDERSTUDY_STORE, else the embedded database).")
-    var store: String?
+    @OptionGroup var reading: StoreReading
 
     @Flag(help: "One JSON object per line.")
     var json = false
@@ -34,20 +30,10 @@ struct Watch: AsyncParsableCommand {
         let period: Duration
         do { period = try parseDuration(interval) } catch { throw CLIError(.statusError, "--interval: \(error)") }
         guard period > .zero else { throw CLIError(.statusError, "--interval must be greater than zero") }
-        let location: StoreLocation
-        do { location = try StoreLocation.parse(store) } catch { throw CLIError(.statusError, error.message) }
-        let opened = try await location.openForReading()
-        let name: GroupName?
-        do { name = try group.map { text throws(ConfigurationError) in try GroupName(text) } } catch { throw CLIError(.statusError, error.description) }
+        let (location, opened, group) = try await reading.open()
         var tracker = ChangeTracker()
         while true {
-            let views: [GroupView]
-            do {
-                views = try await opened.groups()
-            } catch {
-                throw CLIError(.statusError, "cannot read the store \(location): \(error)")
-            }
-            for change in tracker.update(views.filter { name == nil || $0.group == name }) {
+            for change in tracker.update(try await StoreReading.groups(of: opened, at: location, only: group)) {
                 printLine(json ? change.json : change.text)
             }
             try await Task.sleep(for: period)

@@ -1,0 +1,41 @@
+import ArgumentParser
+import Understudy
+import UnderstudyCore
+
+/// The options `status` and `watch` share: the store to read, and optionally one group of it. Every failure is
+/// ``ExitStatus/statusError``.
+struct StoreReading: ParsableArguments {
+    @Option(help: "Only this group.")
+    var group: String?
+
+    @Option(help: "sqlite:///path/to.db, a bare path, or postgres://user:password@host:5432/db (default: $UNDERSTUDY_STORE, else the embedded database).")
+    var store: String?
+
+    /// The store, opened for reading, and the group asked for.
+    func open() async throws(CLIError) -> (location: StoreLocation, store: any CoordinationStore, group: GroupName?) {
+        let location: StoreLocation
+        do { location = try StoreLocation.parse(store) } catch { throw CLIError(.statusError, error.message) }
+        let opened = try await location.openForReading()
+        let name: GroupName?
+        do {
+            name = try group.map { text throws(ConfigurationError) in try GroupName(text) }
+        } catch {
+            try? await opened.close()
+            throw CLIError(.statusError, error.description)
+        }
+        return (location, opened, name)
+    }
+
+    /// The groups as `store` sees them now; only `group` when one is given.
+    static func groups(
+        of store: any CoordinationStore,
+        at location: StoreLocation,
+        only group: GroupName?
+    ) async throws(CLIError) -> [GroupView] {
+        do {
+            return try await store.groups().filter { group == nil || $0.group == group }
+        } catch {
+            throw CLIError(.statusError, "cannot read the store \(location): \(error)")
+        }
+    }
+}

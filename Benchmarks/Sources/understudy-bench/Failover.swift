@@ -156,11 +156,7 @@ struct Failover: ParsableCommand {
     @Option(help: "Rounds per scenario.")
     var rounds = 20
 
-    @Option(help: "Heartbeat interval I.")
-    var heartbeat = "100ms"
-
-    @Option(help: "Activation interval T.")
-    var activation = "500ms"
+    @OptionGroup var supervisor: SupervisorOptions
 
     @Option(help: "Scenarios: crash, graceful, preemption (comma-separated).")
     var scenarios = "crash,graceful,preemption"
@@ -171,19 +167,16 @@ struct Failover: ParsableCommand {
     @Option(name: .customLong("etcd-ttl"), help: "etcdctl's --ttl, in seconds (1 is the smallest it accepts).")
     var etcdTTL = 1
 
-    @Option(help: "The `understudy` executable (default: the root's .build-release or .build release build).")
-    var understudy: String?
-
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
     func run() throws {
         Cleanup.shared.installSignalHandlers()
         defer { Cleanup.shared.runAll() }
-        let binary = try Binaries.understudy(understudy)
+        let binary = try Binaries.understudy(supervisor.understudy)
         let child = try Binaries.child()
-        let heartbeatInterval = try parseDuration(heartbeat)
-        let activationInterval = try parseDuration(activation)
+        let heartbeatInterval = try parseDuration(supervisor.heartbeat)
+        let activationInterval = try parseDuration(supervisor.activation)
         let wanted = Set(scenarios.split(separator: ",").map(String.init))
         let logDirectory = try makeTemporaryDirectory("understudy-bench-logs")
 
@@ -191,7 +184,8 @@ struct Failover: ParsableCommand {
         for (index, spec) in store.enumerated() {
             contenders.append(UnderstudyContender(
                 binary: binary, child: child, store: try BenchStore.resolve(spec), group: "bench-\(index)",
-                heartbeat: heartbeat, activation: activationInterval, activationText: activation, logDirectory: logDirectory
+                heartbeat: supervisor.heartbeat, activation: activationInterval, activationText: supervisor.activation,
+                logDirectory: logDirectory
             ))
         }
         if etcd {

@@ -28,17 +28,10 @@ struct Footprint: ParsableCommand {
     @Option(help: "sqlite, postgres or a store URL.")
     var store = "sqlite"
 
-    @Option(help: "Heartbeat interval I.")
-    var heartbeat = "100ms"
-
-    @Option(help: "Activation interval T.")
-    var activation = "500ms"
+    @OptionGroup var supervisor: SupervisorOptions
 
     @Option(help: "Measurement window.")
     var duration = "60s"
-
-    @Option(help: "The `understudy` executable (default: the root's release build).")
-    var understudy: String?
 
     @Flag(help: "Print JSON instead of a table.")
     var json = false
@@ -46,7 +39,7 @@ struct Footprint: ParsableCommand {
     func run() throws {
         Cleanup.shared.installSignalHandlers()
         defer { Cleanup.shared.runAll() }
-        let binary = try Binaries.understudy(understudy)
+        let binary = try Binaries.understudy(supervisor.understudy)
         let child = try Binaries.child()
         let target = try BenchStore.resolve(store)
         let directory = try makeTemporaryDirectory("understudy-bench-footprint")
@@ -54,7 +47,7 @@ struct Footprint: ParsableCommand {
         func start(_ label: String) throws -> pid_t {
             try spawn([
                 binary, "run", "--group", "footprint", "--store", target.url, "--id", label,
-                "--heartbeat", heartbeat, "--activation", activation, "--", child, stamps.path, label,
+                "--heartbeat", supervisor.heartbeat, "--activation", supervisor.activation, "--", child, stamps.path, label,
             ], log: "\(directory)/\(label).log")
         }
         let active = try start("active")
@@ -91,7 +84,7 @@ struct Footprint: ParsableCommand {
             return
         }
         print("machine: \(report.machine.summary)")
-        print("one group on \(report.store), I = \(heartbeat), T = \(activation); \(String(format: "%.0f", seconds)) s, RSS sampled \(report.samples) times\n")
+        print("one group on \(report.store), I = \(supervisor.heartbeat), T = \(supervisor.activation); \(String(format: "%.0f", seconds)) s, RSS sampled \(report.samples) times\n")
         print(table(["process", "CPU % of one core", "RSS mean MB", "RSS max MB"], report.processes.map {
             [$0.role, String(format: "%.2f", $0.cpuPercentOfOneCore), String(format: "%.1f", $0.rssMeanMB), String(format: "%.1f", $0.rssMaxMB)]
         }))

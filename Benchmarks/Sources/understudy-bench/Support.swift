@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -11,6 +12,18 @@ func boottime() -> Int64 {
     var spec = timespec()
     clock_gettime(CLOCK_BOOTTIME, &spec)
     return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
+}
+
+/// The options of the benchmarks that run real `understudy run` supervisors.
+struct SupervisorOptions: ParsableArguments {
+    @Option(help: "Heartbeat interval I.")
+    var heartbeat = "100ms"
+
+    @Option(help: "Activation interval T.")
+    var activation = "500ms"
+
+    @Option(help: "The `understudy` executable (default: the root's .build-release or .build release build).")
+    var understudy: String?
 }
 
 func sleep(milliseconds: Int) {

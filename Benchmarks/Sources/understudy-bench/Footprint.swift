@@ -10,6 +10,7 @@ struct ProcessFootprint: Codable, Sendable {
     var cpuPercentOfOneCore: Double
     var rssMeanMB: Double
     var rssMaxMB: Double
+    var pssMeanMB: Double
 }
 
 struct FootprintReport: Codable, Sendable {
@@ -22,7 +23,12 @@ struct FootprintReport: Codable, Sendable {
 
 struct Footprint: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "CPU and RSS of idle `understudy run` members (one group): the active one, its watchdog, and a standby."
+        abstract: "CPU and RSS of idle `understudy run` members (one group): the active one, its watchdog, and a standby.",
+        discussion: """
+            The binary's pages are first dropped from the page cache, so it loads as after a deploy or a reboot: \
+            how the file was last written (by the linker, or by cp) decides the size of its page-cache folios, and \
+            a kernel that maps whole large folios on a fault then counts more of the file as resident.
+            """
     )
 
     @Option(help: "sqlite, postgres or a store URL.")
@@ -40,6 +46,7 @@ struct Footprint: ParsableCommand {
         Cleanup.shared.installSignalHandlers()
         defer { Cleanup.shared.runAll() }
         let binary = try Binaries.understudy(supervisor.understudy)
+        try dropFromPageCache(binary)
         let child = try Binaries.child()
         let target = try BenchStore.resolve(store)
         let directory = try makeTemporaryDirectory("understudy-bench-footprint")
@@ -61,8 +68,12 @@ struct Footprint: ParsableCommand {
         let cpuBefore = processes.map { cpuSeconds($0.1) ?? 0 }
         let start = boottime()
         var rss = Array(repeating: [Double](), count: processes.count)
+        var pss = Array(repeating: [Double](), count: processes.count)
         while Double(boottime() - start) / 1e6 < window.milliseconds {
-            for (index, process) in processes.enumerated() { rss[index].append(residentMB(process.1) ?? 0) }
+            for (index, process) in processes.enumerated() {
+                rss[index].append(residentMB(process.1) ?? 0)
+                pss[index].append(proportionalMB(process.1) ?? 0)
+            }
             sleep(milliseconds: 1_000)
         }
         let seconds = Double(boottime() - start) / 1e9
@@ -71,7 +82,8 @@ struct Footprint: ParsableCommand {
             processes: processes.enumerated().map { index, process in
                 ProcessFootprint(
                     role: process.0, cpuPercentOfOneCore: ((cpuSeconds(process.1) ?? 0) - cpuBefore[index]) / seconds * 100,
-                    rssMeanMB: rss[index].reduce(0, +) / Double(rss[index].count), rssMaxMB: rss[index].max() ?? 0
+                    rssMeanMB: rss[index].reduce(0, +) / Double(rss[index].count), rssMaxMB: rss[index].max() ?? 0,
+                    pssMeanMB: pss[index].reduce(0, +) / Double(pss[index].count)
                 )
             }
         )
@@ -85,8 +97,11 @@ struct Footprint: ParsableCommand {
         }
         print("machine: \(report.machine.summary)")
         print("one group on \(report.store), I = \(supervisor.heartbeat), T = \(supervisor.activation); \(String(format: "%.0f", seconds)) s, RSS sampled \(report.samples) times\n")
-        print(table(["process", "CPU % of one core", "RSS mean MB", "RSS max MB"], report.processes.map {
-            [$0.role, String(format: "%.2f", $0.cpuPercentOfOneCore), String(format: "%.1f", $0.rssMeanMB), String(format: "%.1f", $0.rssMaxMB)]
+        print(table(["process", "CPU % of one core", "RSS mean MB", "RSS max MB", "PSS mean MB"], report.processes.map {
+            [
+                $0.role, String(format: "%.2f", $0.cpuPercentOfOneCore), String(format: "%.1f", $0.rssMeanMB),
+                String(format: "%.1f", $0.rssMaxMB), String(format: "%.1f", $0.pssMeanMB),
+            ]
         }))
     }
 }

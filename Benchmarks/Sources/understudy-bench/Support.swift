@@ -312,6 +312,24 @@ func residentMB(_ pid: pid_t = getpid(), peak: Bool = false) -> Double? {
     return kilobytes / 1024
 }
 
+/// Proportional set size in MB: each resident page divided by the number of processes that map it.
+func proportionalMB(_ pid: pid_t) -> Double? {
+    guard let rollup = try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8),
+          let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix("Pss:") }),
+          let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) })
+    else { return nil }
+    return kilobytes / 1024
+}
+
+/// Drops the file's clean, unmapped pages from the page cache, so the next process to map it reads it afresh.
+func dropFromPageCache(_ path: String) throws {
+    let descriptor = open(path, O_RDONLY)
+    guard descriptor >= 0 else { throw BenchError("cannot open \(path): \(String(cString: strerror(errno)))") }
+    defer { close(descriptor) }
+    let result = posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED)
+    guard result == 0 else { throw BenchError("posix_fadvise on \(path): \(String(cString: strerror(result)))") }
+}
+
 func freePort() -> Int {
     let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(socketFD) }

@@ -392,20 +392,70 @@ public final class PostgresStore: CoordinationStore {
     }
 }
 
-/// Runs `body`, failing with ``StoreError`` if it takes longer than `timeout`.
+/// Runs `body`, failing with ``StoreError`` once it has taken `timeout`, whether or not `body` has ended by then.
+///
+/// Not every wait inside postgres-nio reacts to cancellation (a query's reply is awaited on an NIO future), so a
+/// task group, which waits for all its children, could hold a heartbeat far past its deadline. Here the caller
+/// resumes at the deadline; `body` is cancelled and left to end on its own, its result discarded.
 private func withTimeout<Value: Sendable>(
     _ timeout: Duration,
     location: PostgresLocation,
     _ body: @escaping @Sendable () async throws -> Value
 ) async throws -> Value {
-    try await withThrowingTaskGroup(of: Value.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            throw StoreError(.unavailable, "PostgreSQL at \(location) did not answer within \(timeout.formatted)")
+    let outcome = FirstOutcome<Value>()
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { continuation in
+            let work = Task {
+                do { outcome.settle(.success(try await body())) } catch { outcome.settle(.failure(error)) }
+            }
+            let deadline = Task {
+                try? await Task.sleep(for: timeout)
+                outcome.settle(.failure(StoreError(.unavailable, "PostgreSQL at \(location) did not answer within \(timeout.formatted)")))
+            }
+            outcome.deliver(to: continuation, cancelling: [work, deadline])
         }
-        defer { group.cancelAll() }
-        guard let value = try await group.next() else { throw CancellationError() }
-        return value
+    } onCancel: {
+        outcome.settle(.failure(CancellationError()))
+    }
+}
+
+/// The first of several results to arrive, handed to one continuation exactly once; the tasks that raced for it
+/// are cancelled then.
+private final class FirstOutcome<Value: Sendable>: Sendable {
+    private struct State {
+        var result: Result<Value, any Error>?
+        var continuation: CheckedContinuation<Value, any Error>?
+        var racers: [Task<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    /// Resumes `continuation` with the first result, now if it has already arrived.
+    func deliver(to continuation: CheckedContinuation<Value, any Error>, cancelling racers: [Task<Void, Never>]) {
+        let ready = state.withLock { state -> Result<Value, any Error>? in
+            if let result = state.result { return result }
+            state.continuation = continuation
+            state.racers = racers
+            return nil
+        }
+        if let ready {
+            racers.forEach { $0.cancel() }
+            continuation.resume(with: ready)
+        }
+    }
+
+    /// Records `result` if it is the first; later ones are dropped.
+    func settle(_ result: Result<Value, any Error>) {
+        let waiting = state.withLock { state -> (CheckedContinuation<Value, any Error>, [Task<Void, Never>])? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            guard let continuation = state.continuation else { return nil }
+            state.continuation = nil
+            defer { state.racers = [] }
+            return (continuation, state.racers)
+        }
+        guard let (continuation, racers) = waiting else { return }
+        racers.forEach { $0.cancel() }
+        continuation.resume(with: result)
     }
 }

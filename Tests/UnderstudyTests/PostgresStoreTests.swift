@@ -127,6 +127,33 @@ struct PostgresStoreTests {
         #expect((3...30).contains(store.roundTrips), "\(store.roundTrips) round trips")
     }
 
+    @Test func heartbeat_whenTheServerFallsSilent_failsAtItsTimeoutThenSucceedsOnceTrafficFlows() async throws {
+        let url = try TestPostgres.freshSchemaURL()
+        let port = try PostgresLocation(url).port
+        let proxy = try StallingProxy(targetPort: port)
+        defer { proxy.close() }
+        let store = try await PostgresStore(
+            url: url.replacingOccurrences(of: ":\(port)/", with: ":\(proxy.port)/"), timeout: .milliseconds(500)
+        )
+        defer { Task { try await store.close() } }
+        let beat = try heartbeat(member("a"), group: "silence", .acquire)
+        #expect(try await store.heartbeat(beat).outcome == .granted(FencingToken(rawValue: 1)))
+
+        // No reply and no reset, as when a network path drops packets: the query waits on a reply that does not
+        // come, and the heartbeat must fail at its timeout rather than wait with it.
+        proxy.stall()
+        let started = ContinuousClock.now
+        await #expect(throws: StoreError.self) { try await store.heartbeat(beat) }
+        #expect(ContinuousClock.now - started < .seconds(10), "a 500 ms timeout took \(ContinuousClock.now - started)")
+
+        proxy.resume()
+        var recovered = false
+        for _ in 0..<50 where !recovered {
+            recovered = (try? await store.heartbeat(heartbeat(member("a"), group: "silence", .none))) != nil
+        }
+        #expect(recovered, "no heartbeat succeeded after traffic flowed again")
+    }
+
     @Test func serverDownAndBack_theActiveFencesItselfThenTheGoalIsMetAgain() async throws {
         let store = try await PostgresStore(url: TestPostgres.freshSchemaURL())
         let configuration = try GroupConfiguration(

@@ -1,0 +1,103 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A TCP proxy on loopback whose traffic can be stalled and resumed: while stalled it accepts and reads nothing,
+/// like a network path that silently drops packets; no connection is closed or reset, so a client sees only silence.
+final class StallingProxy: Sendable {
+    let port: Int
+    private let listener: Int32
+    private let targetPort: Int
+    private let stalled = Atomic<Bool>(false)
+    private let closed = Atomic<Bool>(false)
+
+    init(targetPort: Int) throws {
+        self.targetPort = targetPort
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = Self.loopback(port: 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(descriptor, pointer, length) == 0 && listen(descriptor, 16) == 0 && getsockname(descriptor, pointer, &length) == 0
+            }
+        }
+        guard descriptor >= 0, bound else { throw POSIXError(.EADDRNOTAVAIL) }
+        listener = descriptor
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread.detachNewThread { [self] in acceptLoop() }
+    }
+
+    deinit { close() }
+
+    func stall() { stalled.store(true, ordering: .sequentiallyConsistent) }
+    func resume() { stalled.store(false, ordering: .sequentiallyConsistent) }
+
+    func close() {
+        guard !closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        shutdown(listener, Int32(SHUT_RDWR))
+        Glibc.close(listener)
+    }
+
+    private func acceptLoop() {
+        while !closed.load(ordering: .sequentiallyConsistent) {
+            guard waitUntilFlowing(listener) else { return }
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { return }
+            let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = Self.loopback(port: targetPort)
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            }
+            guard connected else {
+                Glibc.close(client)
+                Glibc.close(server)
+                continue
+            }
+            Thread.detachNewThread { [self] in pump(from: client, to: server) }
+            Thread.detachNewThread { [self] in pump(from: server, to: client) }
+        }
+    }
+
+    /// Copies bytes until either side closes; reads nothing while stalled.
+    private func pump(from source: Int32, to destination: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 16_384)
+        defer {
+            shutdown(source, Int32(SHUT_RDWR))
+            shutdown(destination, Int32(SHUT_RDWR))
+        }
+        while waitUntilFlowing(source) {
+            let count = read(source, &buffer, buffer.count)
+            guard count > 0 else { return }
+            var written = 0
+            while written < count {
+                let result = buffer[written..<count].withUnsafeBytes { write(destination, $0.baseAddress, $0.count) }
+                guard result > 0 else { return }
+                written += result
+            }
+        }
+    }
+
+    /// Waits until `descriptor` is readable and the proxy is not stalled; false once the proxy is closed.
+    private func waitUntilFlowing(_ descriptor: Int32) -> Bool {
+        while !closed.load(ordering: .sequentiallyConsistent) {
+            if !stalled.load(ordering: .sequentiallyConsistent) {
+                var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+                // Checked again after the wait: bytes that arrive once the stall has begun stay unread.
+                if poll(&poller, 1, 20) > 0, !stalled.load(ordering: .sequentiallyConsistent) { return true }
+            } else {
+                usleep(20_000)
+            }
+        }
+        return false
+    }
+
+    private static func loopback(port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        return address
+    }
+}

@@ -304,18 +304,18 @@ func parentPID(_ pid: pid_t) -> pid_t? {
 
 /// Resident set size in MB (VmRSS), or the peak (VmHWM).
 func residentMB(_ pid: pid_t = getpid(), peak: Bool = false) -> Double? {
-    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-    let key = peak ? "VmHWM:" : "VmRSS:"
-    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key) }),
-          let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) })
-    else { return nil }
-    return kilobytes / 1024
+    megabytes(in: "/proc/\(pid)/status", key: peak ? "VmHWM:" : "VmRSS:")
 }
 
 /// Proportional set size in MB: each resident page divided by the number of processes that map it.
 func proportionalMB(_ pid: pid_t) -> Double? {
-    guard let rollup = try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8),
-          let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix("Pss:") }),
+    megabytes(in: "/proc/\(pid)/smaps_rollup", key: "Pss:")
+}
+
+/// The value of a `KEY:   1234 kB` line of a /proc file, in MB.
+private func megabytes(in path: String, key: String) -> Double? {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key) }),
           let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) })
     else { return nil }
     return kilobytes / 1024

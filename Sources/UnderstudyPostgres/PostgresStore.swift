@@ -31,8 +31,11 @@ public final class PostgresStore: CoordinationStore {
     /// The most heartbeats one round trip carries; more due together travel in several, side by side.
     public static let maximumBatchSize = HeartbeatBatcher.maximumBatch
 
-    private let client: PostgresClient
-    private let clientTask: Task<Void, Never>
+    /// The connection pool in use. A round trip that times out may leave its connection waiting for a reply that
+    /// never comes (postgres-nio cannot cancel that wait), so the pool is then replaced: shutting the old one down
+    /// closes all its connections, and the new one connects afresh.
+    private let pool: Mutex<Pool>
+    private let poolConfiguration: PostgresClient.Configuration
     private let listenerTask: Mutex<Task<Void, Never>?> = Mutex(nil)
     private let batcher: HeartbeatBatcher
     private let subscribers = ChangeSubscribers()
@@ -80,24 +83,51 @@ public final class PostgresStore: CoordinationStore {
             return quiet
         }()
         self.logger = quietLogger
-        let client = PostgresClient(configuration: configuration, backgroundLogger: quietLogger)
-        self.client = client
-        clientTask = Task { await client.run() }
+        poolConfiguration = configuration
+        let pool = Pool(configuration: configuration, logger: quietLogger)
+        self.pool = Mutex(pool)
         batcher = HeartbeatBatcher(window: batchWindow)
         do {
             _ = try await withTimeout(timeout, location: location) {
-                try await client.query(PostgresQuery(unsafeSQL: PostgresSchema.migration(schema: location.schema)), logger: quietLogger)
+                try await pool.client.query(PostgresQuery(unsafeSQL: PostgresSchema.migration(schema: location.schema)), logger: quietLogger)
             }
         } catch {
-            clientTask.cancel()
+            pool.shutDown()
             throw Self.storeError(error, location: location, opening: true)
         }
         await startListening()
     }
 
     deinit {
-        clientTask.cancel()
+        pool.withLock { $0.shutDown() }
         listenerTask.withLock { $0?.cancel() }
+    }
+
+    /// How many times a round trip timed out and the connection pool was replaced.
+    public var poolReplacements: Int { pool.withLock { $0.generation } }
+
+    private var client: PostgresClient { pool.withLock { $0.client } }
+
+    /// Runs `body` on the current pool within ``timeout``; if it times out, replaces that pool (unless another
+    /// timeout already has).
+    private func withPool<Value: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> Value) async throws -> Value {
+        let current = pool.withLock { $0 }
+        return try await withTimeout(timeout, location: location, onTimeout: { [weak self] in
+            self?.replacePool(current)
+        }) {
+            try await body(current.client)
+        }
+    }
+
+    private func replacePool(_ stale: Pool) {
+        let replaced = pool.withLock { pool -> Bool in
+            guard pool.generation == stale.generation else { return false }
+            pool = Pool(configuration: poolConfiguration, logger: logger, generation: stale.generation + 1)
+            return true
+        }
+        guard replaced else { return }
+        logger.debug("a round trip timed out; replacing the connection pool", metadata: ["replacements": "\(stale.generation + 1)"])
+        stale.shutDown()
     }
 
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
@@ -108,7 +138,7 @@ public final class PostgresStore: CoordinationStore {
         let schema = location.schema
         let now = clock.map { $0().nanoseconds / 1_000 }
         do {
-            return try await withTimeout(timeout, location: location) { try await self.fetchGroups(schema: schema, now: now) }
+            return try await withPool { client in try await self.fetchGroups(client, schema: schema, now: now) }
         } catch let error as StoreError {
             throw error
         } catch {
@@ -116,7 +146,7 @@ public final class PostgresStore: CoordinationStore {
         }
     }
 
-    private func fetchGroups(schema: String, now: Int64?) async throws -> [GroupView] {
+    private func fetchGroups(_ client: PostgresClient, schema: String, now: Int64?) async throws -> [GroupView] {
         do {
             let rows = try await client.query(
                 """
@@ -144,7 +174,7 @@ public final class PostgresStore: CoordinationStore {
     public func close() async throws {
         listenerTask.withLock { $0?.cancel() }
         subscribers.finishAll()
-        clientTask.cancel()
+        pool.withLock { $0.shutDown() }
     }
 
     // MARK: Round trips
@@ -178,8 +208,8 @@ public final class PostgresStore: CoordinationStore {
         let now = clock.map { $0().nanoseconds / 1_000 }
         roundTripCount.add(1, ordering: .relaxed)
         do {
-            return try await withTimeout(timeout, location: location) {
-                let rows = try await self.client.query(
+            return try await withPool { client in
+                let rows = try await client.query(
                     "SELECT \"\(unescaped: schema)\".understudy_heartbeats(\(payload)::jsonb, \(now), \(isolated))::text",
                     logger: self.logger
                 )
@@ -199,12 +229,12 @@ public final class PostgresStore: CoordinationStore {
     /// `LISTEN` is in place (or has failed: polling still works without it).
     private func startListening() async {
         let channel = PostgresSchema.channel(schema: location.schema)
-        let client = self.client
         let logger = self.logger
         let (ready, signalReady) = AsyncStream<Void>.makeStream()
         let task = Task { [weak self] in
             while !Task.isCancelled {
                 do {
+                    guard let client = self?.client else { return }
                     try await client.withConnection { connection in
                         try await connection.listen(on: channel) { notifications in
                             signalReady.yield()
@@ -400,22 +430,25 @@ public final class PostgresStore: CoordinationStore {
 private func withTimeout<Value: Sendable>(
     _ timeout: Duration,
     location: PostgresLocation,
+    onTimeout: @escaping @Sendable () -> Void = {},
     _ body: @escaping @Sendable () async throws -> Value
 ) async throws -> Value {
     let outcome = FirstOutcome<Value>()
     return try await withTaskCancellationHandler {
         try await withCheckedThrowingContinuation { continuation in
             let work = Task {
-                do { outcome.settle(.success(try await body())) } catch { outcome.settle(.failure(error)) }
+                do { outcome.settle(.success(try await body())) } catch { _ = outcome.settle(.failure(error)) }
             }
             let deadline = Task {
-                try? await Task.sleep(for: timeout)
-                outcome.settle(.failure(StoreError(.unavailable, "PostgreSQL at \(location) did not answer within \(timeout.formatted)")))
+                guard (try? await Task.sleep(for: timeout)) != nil else { return }
+                if outcome.settle(.failure(StoreError(.unavailable, "PostgreSQL at \(location) did not answer within \(timeout.formatted)"))) {
+                    onTimeout()
+                }
             }
             outcome.deliver(to: continuation, cancelling: [work, deadline])
         }
     } onCancel: {
-        outcome.settle(.failure(CancellationError()))
+        _ = outcome.settle(.failure(CancellationError()))
     }
 }
 
@@ -444,18 +477,40 @@ private final class FirstOutcome<Value: Sendable>: Sendable {
         }
     }
 
-    /// Records `result` if it is the first; later ones are dropped.
-    func settle(_ result: Result<Value, any Error>) {
-        let waiting = state.withLock { state -> (CheckedContinuation<Value, any Error>, [Task<Void, Never>])? in
+    /// Records `result` if it is the first, and says whether it was; later ones are dropped.
+    @discardableResult
+    func settle(_ result: Result<Value, any Error>) -> Bool {
+        let waiting = state.withLock { state -> (CheckedContinuation<Value, any Error>, [Task<Void, Never>])?? in
             guard state.result == nil else { return nil }
             state.result = result
-            guard let continuation = state.continuation else { return nil }
+            guard let continuation = state.continuation else { return .some(nil) }
             state.continuation = nil
             defer { state.racers = [] }
             return (continuation, state.racers)
         }
-        guard let (continuation, racers) = waiting else { return }
-        racers.forEach { $0.cancel() }
-        continuation.resume(with: result)
+        guard let first = waiting else { return false }
+        if let (continuation, racers) = first {
+            racers.forEach { $0.cancel() }
+            continuation.resume(with: result)
+        }
+        return true
     }
+}
+
+/// A `PostgresClient` and the task that runs it.
+private struct Pool: Sendable {
+    let client: PostgresClient
+    let run: Task<Void, Never>
+    /// 0 for the store's first pool, then one more for each replacement.
+    let generation: Int
+
+    init(configuration: PostgresClient.Configuration, logger: Logger, generation: Int = 0) {
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.client = client
+        run = Task { await client.run() }
+        self.generation = generation
+    }
+
+    /// Closes every connection, also those waiting for a reply; their queries fail.
+    func shutDown() { run.cancel() }
 }

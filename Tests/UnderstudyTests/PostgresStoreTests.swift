@@ -154,6 +154,33 @@ struct PostgresStoreTests {
         #expect(recovered, "no heartbeat succeeded after traffic flowed again")
     }
 
+    @Test func heartbeat_whenItsConnectionsGoSilentForGood_succeedsOnNewOnes() async throws {
+        let url = try TestPostgres.freshSchemaURL()
+        let port = try PostgresLocation(url).port
+        let proxy = try StallingProxy(targetPort: port)
+        defer { proxy.close() }
+        let store = try await PostgresStore(
+            url: url.replacingOccurrences(of: ":\(port)/", with: ":\(proxy.port)/"), timeout: .milliseconds(500)
+        )
+        defer { Task { try await store.close() } }
+        let beat = try heartbeat(member("a"), group: "wedged", .none)
+        _ = try await store.heartbeat(beat)
+
+        // The connections open at each step go silent for good, as to a server host that died: no reply and
+        // never closed. A query waiting on one holds it, so more of them than the pool's four connections would
+        // use the pool up for good; it must be replaced instead.
+        for _ in 0..<6 {
+            proxy.wedgeOpenConnections()
+            _ = try? await store.heartbeat(beat)
+        }
+        var succeeded = false
+        for _ in 0..<20 where !succeeded {
+            succeeded = (try? await store.heartbeat(beat)) != nil
+        }
+        #expect(succeeded, "no heartbeat succeeded on fresh connections")
+        #expect(store.poolReplacements >= 1)
+    }
+
     @Test func serverDownAndBack_theActiveFencesItselfThenTheGoalIsMetAgain() async throws {
         let store = try await PostgresStore(url: TestPostgres.freshSchemaURL())
         let configuration = try GroupConfiguration(

@@ -6,12 +6,15 @@ import Glibc
 
 /// A TCP proxy on loopback whose traffic can be stalled and resumed: while stalled it accepts and reads nothing,
 /// like a network path that silently drops packets; no connection is closed or reset, so a client sees only silence.
+/// ``wedgeOpenConnections()`` silences the connections open so far for good, as a server host that died would.
 final class StallingProxy: Sendable {
     let port: Int
     private let listener: Int32
     private let targetPort: Int
     private let stalled = Atomic<Bool>(false)
     private let closed = Atomic<Bool>(false)
+    private let accepted = Atomic<Int>(0)
+    private let wedgedBelow = Atomic<Int>(0)
 
     init(targetPort: Int) throws {
         self.targetPort = targetPort
@@ -33,6 +36,7 @@ final class StallingProxy: Sendable {
 
     func stall() { stalled.store(true, ordering: .sequentiallyConsistent) }
     func resume() { stalled.store(false, ordering: .sequentiallyConsistent) }
+    func wedgeOpenConnections() { wedgedBelow.store(accepted.load(ordering: .sequentiallyConsistent), ordering: .sequentiallyConsistent) }
 
     func close() {
         guard !closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
@@ -42,9 +46,10 @@ final class StallingProxy: Sendable {
 
     private func acceptLoop() {
         while !closed.load(ordering: .sequentiallyConsistent) {
-            guard waitUntilFlowing(listener) else { return }
+            guard waitUntilFlowing(listener, connection: nil) else { return }
             let client = accept(listener, nil, nil)
             guard client >= 0 else { return }
+            let connection = accepted.add(1, ordering: .sequentiallyConsistent).oldValue
             let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var address = Self.loopback(port: targetPort)
             let connected = withUnsafePointer(to: &address) {
@@ -55,19 +60,19 @@ final class StallingProxy: Sendable {
                 Glibc.close(server)
                 continue
             }
-            Thread.detachNewThread { [self] in pump(from: client, to: server) }
-            Thread.detachNewThread { [self] in pump(from: server, to: client) }
+            Thread.detachNewThread { [self] in pump(from: client, to: server, connection: connection) }
+            Thread.detachNewThread { [self] in pump(from: server, to: client, connection: connection) }
         }
     }
 
     /// Copies bytes until either side closes; reads nothing while stalled.
-    private func pump(from source: Int32, to destination: Int32) {
+    private func pump(from source: Int32, to destination: Int32, connection: Int) {
         var buffer = [UInt8](repeating: 0, count: 16_384)
         defer {
             shutdown(source, Int32(SHUT_RDWR))
             shutdown(destination, Int32(SHUT_RDWR))
         }
-        while waitUntilFlowing(source) {
+        while waitUntilFlowing(source, connection: connection) {
             let count = read(source, &buffer, buffer.count)
             guard count > 0 else { return }
             var written = 0
@@ -79,13 +84,17 @@ final class StallingProxy: Sendable {
         }
     }
 
-    /// Waits until `descriptor` is readable and the proxy is not stalled; false once the proxy is closed.
-    private func waitUntilFlowing(_ descriptor: Int32) -> Bool {
+    /// Waits until `descriptor` is readable and its traffic may flow; false once the proxy is closed.
+    private func waitUntilFlowing(_ descriptor: Int32, connection: Int?) -> Bool {
+        func silenced() -> Bool {
+            stalled.load(ordering: .sequentiallyConsistent)
+                || connection.map { $0 < wedgedBelow.load(ordering: .sequentiallyConsistent) } ?? false
+        }
         while !closed.load(ordering: .sequentiallyConsistent) {
-            if !stalled.load(ordering: .sequentiallyConsistent) {
+            if !silenced() {
                 var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-                // Checked again after the wait: bytes that arrive once the stall has begun stay unread.
-                if poll(&poller, 1, 20) > 0, !stalled.load(ordering: .sequentiallyConsistent) { return true }
+                // Checked again after the wait: bytes that arrive once the silence has begun stay unread.
+                if poll(&poller, 1, 20) > 0, !silenced() { return true }
             } else {
                 usleep(20_000)
             }

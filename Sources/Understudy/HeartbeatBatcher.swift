@@ -41,7 +41,13 @@ package actor HeartbeatBatcher {
                     group.addTask {
                         do {
                             let results = try await send(batch.map(\.heartbeat))
-                            for (entry, result) in zip(batch, results) { entry.continuation.resume(with: result) }
+                            for (index, entry) in batch.enumerated() {
+                                // A heartbeat the store left unanswered must not wait for ever.
+                                entry.continuation.resume(
+                                    with: results.indices.contains(index)
+                                        ? results[index] : .failure(StoreError(.corrupt, "the store left a heartbeat unanswered"))
+                                )
+                            }
                         } catch {
                             for entry in batch { entry.continuation.resume(throwing: error) }
                         }

@@ -1,0 +1,13 @@
+import Testing
+import Understudy
+import UnderstudyCore
+
+@Suite("Heartbeat batcher")
+struct HeartbeatBatcherTests {
+    @Test func aHeartbeatTheStoreLeavesUnanswered_failsInsteadOfWaiting() async throws {
+        let batcher = HeartbeatBatcher(window: .zero)
+        await #expect(throws: StoreError.self) {
+            try await batcher.submit(heartbeat(member("m"), .none)) { _ in [] }
+        }
+    }
+}

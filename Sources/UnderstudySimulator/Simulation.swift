@@ -49,6 +49,7 @@ public struct Simulation: Sendable {
     private var recoveredAt: Int64?
     private var settledAt: Int64?
     private var activations = 0
+    private var preemptions = 0
 
     /// Prepares the run of `seed`; nothing happens until ``run()``.
     public init(seed: UInt64, options: SimulationOptions) throws(SimulationOptionsError) {
@@ -102,6 +103,7 @@ public struct Simulation: Sendable {
             recovery: recoveredAt.map { .nanoseconds($0 - faultEnd) },
             settling: settledAt.map { .nanoseconds($0 - faultEnd) },
             activations: activations,
+            preemptions: preemptions,
             end: Instant(nanoseconds: now)
         )
     }
@@ -263,7 +265,8 @@ public struct Simulation: Sendable {
         switch event {
         case .activate(let token):
             startWork(token, member: index)
-        case .deactivate:
+        case .deactivate(let reason):
+            if reason == .preempted { preemptions += 1 }
             let process = members[index].process
             if let work = members[index].work, works[work] != nil {
                 queue.schedule(.member(index, process: process, .gracefulStopDone(work)), at: now + gracefulStopDelay())
@@ -600,7 +603,8 @@ public struct Simulation: Sendable {
     }
 
     /// The goal is met by the current processes, all of them active members in the store's eyes; every member
-    /// runs, has joined and competes; and no member outside the slots outweighs one inside.
+    /// runs, has joined and competes; and, where heavier members preempt, no member outside the slots outweighs
+    /// one inside.
     private var isSettled: Bool {
         guard works.count == configuration.activeGoal else { return false }
         var lightestActing = Int.max
@@ -613,7 +617,7 @@ public struct Simulation: Sendable {
             guard let machine = member.machine, member.pausedUntil == nil, machine.phase != .resting,
                 ledger.members[member.info.id]?.info.incarnation == member.info.incarnation
             else { return false }
-            if member.work == nil, member.info.weight > lightestActing { return false }
+            if configuration.preemption, member.work == nil, member.info.weight > lightestActing { return false }
         }
         return true
     }
@@ -626,7 +630,7 @@ public struct Simulation: Sendable {
             return
         }
         guard let settledAt, settledAt - faultEnd <= settleBound.nanoseconds else {
-            violate(.liveness, "the group did not settle (best-ranked members active, all members joined) within \(settleBound.formatted) after the faults stopped")
+            violate(.liveness, "the group did not settle (goal met, all members joined, best-ranked members active where they preempt) within \(settleBound.formatted) after the faults stopped")
             return
         }
     }

@@ -72,6 +72,10 @@ public struct SimulationOptions: Hashable, Sendable {
     public var heartbeatInterval: Duration
     /// T.
     public var activationInterval: Duration
+    /// P: when set, the member next in line is told to prepare once an active has been silent this long.
+    public var preparationInterval: Duration?
+    /// Whether a heavier member takes over from an active one (`understudy run --no-preempt` turns it off).
+    public var preemption: Bool
     /// The round-trip time of one store call when nothing goes wrong; each leg takes half of a value in range.
     public var storeLatency: ClosedRange<Duration>
     public var faults: Set<SimulatedFault>
@@ -91,6 +95,8 @@ public struct SimulationOptions: Hashable, Sendable {
         activeGoal: Int = 1,
         heartbeatInterval: Duration = .seconds(1),
         activationInterval: Duration = .seconds(3),
+        preparationInterval: Duration? = nil,
+        preemption: Bool = true,
         storeLatency: ClosedRange<Duration> = .milliseconds(5) ... .milliseconds(200),
         faults: Set<SimulatedFault> = Set(SimulatedFault.allCases),
         storeModel: StoreModel = .singleStore,
@@ -102,6 +108,8 @@ public struct SimulationOptions: Hashable, Sendable {
         self.activeGoal = activeGoal
         self.heartbeatInterval = heartbeatInterval
         self.activationInterval = activationInterval
+        self.preparationInterval = preparationInterval
+        self.preemption = preemption
         self.storeLatency = storeLatency
         self.faults = faults
         self.storeModel = storeModel
@@ -119,7 +127,9 @@ public struct SimulationOptions: Hashable, Sendable {
                 name: GroupName("simulated"),
                 activeGoal: activeGoal,
                 heartbeatInterval: heartbeatInterval,
-                activationInterval: activationInterval
+                activationInterval: activationInterval,
+                preparationInterval: preparationInterval,
+                preemption: preemption
             )
         } catch {
             throw .invalidGroup(error)

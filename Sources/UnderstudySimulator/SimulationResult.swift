@@ -9,8 +9,8 @@ public enum Invariant: String, Hashable, Sendable, CaseIterable, CustomStringCon
     case safetyNoOverlap = "safety-no-overlap"
     /// Every grant carries a larger token than every grant before it.
     case fencing
-    /// Once faults stop, the goal is met within ``SimulationOptions/goalBound`` and the group settles (best-ranked
-    /// members hold the slots) within ``SimulationOptions/settleBound``.
+    /// Once faults stop, the goal is met within ``SimulationOptions/goalBound`` and the group settles (where heavier
+    /// members preempt, the best-ranked ones hold the slots) within ``SimulationOptions/settleBound``.
     case liveness
     /// Once settled with no faults, no member activates or deactivates.
     case stability
@@ -46,6 +46,8 @@ public struct SimulationResult: Hashable, Sendable {
     public var settling: Duration?
     /// How many times a work started acting.
     public var activations: Int
+    /// How many times an active member was deactivated to make way for a heavier one.
+    public var preemptions: Int
     /// Where the run stopped, on the simulator's real timeline.
     public var end: Instant
 }
@@ -61,6 +63,7 @@ public struct SimulationSummary: Hashable, Sendable {
     /// All recoveries of all runs, sorted.
     public var recoveries: [Duration]
     public var activations: Int
+    public var preemptions: Int
     public var violationsByInvariant: [Invariant: Int]
     /// The trace hashes of all runs folded in seed order: equal for two summaries that took the same schedules.
     public var traceHash: TraceHash
@@ -73,6 +76,7 @@ public struct SimulationSummary: Hashable, Sendable {
         shortfalls = []
         recoveries = []
         activations = 0
+        preemptions = 0
         violationsByInvariant = [:]
         traceHash = TraceHash()
         for seed in seeds {
@@ -83,6 +87,7 @@ public struct SimulationSummary: Hashable, Sendable {
             shortfalls += result.shortfalls
             if let recovery = result.recovery { recoveries.append(recovery) }
             activations += result.activations
+            preemptions += result.preemptions
             if let violation = result.violation {
                 failures.append(result)
                 violationsByInvariant[violation.invariant, default: 0] += 1

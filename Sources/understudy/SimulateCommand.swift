@@ -29,6 +29,12 @@ struct Simulate: ParsableCommand {
     @Option(parsing: .unconditional, help: "Activation interval T (greater than 2·I).")
     var activation = "3s"
 
+    @Option(parsing: .unconditional, help: "Preparation interval P (0 < P < T): when an active has been silent this long, the next in line prepares.")
+    var preparation: String?
+
+    @Flag(name: .customLong("no-preempt"), help: "A heavier member does not take over from an active one.")
+    var noPreempt = false
+
     @Option(name: .customLong("store-latency"), parsing: .unconditional, help: "Round-trip time of a store call, as a range: 5ms..200ms.")
     var storeLatency = "5ms..200ms"
 
@@ -77,6 +83,8 @@ struct Simulate: ParsableCommand {
             activeGoal: activeGoal,
             heartbeatInterval: try duration(heartbeat, option: "--heartbeat"),
             activationInterval: try duration(activation, option: "--activation"),
+            preparationInterval: try preparation.map { try duration($0, option: "--preparation") },
+            preemption: !noPreempt,
             storeLatency: try latencyRange(),
             faults: try faultSet(),
             storeModel: try model()
@@ -143,10 +151,12 @@ struct Simulate: ParsableCommand {
             "--active-goal \(activeGoal)",
             "--heartbeat \(heartbeat)",
             "--activation \(activation)",
+            preparation.map { "--preparation \($0)" },
+            noPreempt ? "--no-preempt" : nil,
             "--store-latency \(storeLatency)",
             "--store-model \(storeModel)",
             "--faults \(faults.isEmpty ? "none" : faults)",
-        ].joined(separator: " ")
+        ].compactMap { $0 }.joined(separator: " ")
     }
 
     // MARK: Output
@@ -168,6 +178,7 @@ struct Simulate: ParsableCommand {
         print("  liveness bounds: goal met within \(options.goalBound.formatted), settled within \(options.settleBound.formatted) of the faults stopping")
         print("failover time (periods below the goal): " + distribution(summary.shortfalls))
         print("recovery once faults stop:              " + distribution(summary.recoveries))
+        print("activations: \(summary.activations); actives preempted by a heavier member: \(summary.preemptions)")
         if let result = summary.failures.first, let violation = result.violation {
             print("")
             print("seed \(result.seed): \(violation)")

@@ -32,6 +32,33 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
         }
     }
 
+    @Test func test_withPreparationAndWithoutPreemption_everyFault_holdEveryInvariant() throws {
+        for preemption in [true, false] {
+            let options = SimulationOptions(
+                members: 4, activeGoal: 1, preparationInterval: .seconds(1), preemption: preemption, storeModel: .distantStore
+            )
+            let summary = try SimulationSummary(seeds: 1...300, options: options)
+            for failure in summary.failures.prefix(3) {
+                Issue.record(report(failure))
+            }
+        }
+    }
+
+    @Test func test_membersRestartingWithOtherWeights_preemptOnlyWhereItIsOn() throws {
+        for preemption in [true, false] {
+            let options = SimulationOptions(members: 4, preemption: preemption, faults: [.reweight, .crash, .shutdown])
+            let summary = try SimulationSummary(seeds: 1...200, options: options)
+            for failure in summary.failures.prefix(3) {
+                Issue.record(report(failure))
+            }
+            if preemption {
+                #expect(summary.preemptions > 0, "reweighted members never preempted")
+            } else {
+                #expect(summary.preemptions == 0)
+            }
+        }
+    }
+
     @Test func test_sameSeed_twice_givesIdenticalTrace() throws {
         let first = try run(seed: 4_242, SimulationOptions())
         let second = try run(seed: 4_242, SimulationOptions())

@@ -65,7 +65,8 @@ final class StallingProxy: Sendable {
         }
     }
 
-    /// Copies bytes until either side closes; reads nothing while stalled.
+    /// Copies bytes until either side closes; reads nothing while stalled. It shuts both sockets down but closes
+    /// neither: the pump of the other direction may still hold them, and a test process can spare the descriptors.
     private func pump(from source: Int32, to destination: Int32, connection: Int) {
         var buffer = [UInt8](repeating: 0, count: 16_384)
         defer {

@@ -437,7 +437,7 @@ private func withTimeout<Value: Sendable>(
     return try await withTaskCancellationHandler {
         try await withCheckedThrowingContinuation { continuation in
             let work = Task {
-                do { outcome.settle(.success(try await body())) } catch { _ = outcome.settle(.failure(error)) }
+                do { outcome.settle(.success(try await body())) } catch { outcome.settle(.failure(error)) }
             }
             let deadline = Task {
                 guard (try? await Task.sleep(for: timeout)) != nil else { return }
@@ -448,7 +448,7 @@ private func withTimeout<Value: Sendable>(
             outcome.deliver(to: continuation, cancelling: [work, deadline])
         }
     } onCancel: {
-        _ = outcome.settle(.failure(CancellationError()))
+        outcome.settle(.failure(CancellationError()))
     }
 }
 

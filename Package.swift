@@ -2,9 +2,11 @@
 import PackageDescription
 
 // The release supervisor is a long-lived process beside every service it guards, so its idle footprint matters
-// (docs/benchmarks.md, "Footprint"). On Linux it links the Swift runtime and Foundation statically, so only the
-// pages it runs are mapped, and with lld it packs its relocations and exports no symbols, so the dynamic loader
-// neither rewrites nor searches megabytes of tables at start. It stays position-independent.
+// (docs/benchmarks.md, "Footprint"). On Linux it links the Swift runtime and Foundation statically instead of
+// loading and relocating whole shared libraries it barely uses; with lld it packs its relocations and exports no
+// symbols, so the dynamic loader neither rewrites nor searches megabytes of tables at start. It stays
+// position-independent. Only the `understudy` executable has these (unsafe) flags, so the library products can
+// still be used as dependencies.
 let supervisorRelease = BuildSettingCondition.when(platforms: [.linux], configuration: .release)
 let supervisorReleaseLinkerFlags = [
     "-static-stdlib", "-use-ld=lld",

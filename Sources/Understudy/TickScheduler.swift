@@ -30,7 +30,6 @@ package final class TickScheduler: Sendable {
         var fire: @Sendable () -> Void
         /// Only the newest deadline of a registration counts; older entries in the heap are skipped.
         var generation: UInt64 = 0
-        var scheduled = false
     }
 
     private struct State {
@@ -69,7 +68,6 @@ package final class TickScheduler: Sendable {
         let superseded: Task<Void, Never>? = state.withLock { state in
             guard var registered = state.registered[registration.id] else { return nil }
             registered.generation += 1
-            registered.scheduled = true
             state.registered[registration.id] = registered
             state.pending.insert(Pending(deadline: deadline, registration: registration.id, generation: registered.generation))
             if let driver = state.driver, driver.wakeAt <= deadline { return nil }
@@ -80,9 +78,11 @@ package final class TickScheduler: Sendable {
         superseded?.cancel()
     }
 
-    /// How many registrations have a tick pending (for tests).
+    /// How many registrations have a tick pending (for tests): those with a heap entry of their newest generation.
     package var scheduledCount: Int {
-        state.withLock { state in state.registered.values.count { $0.scheduled } }
+        state.withLock { state in
+            state.pending.unordered.count { state.registered[$0.registration]?.generation == $0.generation }
+        }
     }
 
     private func startDriver(wakeAt: Instant, _ state: inout State) {
@@ -107,10 +107,8 @@ package final class TickScheduler: Sendable {
             var due: [@Sendable () -> Void] = []
             while let first = state.pending.min, first.deadline <= now {
                 state.pending.removeMin()
-                guard var registered = state.registered[first.registration], registered.generation == first.generation
+                guard let registered = state.registered[first.registration], registered.generation == first.generation
                 else { continue }
-                registered.scheduled = false
-                state.registered[first.registration] = registered
                 due.append(registered.fire)
             }
             // Entries of forgotten or rescheduled registrations are dropped as they reach the top.

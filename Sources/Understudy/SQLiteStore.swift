@@ -155,7 +155,6 @@ public final class SQLiteStore: CoordinationStore {
         return results
     }
 
-
     public func groups() async throws -> [GroupView] {
         let clock = self.clock
         return try await database.read { db in

@@ -749,7 +749,8 @@ enum MemberInput: Sendable {
     /// The work stopped; `token` is its token, or `nil` when it had stopped before the deactivation.
     case workExited(FencingToken?)
     case shutdownRequested
-    /// The store announced that a slot was released (PostgreSQL's `NOTIFY`, SQLite's announcement file).
+    /// The store announced that a slot was released or a member joined (PostgreSQL's `NOTIFY`, SQLite's
+    /// announcement file).
     case changeAnnounced
 }
 

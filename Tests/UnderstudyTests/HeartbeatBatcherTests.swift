@@ -2,7 +2,7 @@ import Testing
 import Understudy
 import UnderstudyCore
 
-@Suite("Heartbeat batcher")
+@Suite("Heartbeat batcher", .timeLimit(.minutes(1)))
 struct HeartbeatBatcherTests {
     @Test func aHeartbeatTheStoreLeavesUnanswered_failsInsteadOfWaiting() async throws {
         let batcher = HeartbeatBatcher(window: .zero)

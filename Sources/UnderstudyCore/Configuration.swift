@@ -42,9 +42,15 @@ enum Identifier {
 
 /// A strictly increasing per-group counter: every activation ever granted in a group carries a larger token
 /// than the one before. Downstream systems keep the largest token they have seen and reject older ones.
+///
+/// Tokens are not consecutive: a grant takes the next value of the group's counter, or the store's wall clock in
+/// microseconds since 1970 if that is larger (``StoreMoment/tokenFloor``), so a store that is recreated or
+/// restored from a backup still grants larger tokens than it ever granted before.
 public struct FencingToken: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
     public var rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }
+    /// The largest token any store can hold (stores keep tokens as signed 64-bit integers).
+    public static let maximum = FencingToken(rawValue: UInt64(Int64.max))
     public static func < (lhs: FencingToken, rhs: FencingToken) -> Bool { lhs.rawValue < rhs.rawValue }
     public var description: String { String(rawValue) }
 }

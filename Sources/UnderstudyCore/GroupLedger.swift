@@ -1,3 +1,24 @@
+/// What a store knows about time and about its own history when it applies a heartbeat.
+public struct StoreMoment: Hashable, Sendable {
+    /// The store's monotonic clock: every lease and membership is judged on it.
+    public var now: Instant
+    /// The least token a grant may take: stores pass their wall clock in microseconds since 1970. A store that is
+    /// recreated, or restored from a backup that lost grants, thus still grants tokens larger than any it granted
+    /// before, unless its wall clock was set back by more than the time since those grants.
+    public var tokenFloor: FencingToken
+    /// Since when the store's record of leases is known to be complete. A store that cannot vouch for its past
+    /// (a new or replaced file, a restore, a failover to a replica that lost commits) sets it to the instant it
+    /// noticed, so no slot is granted until one activation interval later: every lease the lost record may have
+    /// held has expired by then. `nil`: the record has always been complete.
+    public var recordCompleteSince: Instant?
+
+    public init(now: Instant, tokenFloor: FencingToken = FencingToken(rawValue: 0), recordCompleteSince: Instant? = nil) {
+        self.now = now
+        self.tokenFloor = tokenFloor
+        self.recordCompleteSince = recordCompleteSince
+    }
+}
+
 /// The store-side state of one group and the rules by which a heartbeat changes it.
 ///
 /// Every backend applies a ``Heartbeat`` to its group atomically and with exactly these semantics: the in-memory
@@ -7,7 +28,10 @@
 /// The rules that make a double grant impossible:
 /// - A slot is granted only when it is free or its lease has expired on the store's clock.
 /// - A renewal succeeds only for the holder's incarnation and token, and only before expiry.
-/// - Every grant takes the next value of the group's token counter, which never decreases.
+/// - Every grant takes the next value of the group's token counter, which never decreases, or the store's token
+///   floor if that is larger (``StoreMoment/tokenFloor``).
+/// - No slot is granted within T of the instant from which the store's record is complete
+///   (``StoreMoment/recordCompleteSince``).
 public struct GroupLedger: Hashable, Sendable {
     public struct MemberRecord: Hashable, Sendable {
         public var info: MemberInfo
@@ -80,10 +104,16 @@ public struct GroupLedger: Hashable, Sendable {
         self.leases = leases
     }
 
-    /// Applies one heartbeat at the store instant `now` and returns the reply.
+    /// Applies one heartbeat at the store instant `now`, for a store whose record has always been complete.
+    public mutating func apply(_ heartbeat: Heartbeat, now: Instant) throws(HeartbeatRejection) -> HeartbeatReply {
+        try apply(heartbeat, at: StoreMoment(now: now))
+    }
+
+    /// Applies one heartbeat at `moment` and returns the reply.
     ///
     /// Throws ``HeartbeatRejection`` when the heartbeat can never succeed as sent; the ledger is then unchanged.
-    public mutating func apply(_ heartbeat: Heartbeat, now: Instant) throws(HeartbeatRejection) -> HeartbeatReply {
+    public mutating func apply(_ heartbeat: Heartbeat, at moment: StoreMoment) throws(HeartbeatRejection) -> HeartbeatReply {
+        let now = moment.now
         expire(now: now)
         let id = heartbeat.member.id
         let existing = members[id]
@@ -110,8 +140,9 @@ public struct GroupLedger: Hashable, Sendable {
         if let existing {
             joinSequence = existing.joinSequence
         } else {
+            // Saturates rather than traps on a corrupt counter; equal sequences are ranked by id.
             joinSequence = nextJoinSequence
-            nextJoinSequence += 1
+            if nextJoinSequence < .max { nextJoinSequence += 1 }
         }
         members[id] = MemberRecord(
             info: heartbeat.member,
@@ -129,8 +160,8 @@ public struct GroupLedger: Hashable, Sendable {
             if let slot = slotHeld(by: heartbeat.member) {
                 leases[slot].holder!.expiresAt = expiresAt
                 outcome = .granted(leases[slot].holder!.token)
-            } else if let slot = leases.firstIndex(where: { $0.holder == nil }) {
-                let token = FencingToken(rawValue: (lastToken?.rawValue ?? 0) + 1)
+            } else if let slot = leases.firstIndex(where: { $0.holder == nil }), grantsAllowed(at: moment, heartbeat),
+                      let token = nextToken(floor: moment.tokenFloor) {
                 lastToken = token
                 leases[slot].holder = .init(member: id, incarnation: heartbeat.member.incarnation, token: token, expiresAt: expiresAt)
                 outcome = .granted(token)
@@ -195,6 +226,19 @@ public struct GroupLedger: Hashable, Sendable {
             ledger.leases.contains { $0.holder?.member == id && $0.holder?.token == token }
         }
         return holds(before) && !holds(self)
+    }
+
+    /// Whether the store's record has been complete for at least T, so no lease it may have lost still runs.
+    private func grantsAllowed(at moment: StoreMoment, _ heartbeat: Heartbeat) -> Bool {
+        guard let since = moment.recordCompleteSince else { return true }
+        return moment.now >= since + heartbeat.activationInterval
+    }
+
+    /// The token of the next grant, or `nil` when the counter is exhausted (only a corrupt row gets there).
+    private func nextToken(floor: FencingToken) -> FencingToken? {
+        let last = lastToken?.rawValue ?? 0
+        guard last < FencingToken.maximum.rawValue else { return nil }
+        return FencingToken(rawValue: min(max(last + 1, floor.rawValue), FencingToken.maximum.rawValue))
     }
 
     private func slotHeld(by member: MemberInfo) -> Int? {

@@ -48,14 +48,27 @@ public struct Heartbeat: Hashable, Sendable {
     public var member: MemberInfo
     public var phase: MemberPhase
     public var intent: Intent
+    /// When the member sent this heartbeat, on its own monotonic clock. A store compares it only with the same
+    /// incarnation's earlier heartbeats, never with another clock: the time between two of them, as the member
+    /// measured it, tells the store whether its own clock stepped (see `PostgresStore`). `nil`: not known.
+    public var sentAt: Instant?
 
-    public init(group: GroupName, activeGoal: Int, activationInterval: Duration, member: MemberInfo, phase: MemberPhase, intent: Intent) {
+    public init(
+        group: GroupName,
+        activeGoal: Int,
+        activationInterval: Duration,
+        member: MemberInfo,
+        phase: MemberPhase,
+        intent: Intent,
+        sentAt: Instant? = nil
+    ) {
         self.group = group
         self.activeGoal = activeGoal
         self.activationInterval = activationInterval
         self.member = member
         self.phase = phase
         self.intent = intent
+        self.sentAt = sentAt
     }
 }
 

@@ -465,7 +465,8 @@ public struct MemberStateMachine: Sendable {
             activationInterval: activationInterval,
             member: member,
             phase: phase == .standby && now - lastAnswerAt > activationInterval ? .resting : phase,
-            intent: intent
+            intent: intent,
+            sentAt: now
         )
         actions.append(.sendHeartbeat(heartbeat, id))
     }

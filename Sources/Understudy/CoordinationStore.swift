@@ -12,6 +12,10 @@ public protocol CoordinationStore: Sendable {
     /// Every group the store knows, as it stands now. Groups that never had a member are not listed.
     func groups() async throws -> [GroupView]
 
+    /// One group as it stands now, or `nil` if the store has never seen it: one indexed read, whatever the number
+    /// of groups.
+    func group(_ name: GroupName) async throws -> GroupView?
+
     /// Releases the store's resources. Calls after `close()` fail.
     func close() async throws
 
@@ -24,7 +28,7 @@ public protocol CoordinationStore: Sendable {
 extension CoordinationStore {
     public func changes(of group: GroupName) -> AsyncStream<Void>? { nil }
 
-    /// One group as it stands now, or `nil` if the store has never seen it.
+    /// Filters ``groups()``: a backend that can read one group by itself SHOULD.
     public func group(_ name: GroupName) async throws -> GroupView? {
         try await groups().first { $0.group == name }
     }
@@ -45,6 +49,9 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         case invalidLocation
         /// The store was closed.
         case closed
+        /// The store is written under a clock this process cannot compare with its own (a SQLite file shared by
+        /// another host, or by another boot clock).
+        case foreignClock
     }
 
     public var kind: Kind

@@ -12,11 +12,19 @@ public final class InMemoryStore: CoordinationStore {
 
     private let state = Mutex(State())
     private let clock: @Sendable () -> Instant
+    private let wallMicroseconds: @Sendable () -> UInt64
     private let subscribers = ChangeSubscribers()
 
-    /// - Parameter clock: the store's clock. Defaults to the host's monotonic clock.
-    public init(clock: @escaping @Sendable () -> Instant = MonotonicClock.now) {
+    /// - Parameters:
+    ///   - clock: the store's clock. Defaults to the host's monotonic clock.
+    ///   - wallMicroseconds: the floor of every token granted (``StoreMoment/tokenFloor``), so a new store in a
+    ///     restarted process never grants a token the last one did.
+    public init(
+        clock: @escaping @Sendable () -> Instant = MonotonicClock.now,
+        wallMicroseconds: @escaping @Sendable () -> UInt64 = MonotonicClock.wallMicroseconds
+    ) {
         self.clock = clock
+        self.wallMicroseconds = wallMicroseconds
     }
 
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
@@ -25,7 +33,8 @@ public final class InMemoryStore: CoordinationStore {
             guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
             let before = state.ledgers[heartbeat.group] ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.activeGoal)
             var ledger = before
-            let reply = try ledger.apply(heartbeat, now: now)
+            let floor = FencingToken(rawValue: min(wallMicroseconds(), FencingToken.maximum.rawValue))
+            let reply = try ledger.apply(heartbeat, at: StoreMoment(now: now, tokenFloor: floor))
             state.ledgers[heartbeat.group] = ledger
             return (reply, ledger.shouldAnnounce(heartbeat, from: before))
         }
@@ -42,6 +51,14 @@ public final class InMemoryStore: CoordinationStore {
         return try state.withLock { state in
             guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
             return state.ledgers.values.map { $0.view(now: now) }.sorted { $0.group < $1.group }
+        }
+    }
+
+    public func group(_ name: GroupName) async throws -> GroupView? {
+        let now = clock()
+        return try state.withLock { state in
+            guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
+            return state.ledgers[name]?.view(now: now)
         }
     }
 

@@ -38,6 +38,8 @@ public actor Member: Service {
     private var activity: RunningWork?
     private var activations = 0
     private var storeFailures = 0
+    /// The group as of the newest store answer.
+    private var newestView: GroupView?
     private let metrics: MemberMetrics
 
     /// Every member of this process puts its heartbeats on the same grid (see
@@ -148,12 +150,15 @@ public actor Member: Service {
         inputs.yield(.shutdown)
     }
 
-    /// The group as the store sees it now.
-    public func status() async throws -> GroupStatus {
-        guard let view = try await store.group(configuration.name) else {
-            throw StoreError(.unavailable, "group \"\(configuration.name)\" is not in the store yet")
+    /// The group as the store showed it in its newest answer to this member (at most about one heartbeat
+    /// interval old). It asks the store nothing, so serving it, however often, never delays a heartbeat.
+    ///
+    /// - Throws: ``StoreError`` when the store has not answered this member yet.
+    public func status() throws -> GroupStatus {
+        guard let newestView else {
+            throw StoreError(.unavailable, "group \"\(configuration.name)\": the store has not answered this member yet")
         }
-        return GroupStatus(view: view)
+        return GroupStatus(view: newestView)
     }
 
     /// This member's state as its state machine sees it.
@@ -185,6 +190,7 @@ public actor Member: Service {
                     logger.info("store reachable again", metadata: ["failures": "\(storeFailures)"])
                     storeFailures = 0
                 }
+                newestView = reply.view
                 actions = machine.heartbeatReplied(reply, to: id, now: now)
             case .reply(let id, .failure(let rejection as HeartbeatRejection)):
                 logger.error("\(rejection)")

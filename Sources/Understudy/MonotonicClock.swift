@@ -19,20 +19,11 @@ public enum MonotonicClock {
         return Instant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
     }
 
-    /// An identifier of the current boot of the host, so a store can tell that rows were written before a
-    /// reboot (when the boot-time clock started again from zero). Linux only; elsewhere `"unknown"`.
-    public static func bootID() -> String {
-        #if os(Linux)
-        if let file = fopen("/proc/sys/kernel/random/boot_id", "r") {
-            defer { fclose(file) }
-            var buffer = [CChar](repeating: 0, count: 64)
-            if fgets(&buffer, Int32(buffer.count), file) != nil {
-                let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                let trimmed = text.filter { !$0.isWhitespace }
-                if !trimmed.isEmpty { return trimmed }
-            }
-        }
-        #endif
-        return "unknown"
+    /// Microseconds since 1970 on the wall clock: only for fencing-token floors (``StoreMoment/tokenFloor``),
+    /// never to judge a lease.
+    @Sendable public static func wallMicroseconds() -> UInt64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return UInt64(max(0, Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1_000))
     }
 }

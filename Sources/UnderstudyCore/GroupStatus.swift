@@ -21,8 +21,10 @@ public struct GroupStatus: Hashable, Sendable {
     /// Best-ranked first.
     public var members: [Member]
 
-    /// How many members hold a valid lease.
-    public var activeCount: Int { members.count { $0.token != nil } }
+    /// How many members are active: they hold a valid lease and report that they act on it. A holder that does
+    /// not (a grant it could not use, or one whose first report since is still on its way) is not counted, so
+    /// a group whose slot is held by a member that never runs its work shows as below its goal.
+    public var activeCount: Int { members.count { $0.token != nil && $0.state == .active } }
     /// Whether as many members are active as the goal asks.
     public var meetsGoal: Bool { activeCount >= activeGoal }
 
@@ -33,13 +35,12 @@ public struct GroupStatus: Hashable, Sendable {
         lastToken = view.lastToken
         members = plan.ranked.enumerated().map { index, member in
             let lease = plan.leases[member.info.id]
-            // A member the store still counts as holder is active unless it says it is stopping.
-            let state: MemberPhase = lease != nil && member.phase != .stopping ? .active : member.phase
             return Member(
                 rank: index + 1,
                 id: member.info.id,
                 weight: member.info.weight,
-                state: lease == nil && state == .active ? .standby : state,
+                // What the member last reported, except that a member whose lease has expired acts no longer.
+                state: lease == nil && member.phase == .active ? .standby : member.phase,
                 host: member.info.host,
                 pid: member.info.pid,
                 heartbeatAge: member.heartbeatAge,

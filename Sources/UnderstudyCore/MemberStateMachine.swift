@@ -330,8 +330,13 @@ public struct MemberStateMachine: Sendable {
                 state = .releasing(token: token, giveUpAt: request.sentAt + activationInterval)
                 sendHeartbeat(now: now, into: &actions)
             } else if now >= request.sentAt + (activationInterval - heartbeatInterval) {
-                // The grant arrived too late to be vouched for (e.g. after a pause): the member would fence
-                // itself at once, and the slot may already be someone else's. Confirm it with a fresh acquire.
+                // The grant arrived too late to be vouched for (a pause, or a store round trip longer than T − I):
+                // the member would fence itself at once. Acquiring again would only extend a lease it cannot use
+                // and keep the slot from a member that can, so it gives the slot back and rests, reporting itself
+                // `resting` so the others do not wait for it.
+                restingUntil = now + restAfterResigning
+                withdrawPreparation(into: &actions)
+                state = .releasing(token: token, giveUpAt: request.sentAt + activationInterval)
                 sendHeartbeat(now: now, into: &actions)
             } else {
                 preparedAt = nil

@@ -28,6 +28,7 @@ struct Status: AsyncParsableCommand {
         if json {
             print(StatusDocument(store: location.description, statuses: statuses).encoded())
         } else {
+            print("store \(location)")
             print(Self.table(statuses), terminator: "")
         }
         if statuses.contains(where: { !$0.meetsGoal }) { throw ExitCode(ExitStatus.belowGoal.rawValue) }

@@ -12,19 +12,31 @@ enum StoreLocation: CustomStringConvertible {
 
     /// Reads `text`, else `UNDERSTUDY_STORE`, else the default database.
     ///
-    /// - Throws: ``CLIError`` with ``ExitStatus/unknownStoreScheme`` for a scheme other than `sqlite`.
+    /// Anything that looks like a URL but is not a supported one is refused rather than taken for a file name:
+    /// `postgres:/app@db/app` (one slash) as a SQLite file would make every host its own active.
+    ///
+    /// - Throws: ``CLIError`` with ``ExitStatus/unknownStoreScheme`` for an unknown or malformed scheme.
     static func parse(_ text: String?) throws(CLIError) -> StoreLocation {
         let text = text ?? ProcessInfo.processInfo.environment["UNDERSTUDY_STORE"].flatMap { $0.isEmpty ? nil : $0 }
         guard let text else { return .sqlite(path: SQLiteStore.defaultPath) }
         guard let separator = text.range(of: "://") else {
             guard !text.isEmpty else { throw CLIError(.storeUnavailable, "the store path is empty") }
-            return .sqlite(path: text)
+            if let problem = urlLikeProblem(text) {
+                throw CLIError(.unknownStoreScheme, "the store \"\(redact(text))\" \(problem); supported: \(supportedSchemes)")
+            }
+            let path = text.hasPrefix("/") ? text : FileManager.default.currentDirectoryPath + "/" + text
+            return .sqlite(path: (path as NSString).standardizingPath)
         }
         let scheme = text[..<separator.lowerBound].lowercased()
         let rest = String(text[separator.upperBound...])
         switch scheme {
         case "sqlite":
-            guard !rest.isEmpty else { throw CLIError(.storeUnavailable, "the store URL \(text) has no path: use \(supportedSchemes)") }
+            guard rest.hasPrefix("/") else {
+                throw CLIError(
+                    .unknownStoreScheme,
+                    "the store URL \(redact(text)) has no absolute path: use sqlite:///absolute/path.db, or a bare path"
+                )
+            }
             return .sqlite(path: rest)
         case "postgres", "postgresql":
             do {
@@ -35,9 +47,36 @@ enum StoreLocation: CustomStringConvertible {
         default:
             throw CLIError(
                 .unknownStoreScheme,
-                "unknown store scheme \"\(scheme)\" in \(PostgresLocation.redact(text)): supported: \(supportedSchemes)"
+                "unknown store scheme \"\(scheme)\" in \(redact(text)): supported: \(supportedSchemes)"
             )
         }
+    }
+
+    /// Why a store given without `://` cannot be taken for a file path, or `nil` when it can: it starts like a
+    /// URL (`scheme:`), or it names a user at a host. Write `./name` for a file whose name looks like that.
+    private static func urlLikeProblem(_ text: String) -> String? {
+        if text.hasPrefix("/") || text.hasPrefix("./") || text.hasPrefix("../") { return nil }
+        if let colon = text.firstIndex(of: ":") {
+            let scheme = text[..<colon]
+            if let first = scheme.first, first.isLetter, scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }) {
+                let known = ["postgres", "postgresql", "sqlite"].contains(scheme.lowercased())
+                return known
+                    ? "looks like a \(scheme.lowercased()) URL but lacks \"://\": write \(scheme.lowercased())://…"
+                    : "looks like a URL with the unknown scheme \"\(scheme)\" (for a file of that name write ./\(scheme):…)"
+            }
+        }
+        if text.contains("@") {
+            return "looks like user@host, not a file: write postgres://user@host:5432/database (or ./name for a file)"
+        }
+        return nil
+    }
+
+    /// `text` with whatever stands between a user name and `@` masked, whether or not it parses as a URL.
+    static func redact(_ text: String) -> String {
+        guard let at = text.lastIndex(of: "@") else { return text }
+        let start = text.range(of: "://")?.upperBound ?? text.startIndex
+        guard start < at, let colon = text[start..<at].lastIndex(of: ":") else { return text }
+        return text.replacingCharacters(in: text.index(after: colon)..<at, with: "***")
     }
 
     var description: String {
@@ -72,7 +111,7 @@ enum StoreLocation: CustomStringConvertible {
         }
     }
 
-    /// Opens an existing store for reading, without creating it.
+    /// Opens an existing store for reading: nothing is created, migrated or expired.
     ///
     /// - Throws: ``CLIError`` with ``ExitStatus/statusError``.
     func openForReading() async throws(CLIError) -> any CoordinationStore {
@@ -84,7 +123,7 @@ enum StoreLocation: CustomStringConvertible {
                 throw CLIError(.statusError, "no store at \(path): start a member with `understudy run` first, or pass --store")
             }
             do {
-                return try SQLiteStore(path: path)
+                return try SQLiteStore(path: path, readOnly: true)
             } catch {
                 throw CLIError(.statusError, "the store is not usable: \(error)")
             }

@@ -335,4 +335,40 @@ struct GroupLedgerTests {
         #expect(view.leases == [GroupView.Lease(slot: 1, holder: b.id, token: token(2), remaining: .milliseconds(1_500))])
         #expect(view.lastToken == token(2))
     }
+
+    // MARK: A store that forgets
+
+    @Test func grant_takesTheTokenFloorWhenLarger_andTheCounterAfterwards() throws {
+        var ledger = newLedger(activeGoal: 2)
+        let floor = FencingToken(rawValue: 1_000_000)
+        let first = try ledger.apply(Fixture.heartbeat(a, .acquire, activeGoal: 2), at: StoreMoment(now: .zero, tokenFloor: floor))
+        #expect(first.outcome == .granted(floor))
+        // A floor below the counter (a wall clock set back) never makes a token repeat.
+        let second = try ledger.apply(Fixture.heartbeat(b, .acquire, activeGoal: 2), at: StoreMoment(now: .zero, tokenFloor: FencingToken(rawValue: 5)))
+        #expect(second.outcome == .granted(FencingToken(rawValue: 1_000_001)))
+    }
+
+    @Test func grant_withinTOfTheRecordBecomingComplete_isRefused_thenGranted() throws {
+        var ledger = newLedger()
+        let since = at(.seconds(10))
+        let early = try ledger.apply(Fixture.heartbeat(a, .acquire), at: StoreMoment(now: at(.seconds(13)) - .nanoseconds(1), recordCompleteSince: since))
+        #expect(early.outcome == .notGranted)
+        let onTime = try ledger.apply(Fixture.heartbeat(a, .acquire), at: StoreMoment(now: at(.seconds(13)), recordCompleteSince: since))
+        #expect(onTime.outcome == .granted(FencingToken(rawValue: 1)))
+        // The holder's own renewals and confirmations are not grants: they go on.
+        let confirmed = try ledger.apply(Fixture.heartbeat(a, .acquire), at: StoreMoment(now: at(.seconds(14)), recordCompleteSince: at(.seconds(14))))
+        #expect(confirmed.outcome == .granted(FencingToken(rawValue: 1)))
+    }
+
+    @Test func exhaustedCounters_neitherTrapNorRepeat() throws {
+        var ledger = GroupLedger(
+            group: Fixture.groupName, activeGoal: 1, lastToken: .maximum, nextJoinSequence: .max, members: [:],
+            leases: [.init(slot: 0, holder: nil)]
+        )
+        let reply = try ledger.apply(Fixture.heartbeat(a, .acquire), now: .zero)
+        #expect(reply.outcome == .notGranted)
+        #expect(ledger.lastToken == .maximum)
+        _ = try ledger.apply(Fixture.heartbeat(b, .none), now: .zero)
+        #expect(ledger.members[b.id]?.joinSequence == .max)
+    }
 }

@@ -16,14 +16,15 @@ struct MemberStateMachineTests {
         other = try Fixture.member("other")
     }
 
-    private func expectedHeartbeat(_ intent: Heartbeat.Intent, phase: MemberPhase, configuration: GroupConfiguration) -> Heartbeat {
+    private func expectedHeartbeat(_ intent: Heartbeat.Intent, phase: MemberPhase, configuration: GroupConfiguration, sentAt: Instant) -> Heartbeat {
         Heartbeat(
             group: configuration.name,
             activeGoal: configuration.activeGoal,
             activationInterval: configuration.activationInterval,
             member: me,
             phase: phase,
-            intent: intent
+            intent: intent,
+            sentAt: sentAt
         )
     }
 
@@ -57,7 +58,7 @@ struct MemberStateMachineTests {
         let actions = machine.start(now: at(.milliseconds(250)))
         let id = try #require(actions.onlyHeartbeat()).id
         #expect(actions == [
-            .sendHeartbeat(expectedHeartbeat(.none, phase: .standby, configuration: configuration), id),
+            .sendHeartbeat(expectedHeartbeat(.none, phase: .standby, configuration: configuration, sentAt: at(.milliseconds(250))), id),
             .scheduleTick(at: at(.milliseconds(1_250))),
         ])
         #expect(machine.status == .standby)
@@ -77,7 +78,7 @@ struct MemberStateMachineTests {
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: aloneView()), to: join.id, now: at(.milliseconds(40)))
         let acquire = try #require(actions.onlyHeartbeat())
         #expect(actions == [
-            .sendHeartbeat(expectedHeartbeat(.acquire, phase: .standby, configuration: configuration), acquire.id),
+            .sendHeartbeat(expectedHeartbeat(.acquire, phase: .standby, configuration: configuration, sentAt: at(.milliseconds(40))), acquire.id),
             .scheduleTick(at: at(.milliseconds(1_040))),
         ])
     }
@@ -149,16 +150,6 @@ struct MemberStateMachineTests {
         #expect(machine.phase == .active)
     }
 
-    @Test func grant_answeredAtOrAfterSentPlusTMinusI_isNotActedOn_andReconfirmed() throws {
-        var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me)
-        let join = try #require(machine.start(now: .zero).onlyHeartbeat())
-        let acquire = try #require(machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: aloneView()), to: join.id, now: .zero).onlyHeartbeat())
-        let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .granted(token(1)), view: heldView(phase: .standby)), to: acquire.id, now: at(.seconds(2)))
-        #expect(actions.events.isEmpty)
-        #expect(actions.intents == [.acquire])
-        #expect(machine.status == .standby)
-    }
-
     @Test func notGranted_staysStandby() throws {
         var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me)
         let join = try #require(machine.start(now: .zero).onlyHeartbeat())
@@ -204,7 +195,7 @@ struct MemberStateMachineTests {
         let actions = machine.tick(now: at(.seconds(1)))
         let renew = try #require(actions.onlyHeartbeat())
         #expect(actions == [
-            .sendHeartbeat(expectedHeartbeat(.renew(token(1)), phase: .active, configuration: configuration), renew.id),
+            .sendHeartbeat(expectedHeartbeat(.renew(token(1)), phase: .active, configuration: configuration, sentAt: at(.seconds(1))), renew.id),
             .scheduleTick(at: at(.seconds(2))),
         ])
     }
@@ -251,6 +242,30 @@ struct MemberStateMachineTests {
         let actions = machine.tick(now: at(.milliseconds(2_100)))
         #expect(actions.events == [.deactivate(.selfFenced)])
         #expect(actions.contains(.stopWorkBy(at(.milliseconds(2_600)))))
+    }
+
+    /// A grant answered at or after its acquire's send time plus T − I, e.g. over a store round trip between
+    /// T − I and T, comes too late to be used. Acquiring again would have the
+    /// store extend a lease the member can never use, for ever, and keep the slot from a member that can.
+    @Test func grantTooLateToUse_isReleased_andTheMemberRestsWithoutCompeting() throws {
+        let configuration = try Fixture.configuration()  // I = 1 s, T = 3 s
+        var machine = MemberStateMachine(configuration: configuration, member: me)
+        let join = try #require(machine.start(now: .zero).onlyHeartbeat())
+        let acquire = try #require(machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: aloneView()), to: join.id, now: .zero).onlyHeartbeat())
+        let late = machine.heartbeatReplied(
+            HeartbeatReply(outcome: .granted(token(1)), view: heldView(phase: .standby)), to: acquire.id, now: at(.seconds(2))
+        )
+        #expect(late.events.isEmpty)
+        #expect(late.intents == [.release(token(1))])
+        let release = try #require(late.onlyHeartbeat())
+        let free = Fixture.view(members: [Fixture.viewMember(me, join: 1, phase: .resting)])
+        _ = machine.heartbeatReplied(HeartbeatReply(outcome: .released, view: free), to: release.id, now: at(.milliseconds(2_100)))
+        #expect(machine.status == .standby)
+        #expect(machine.phase == .resting)
+        // Resting for T: it neither asks for the free slot nor reports itself eligible.
+        let next = machine.tick(now: at(.milliseconds(3_100)))
+        #expect(next.intents == [.none])
+        #expect(next.heartbeats.map(\.heartbeat.phase) == [.resting])
     }
 
     @Test func selfFenced_stopsRenewing_andReleasesAfterWorkStopped() throws {
@@ -318,7 +333,7 @@ struct MemberStateMachineTests {
         let release = try #require(actions.onlyHeartbeat())
         #expect(actions == [
             .emit(.deactivate(.resigned)),
-            .sendHeartbeat(expectedHeartbeat(.release(token(1)), phase: .stopping, configuration: configuration), release.id),
+            .sendHeartbeat(expectedHeartbeat(.release(token(1)), phase: .stopping, configuration: configuration, sentAt: at(.milliseconds(500))), release.id),
             .scheduleTick(at: at(.milliseconds(1_500))),
         ])
     }
@@ -381,7 +396,7 @@ struct MemberStateMachineTests {
         let actions = machine.workStopped(now: at(.milliseconds(400)))
         let leave = try #require(actions.onlyHeartbeat())
         #expect(actions == [
-            .sendHeartbeat(expectedHeartbeat(.leave(releasing: token(1)), phase: .stopping, configuration: configuration), leave.id),
+            .sendHeartbeat(expectedHeartbeat(.leave(releasing: token(1)), phase: .stopping, configuration: configuration, sentAt: at(.milliseconds(400))), leave.id),
             .scheduleTick(at: at(.milliseconds(1_400))),
         ])
         #expect(machine.status == .leaving)

@@ -37,7 +37,7 @@ struct MemberTests {
     }
 
     @Test func whileActive_runsTheBodyWithTheTokenAndCancelsItOnLeave() async throws {
-        let store = InMemoryStore()
+        let store = InMemoryStore(wallMicroseconds: { 0 })
         let member = try Member(group: Self.configuration(), store: store)
         let tokens = Mutex<[FencingToken]>([])
         let cancelled = Mutex(false)
@@ -58,7 +58,7 @@ struct MemberTests {
     }
 
     @Test func gracefulShutdown_ofTheService_deactivatesReleasesAndLeaves() async throws {
-        let store = InMemoryStore()
+        let store = InMemoryStore(wallMicroseconds: { 0 })
         let member = try Member(group: Self.configuration(), store: store)
         var events = member.events.makeAsyncIterator()
         try await testGracefulShutdown { trigger in
@@ -77,8 +77,8 @@ struct MemberTests {
     /// take up to a minute to act.
     static func slowGroup(onSQLite: Bool, in directory: TemporaryDirectory) throws -> (GroupConfiguration, () throws -> any CoordinationStore) {
         let configuration = try GroupConfiguration(name: GroupName("jobs"), heartbeatInterval: .seconds(60), activationInterval: .seconds(150))
-        let shared = InMemoryStore()
-        return (configuration, { onSQLite ? try SQLiteStore(path: directory.file("u.db")) as any CoordinationStore : shared })
+        let shared = InMemoryStore(wallMicroseconds: { 0 })
+        return (configuration, { onSQLite ? try seasonedSQLiteStore(path: directory.file("u.db")) as any CoordinationStore : shared })
     }
 
     @Test(arguments: [false, true])
@@ -129,7 +129,7 @@ struct MemberTests {
     }
 
     @Test func higherWeight_preemptsThroughAnOrderlyHandover() async throws {
-        let store = InMemoryStore()
+        let store = InMemoryStore(wallMicroseconds: { 0 })
         let low = try Member(group: Self.configuration(), id: MemberID("low"), weight: 10, store: store)
         let high = try Member(group: Self.configuration(), id: MemberID("high"), weight: 90, store: store)
         var lowEvents = low.events.makeAsyncIterator()
@@ -147,7 +147,7 @@ struct MemberTests {
     }
 
     @Test func workEndingByItself_releasesTheSlotToTheStandby() async throws {
-        let store = InMemoryStore()
+        let store = InMemoryStore(wallMicroseconds: { 0 })
         let quitter = try Member(group: Self.configuration(), id: MemberID("quitter"), weight: 90, store: store)
         let standby = try Member(group: Self.configuration(), id: MemberID("standby"), weight: 10, store: store)
         var quitterEvents = quitter.events.makeAsyncIterator()
@@ -164,7 +164,7 @@ struct MemberTests {
     }
 
     @Test func sameIDAliveElsewhere_failsTheSecondMemberNamingTheFirst() async throws {
-        let store = InMemoryStore()
+        let store = InMemoryStore(wallMicroseconds: { 0 })
         let original = try Member(group: Self.configuration(), id: MemberID("dup"), store: store)
         var events = original.events.makeAsyncIterator()
         let originalRun = Task { try await original.run() }
@@ -176,7 +176,7 @@ struct MemberTests {
     }
 
     @Test func goalOfTwo_activatesTwoMembers() async throws {
-        let store = InMemoryStore()
+        let store = InMemoryStore(wallMicroseconds: { 0 })
         let members = try (0..<3).map { try Member(group: Self.configuration(goal: 2), id: MemberID("m\($0)"), store: store) }
         let runs = members.map { member in Task { try await member.run() } }
         let met = try await waitUntil {
@@ -190,7 +190,7 @@ struct MemberTests {
     }
 
     @Test func status_beforeJoining_saysTheGroupIsUnknown() async throws {
-        let member = try Member(group: Self.configuration("nobody-here"), store: InMemoryStore())
+        let member = try Member(group: Self.configuration("nobody-here"), store: InMemoryStore(wallMicroseconds: { 0 }))
         await #expect(throws: StoreError.self) { try await member.status() }
     }
 }

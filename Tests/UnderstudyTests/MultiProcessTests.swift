@@ -139,4 +139,47 @@ struct MultiProcessTests {
         #expect(frozen.validUntil.map { $0 > 0 } == true)
         #expect(frozen.end <= third.start)
     }
+
+    /// A member in a boot-time namespace of its own (`unshare --time --boottime`, as a CRIU restore makes one)
+    /// judges leases on the same host clock as the others: it is not granted a slot another member holds.
+    @Test func memberInAnotherBootTimeNamespace_isNotGrantedAHeldSlot() async throws {
+        let directory = try TemporaryDirectory()
+        let database = directory.file("group.db")
+        let log = directory.file("activations.log")
+        let errors = directory.file("members.err")
+        _ = FileManager.default.createFile(atPath: errors, contents: nil)
+        var processes: [Process] = []
+        defer {
+            for process in processes where process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+        }
+        func launch(_ id: String, prefix: [String] = []) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: prefix.first ?? Self.fixture.path)
+            process.arguments = Array(prefix.dropFirst()) + (prefix.isEmpty ? [] : [Self.fixture.path]) + [database, "clocks", id, "50", log]
+            process.standardError = FileHandle(forWritingAtPath: errors) ?? FileHandle.nullDevice
+            try process.run()
+            processes.append(process)
+        }
+        try launch("here")
+        #expect(try await eventually { try !Self.activations(in: log).isEmpty })
+        // Its boot-time clock reads a day more than the host's: every lease in the file looks expired to it.
+        try launch("elsewhere", prefix: ["/usr/bin/unshare", "--time", "--boottime", "86400", "--fork", "--kill-child"])
+        let reader = try SQLiteStore(path: database, readOnly: true)
+        var heartbeats = 0
+        var lastAge: Duration?
+        #expect(try await waitUntil {
+            guard let view = try await reader.group(GroupName("clocks")),
+                  let age = view.members.first(where: { $0.info.id.rawValue == "elsewhere" })?.heartbeatAge else { return false }
+            if let lastAge, age < lastAge { heartbeats += 1 }
+            lastAge = age
+            return heartbeats >= 5  // time enough to acquire, had it been allowed to
+        })
+        let view = try #require(try await reader.group(GroupName("clocks")))
+        #expect(view.leases.map(\.holder.rawValue) == ["here"])
+        #expect(try Self.activations(in: log).count == 1, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        try await reader.close()
+    }
 }

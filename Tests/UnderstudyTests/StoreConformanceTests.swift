@@ -17,12 +17,15 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     func makeStores(count: Int = 1, clock: ManualClock, directory: TemporaryDirectory) async throws -> [any CoordinationStore] {
         switch self {
         case .inMemory:
-            let store = InMemoryStore(clock: clock.read)
+            let store = InMemoryStore(clock: clock.read, wallMicroseconds: { 0 })
             return Array(repeating: store, count: count)
         case .sqlite:
-            return try (0..<count).map { _ in
-                try SQLiteStore(path: directory.file("understudy.db"), clock: clock.read, bootID: "boot-1")
+            let stores = try (0..<count).map { _ in
+                try SQLiteStore(path: directory.file("understudy.db"), clock: clock.host())
             }
+            // A new file grants nothing for T (it may replace one whose leases still run); these tests start later.
+            clock.advance(by: .seconds(600))
+            return stores
         case .postgres:
             let url = try TestPostgres.freshSchemaURL()
             var stores: [any CoordinationStore] = []

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Synchronization
 import Understudy
 import UnderstudyCore
@@ -14,6 +15,22 @@ final class ManualClock: Sendable {
     }
 
     var read: @Sendable () -> Instant { { self.now } }
+
+    /// This clock as a SQLite store's host clock, with a wall clock that reads `wall` (0: tokens count from 1).
+    func host(boot: String = "boot-1", host: String = "test-host", wall: @escaping @Sendable () -> UInt64 = { 0 }) -> HostClock {
+        HostClock(bootID: boot, host: host, now: read, wallMicroseconds: wall)
+    }
+}
+
+/// A SQLite store on the host's clock whose file counts as long in use (a new file grants nothing for T, which
+/// tests with a long T cannot wait for), with tokens that count from 1.
+func seasonedSQLiteStore(path: String) throws -> SQLiteStore {
+    let system = try HostClock.system()
+    let store = try SQLiteStore(path: path, clock: HostClock(bootID: system.bootID, host: system.host, now: system.now, wallMicroseconds: { 0 }))
+    let raw = try DatabaseQueue(path: path)
+    try raw.write { try $0.execute(sql: "UPDATE understudy_meta SET value = '0' WHERE key = 'record_complete_since'") }
+    try raw.close()
+    return store
 }
 
 /// A fresh temporary directory, removed when the value is released.

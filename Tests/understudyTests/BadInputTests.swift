@@ -16,6 +16,12 @@ struct BadInputTests {
         (["run", "--group", "bad name", "--", "true"], 66, "invalid group name"),
         (["run", "--group", "g", "--store", "etcd://db/x", "--", "true"], 67, "postgres://"),
         (["run", "--group", "g", "--store", "postgres://db/x", "--", "true"], 68, "has no user name"),
+        // Mistyped URLs are errors, never a local SQLite file of that name (on N hosts, N actives).
+        (["run", "--group", "g", "--store", "postgres:/app:secret@db:5432/app", "--", "true"], 67, "write postgres://"),
+        (["run", "--group", "g", "--store", "postgresql:app:secret@db/app", "--", "true"], 67, "write postgresql://"),
+        (["run", "--group", "g", "--store", "app:secret@db:5432/app", "--", "true"], 67, "unknown scheme"),
+        (["run", "--group", "g", "--store", "app@db/app", "--", "true"], 67, "user@host"),
+        (["run", "--group", "g", "--store", "sqlite://relative.db", "--", "true"], 67, "sqlite:///absolute"),
         (["run", "--group", "g", "--store", "/proc/understudy/store.db", "--", "true"], 68, "store"),
         (["run", "--group", "g", "--bogus", "--", "true"], 64, "--bogus"),
     ]
@@ -33,6 +39,8 @@ struct BadInputTests {
         #expect(result.status == Self.cases[index].status, "\(arguments): \(result.stderr)")
         #expect(result.stderr.split(separator: "\n").count == 1, "\(arguments): \(result.stderr)")
         #expect(result.stderr.contains(Self.cases[index].mentions), "\(arguments): \(result.stderr)")
+        #expect(!result.stderr.contains("secret"), "a password in the message: \(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("postgres:")), "a mistyped URL became a file")
     }
 
     /// A member id that is alive in the group is refused, naming the host and pid of the live one.

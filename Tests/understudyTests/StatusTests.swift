@@ -38,6 +38,7 @@ struct StatusTests {
         #expect(try await eventually { two.stderr.contains("activated") })
         let below = try await understudy(["status", "--store", store], in: scratch)
         #expect(below.status == 1, "\(below.stdout)")
+        #expect(below.stdout.hasPrefix("store sqlite:///"), "\(below.stdout)")  // which store, always
         #expect(below.stdout.contains("group two: 1/2 active"))
         #expect(below.stdout.contains("BELOW GOAL"))
         #expect(below.stdout.contains("solo"))

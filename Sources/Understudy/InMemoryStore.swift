@@ -4,7 +4,7 @@ import UnderstudyCore
 /// A store in this process's memory: for tests, examples and groups whose members all live in one process.
 ///
 /// Time is judged on `clock`, by default the process's monotonic clock; tests inject their own.
-public final class InMemoryStore: CoordinationStore {
+public final class InMemoryStore: CoordinationStore, CustomStringConvertible {
     private struct State {
         var ledgers: [GroupName: GroupLedger] = [:]
         var closed = false
@@ -14,6 +14,8 @@ public final class InMemoryStore: CoordinationStore {
     private let clock: @Sendable () -> Instant
     private let wallMicroseconds: @Sendable () -> UInt64
     private let subscribers = ChangeSubscribers()
+
+    public var description: String { "memory" }
 
     /// - Parameters:
     ///   - clock: the store's clock. Defaults to the host's monotonic clock.

@@ -178,6 +178,7 @@ public actor Member: Service {
             announcements?.cancel()
             TickScheduler.shared.unregister(ticks)
         }
+        logger.notice("joining", metadata: ["store": "\(store)", "weight": "\(info.weight)"])
         var finishedWith = execute(machine.start(now: MonotonicClock.now()))
         for await input in inputStream {
             let now = MonotonicClock.now()

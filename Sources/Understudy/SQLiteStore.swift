@@ -22,7 +22,7 @@ import UnderstudyCore
 /// - Released slots and joins are announced to the other processes through a file beside the database
 ///   (`…-changes`, watched with inotify), so their members act at once; see ``changes(of:)``. Linux only.
 /// - The database runs in WAL mode with a busy timeout; the schema is versioned.
-public final class SQLiteStore: CoordinationStore {
+public final class SQLiteStore: CoordinationStore, CustomStringConvertible {
     /// The schema version this build writes and reads.
     public static let schemaVersion = 1
     static let applicationTag = "understudy"
@@ -45,9 +45,10 @@ public final class SQLiteStore: CoordinationStore {
         var database: DatabaseQueue
         /// Device and inode of the file when it was opened.
         var identity: String
-        /// Read-only handles only: the rows predate this boot, so every membership and lease has expired.
-        var rowsPredateBoot: Bool
     }
+
+    /// `sqlite://` and the path, as members log it at start.
+    public var description: String { "sqlite://\(path)" }
 
     /// How many heartbeat transactions this store has run so far (each may carry several heartbeats).
     public var roundTrips: Int { transactionCount.load(ordering: .relaxed) }
@@ -116,18 +117,20 @@ public final class SQLiteStore: CoordinationStore {
             }
             let database = try DatabaseQueue(path: path, configuration: configuration)
             let identity = try fileIdentity(path)
-            let rowsPredateBoot = try database.read { db in
+            try database.read { db in
+                // A file with no tables yet is a store its first member is creating right now.
+                guard try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table'") != 0 else { return }
                 try checkSchema(db, path: path)
-                return try checkBoot(db, path: path, clock: clock) == .predatesThisBoot
+                _ = try checkBoot(db, path: path, clock: clock)
             }
-            return OpenFile(database: database, identity: identity, rowsPredateBoot: rowsPredateBoot)
+            return OpenFile(database: database, identity: identity)
         }
         let database = try DatabaseQueue(path: path, configuration: configuration)
         let identity = try database.writeWithoutTransaction { db in
             try db.inTransaction(.immediate) {
                 let created = try prepareSchema(db, path: path)
                 switch try checkBoot(db, path: path, clock: clock) {
-                case .predatesThisBoot:
+                case .unrecorded, .predatesThisBoot:
                     try expireRowsOfEarlierBoot(db, clock: clock)
                 case .sameBoot:
                     // Files of earlier builds did not record when the boot began.
@@ -138,7 +141,7 @@ public final class SQLiteStore: CoordinationStore {
             }
             return try fileIdentity(path)
         }
-        return OpenFile(database: database, identity: identity, rowsPredateBoot: false)
+        return OpenFile(database: database, identity: identity)
     }
 
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
@@ -242,7 +245,7 @@ public final class SQLiteStore: CoordinationStore {
     }
 
     public func groups() async throws -> [GroupView] {
-        try await read { db, now in
+        try await read(orIfEmpty: []) { db, now in
             let names = try String.fetchAll(db, sql: "SELECT name FROM groups ORDER BY name")
             return try names.compactMap { name in
                 guard let group = try? GroupName(name) else {
@@ -254,16 +257,17 @@ public final class SQLiteStore: CoordinationStore {
     }
 
     public func group(_ name: GroupName) async throws -> GroupView? {
-        try await read { db, now in try Self.loadLedger(db, group: name)?.view(now: now) }
+        try await read(orIfEmpty: nil) { db, now in try Self.loadLedger(db, group: name)?.view(now: now) }
     }
 
-    /// Reads at the store's present instant; for a read-only handle on rows of an earlier boot, at an instant
-    /// after every one of them expired.
-    private func read<T: Sendable>(_ body: @escaping @Sendable (Database, Instant) throws -> T) async throws -> T {
-        let file = file.withLock { $0 }
-        let clock = self.clock
+    /// Reads at the store's present instant; for rows of an earlier boot (which only a read-only handle sees
+    /// before a member adopts the file), at an instant after every one of them expired.
+    private func read<T: Sendable>(orIfEmpty empty: T, _ body: @escaping @Sendable (Database, Instant) throws -> T) async throws -> T {
+        let (file, clock, path) = (file.withLock { $0 }, self.clock, self.path)
         return try await file.database.read { db in
-            try body(db, file.rowsPredateBoot ? Instant(nanoseconds: .max) : clock.now())
+            guard try db.tableExists("groups") else { return empty }
+            let predates = try Self.checkBoot(db, path: path, clock: clock) == .predatesThisBoot
+            return try body(db, predates ? Instant(nanoseconds: .max) : clock.now())
         }
     }
 
@@ -343,13 +347,18 @@ public final class SQLiteStore: CoordinationStore {
         }
     }
 
-    private enum BootCheck { case sameBoot, predatesThisBoot }
+    private enum BootCheck {
+        /// No boot recorded: a new file.
+        case unrecorded
+        case sameBoot
+        case predatesThisBoot
+    }
 
     /// Whether the rows were written under this boot's clock, or provably before this boot began (the newest
     /// heartbeat, on the wall clock of the boot that wrote it, is older than this boot's start). Anything else is
     /// another clock writing now: another host sharing the file, or a boot clock this host does not run.
     private static func checkBoot(_ db: Database, path: String, clock: HostClock) throws -> BootCheck {
-        guard let stored = try meta(db, "boot_id"), !stored.isEmpty else { return .predatesThisBoot }  // a new file
+        guard let stored = try meta(db, "boot_id"), !stored.isEmpty else { return .unrecorded }
         guard stored != clock.bootID else { return .sameBoot }
         // Where the boot that wrote the rows began, on the wall clock (0 in files of earlier builds: those rows
         // are taken as written just after that boot began, as earlier builds did).

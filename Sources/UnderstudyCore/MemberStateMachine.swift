@@ -61,6 +61,10 @@ public struct MemberStateMachine: Sendable {
 
     private enum State: Hashable, Sendable {
         case idle
+        /// The store refused the member's id since `refusedSince`: a process with the id may be alive, or it
+        /// died and its row has not expired yet (a restart within T). It keeps asking for up to T + I, by when a
+        /// dead process's row has expired; a live one's has not, and the member finishes with the refusal.
+        case waitingForID(refusedSince: Instant)
         case standby
         case active(Lease)
         /// Told to deactivate; waits for ``workStopped(now:)``. `lease` is nil once it can no longer be renewed.
@@ -124,7 +128,7 @@ public struct MemberStateMachine: Sendable {
     public var status: Status {
         switch state {
         case .idle: .idle
-        case .standby: .standby
+        case .waitingForID, .standby: .standby
         case .active(let lease): .active(lease.token)
         case .stopping, .releasing: .stopping
         case .leaving: .leaving
@@ -138,7 +142,7 @@ public struct MemberStateMachine: Sendable {
     /// The phase this member reports in its heartbeats.
     public var phase: MemberPhase {
         switch state {
-        case .idle, .standby:
+        case .idle, .waitingForID, .standby:
             if restingUntil != nil { return .resting }
             return preparedAt == nil ? .standby : .preparing
         case .active: return .active
@@ -187,7 +191,7 @@ public struct MemberStateMachine: Sendable {
                 preparationSuppressed = true
                 actions.append(.emit(.prepareWithdrawn))
             }
-        case .idle, .finished, .active, .stopping, .releasing, .leaving:
+        case .idle, .waitingForID, .finished, .active, .stopping, .releasing, .leaving:
             break
         }
 
@@ -210,7 +214,7 @@ public struct MemberStateMachine: Sendable {
             sendHeartbeat(now: now, into: &actions)
         case .active:
             sendHeartbeat(now: now, into: &actions)
-        case .idle, .standby, .stopping, .releasing, .leaving, .finished:
+        case .idle, .waitingForID, .standby, .stopping, .releasing, .leaving, .finished:
             break
         }
         actions.append(scheduleTick(now: now))
@@ -226,6 +230,7 @@ public struct MemberStateMachine: Sendable {
             return [scheduleTick(now: now)]
         }
         newestAnsweredSentAt = request.sentAt
+        if case .waitingForID = state { state = .standby }
         plan = GroupPlan(view: reply.view, preemption: configuration.preemption, preparationInterval: configuration.preparationInterval)
 
         var actions: [Action] = []
@@ -247,8 +252,19 @@ public struct MemberStateMachine: Sendable {
     /// any and finishes with the rejection.
     public mutating func heartbeatRejected(_ id: RequestID, _ rejection: HeartbeatRejection, now: Instant) -> [Action] {
         guard requests.removeValue(forKey: id) != nil else { return [scheduleTick(now: now)] }
-        self.rejection = rejection
         var actions: [Action] = []
+        if case .memberIDInUse = rejection, !shutdownRequested {
+            switch state {
+            case .standby where plan == nil:
+                state = .waitingForID(refusedSince: now)
+                return [scheduleTick(now: now)]
+            case .waitingForID(let since) where now < since + activationInterval + heartbeatInterval:
+                return [scheduleTick(now: now)]
+            case .idle, .waitingForID, .standby, .active, .stopping, .releasing, .leaving, .finished:
+                break
+            }
+        }
+        self.rejection = rejection
         switch state {
         case .active(let lease):
             state = .stopping(token: lease.token, reason: .leaseLost, lease: nil)
@@ -257,7 +273,7 @@ public struct MemberStateMachine: Sendable {
         case .stopping(let token, let reason, _):
             state = .stopping(token: token, reason: reason, lease: nil)
             actions.append(.stopWorkBy(now))
-        case .idle, .standby, .releasing, .leaving:
+        case .idle, .waitingForID, .standby, .releasing, .leaving:
             finish(into: &actions)
             return actions
         case .finished:
@@ -304,7 +320,7 @@ public struct MemberStateMachine: Sendable {
         shutdownRequested = true
         var actions: [Action] = []
         switch state {
-        case .idle:
+        case .idle, .waitingForID:
             finish(into: &actions)
             return actions
         case .standby:
@@ -404,7 +420,7 @@ public struct MemberStateMachine: Sendable {
                 // The next slot frees up before the next heartbeat: ask for it just after.
                 nextHeartbeatAt = min(nextHeartbeatAt, now + soonest + .milliseconds(1))
             }
-        case .idle, .active, .stopping, .releasing, .leaving, .finished:
+        case .idle, .waitingForID, .active, .stopping, .releasing, .leaving, .finished:
             break
         }
     }
@@ -446,7 +462,7 @@ public struct MemberStateMachine: Sendable {
 
     private var intent: Heartbeat.Intent {
         switch state {
-        case .idle, .finished: .none
+        case .idle, .waitingForID, .finished: .none
         case .standby: standbyIntent
         case .active(let lease): .renew(lease.token)
         case .stopping(let token, _, let lease): lease == nil ? .none : .renew(token)
@@ -504,7 +520,7 @@ public struct MemberStateMachine: Sendable {
         case .standby:
             if let preparedAt { next = min(next, preparedAt + preparationTimeout) }
             if let restingUntil { next = min(next, restingUntil) }
-        case .idle, .stopping, .finished:
+        case .idle, .waitingForID, .stopping, .finished:
             break
         }
         return .scheduleTick(at: max(next, now))

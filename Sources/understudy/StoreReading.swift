@@ -33,7 +33,8 @@ struct StoreReading: ParsableArguments {
         only group: GroupName?
     ) async throws(CLIError) -> [GroupView] {
         do {
-            return try await store.groups().filter { group == nil || $0.group == group }
+            if let group { return try await store.group(group).map { [$0] } ?? [] }
+            return try await store.groups()
         } catch {
             throw CLIError(.statusError, "cannot read the store \(location): \(error)")
         }

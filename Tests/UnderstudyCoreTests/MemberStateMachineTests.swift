@@ -448,10 +448,36 @@ struct MemberStateMachineTests {
     @Test func rejection_ofStandby_finishesWithIt() throws {
         var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me)
         let join = try #require(machine.start(now: .zero).onlyHeartbeat())
-        let rejection = HeartbeatRejection.memberIDInUse(me.id, host: "elsewhere", pid: 77)
+        let rejection = HeartbeatRejection.activeGoalMismatch(group: Fixture.groupName, stored: 2, requested: 1)
         #expect(machine.heartbeatRejected(join.id, rejection, now: at(.milliseconds(5))) == [.finish(rejection)])
         #expect(machine.status == .finished)
         #expect(machine.tick(now: at(.seconds(5))).heartbeats.isEmpty)
+    }
+
+    /// The id is alive in the group: a live duplicate, or this member's own previous process that died less than
+    /// T ago (a restart under systemd). The member asks again for T + I, by when a dead process's row has expired.
+    @Test func idInUse_whileJoining_isAskedAgainForTPlusI_thenFinishesWithIt() throws {
+        var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me)  // I = 1 s, T = 3 s
+        var request = try #require(machine.start(now: .zero).onlyHeartbeat())
+        let rejection = HeartbeatRejection.memberIDInUse(me.id, host: "elsewhere", pid: 77)
+        for second in 1...3 {
+            #expect(machine.heartbeatRejected(request.id, rejection, now: at(.seconds(second - 1))).contains { if case .finish = $0 { true } else { false } } == false)
+            request = try #require(machine.tick(now: at(.seconds(second))).onlyHeartbeat())
+            #expect(request.heartbeat.intent == .none)
+        }
+        #expect(machine.heartbeatRejected(request.id, rejection, now: at(.seconds(4))) == [.finish(rejection)])
+        #expect(machine.status == .finished)
+    }
+
+    @Test func idInUse_untilTheDeadProcesssRowExpires_thenJoins() throws {
+        var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me)
+        let join = try #require(machine.start(now: .zero).onlyHeartbeat())
+        let rejection = HeartbeatRejection.memberIDInUse(me.id, host: "host-me", pid: 4241)
+        #expect(machine.heartbeatRejected(join.id, rejection, now: at(.milliseconds(5))) == [.scheduleTick(at: at(.seconds(1)))])
+        let retry = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
+        let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: aloneView()), to: retry.id, now: at(.milliseconds(1_010)))
+        #expect(actions.intents == [.acquire])
+        #expect(machine.status == .standby)
     }
 
     @Test func rejection_ofActive_stopsWorkNow_thenFinishesWithIt() throws {

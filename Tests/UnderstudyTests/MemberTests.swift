@@ -183,8 +183,11 @@ struct MemberTests {
             (try await store.group(GroupName("jobs"))).map { GroupStatus(view: $0) }?.activeCount == 2
         }
         #expect(met)
-        let status = try await members[0].status()
-        #expect(status.activeGoal == 2 && status.meetsGoal && status.members.count == 3)
+        // What a member serves is the view of its newest store answer: it catches up within a heartbeat.
+        #expect(try await waitUntil {
+            let status = try await members[0].status()
+            return status.activeGoal == 2 && status.meetsGoal && status.members.count == 3
+        })
         for member in members { member.leave() }
         for run in runs { try await run.value }
     }

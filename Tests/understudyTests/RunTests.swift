@@ -114,9 +114,12 @@ struct RunTests {
             in: scratch
         )
         #expect(result.status == 7)
-        #expect(scratch.lines("log") == ["activate 1", "ran 1", "deactivate resigned"])
+        let lines = scratch.lines("log")
+        let token = try #require(lines.first.flatMap { $0.split(separator: " ").last }.map(String.init))
+        #expect(lines == ["activate \(token)", "ran \(token)", "deactivate resigned"])
+        #expect((UInt64(token) ?? 0) > 1_700_000_000_000_000)  // a new store's first token is its wall clock in µs
         let json = result.stderr.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-        #expect(json.contains { $0["message"] as? String == "activated" && $0["token"] as? String == "1" && $0["group"] as? String == "cron" })
+        #expect(json.contains { $0["message"] as? String == "activated" && $0["token"] as? String == token && $0["group"] as? String == "cron" })
     }
 
     /// A command that exits while active gives the slot up and competes again after the backoff.
@@ -133,7 +136,8 @@ struct RunTests {
         #expect(try await eventually { scratch.lines("log").count >= 3 })
         member.signal(SIGTERM)
         #expect(try await member.exitStatus() == 0)
-        #expect(Array(scratch.lines("log").prefix(3)) == ["start 1", "start 2", "start 3"])
+        let tokens = scratch.lines("log").prefix(3).compactMap { $0.split(separator: " ").last.flatMap { UInt64($0) } }
+        #expect(tokens.count == 3 && tokens == tokens.sorted() && Set(tokens).count == 3, "\(scratch.lines("log"))")
         #expect(member.stderr.contains("reason=resigned"))
     }
 

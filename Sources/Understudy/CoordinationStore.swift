@@ -16,6 +16,10 @@ public protocol CoordinationStore: Sendable {
     /// of groups.
     func group(_ name: GroupName) async throws -> GroupView?
 
+    /// The names of every group the store knows, without reading the groups, so that each can be read (and fail)
+    /// on its own.
+    func groupNames() async throws -> [GroupName]
+
     /// Releases the store's resources. Calls after `close()` fail.
     func close() async throws
 
@@ -27,6 +31,10 @@ public protocol CoordinationStore: Sendable {
 
 extension CoordinationStore {
     public func changes(of group: GroupName) -> AsyncStream<Void>? { nil }
+
+    public func groupNames() async throws -> [GroupName] {
+        try await groups().map(\.group)
+    }
 
     /// Filters ``groups()``: a backend that can read one group by itself SHOULD.
     public func group(_ name: GroupName) async throws -> GroupView? {

@@ -256,6 +256,13 @@ public final class SQLiteStore: CoordinationStore, CustomStringConvertible {
         }
     }
 
+    /// Names that are not valid group names are left out: no member can address them.
+    public func groupNames() async throws -> [GroupName] {
+        try await read(orIfEmpty: []) { db, _ in
+            try String.fetchAll(db, sql: "SELECT name FROM groups ORDER BY name").compactMap { try? GroupName($0) }
+        }
+    }
+
     public func group(_ name: GroupName) async throws -> GroupView? {
         try await read(orIfEmpty: nil) { db, now in try Self.loadLedger(db, group: name)?.view(now: now) }
     }

@@ -14,7 +14,10 @@ struct Status: AsyncParsableCommand {
               {"schemaVersion": 1, "store": "sqlite:///…", "groups": [{"group": "name", "activeGoal": 1,
                "activeCount": 1, "meetsGoal": true, "lastToken": 7 | null, "members": [{"rank": 1, "id": "a",
                "weight": 50, "state": "standby|preparing|active|stopping|resting", "host": "h", "pid": 1234,
-               "heartbeatAgeMs": 12.5, "token": 7 | null}]}]}
+               "heartbeatAgeMs": 12.5, "token": 7 | null}]}],
+               "unreadableGroups": [{"group": "name", "error": "why its rows cannot be read"}]}
+            A group is active-counted only for members that hold a lease and report "active"; an unreadable
+            group counts as below its goal.
             """
     )
 
@@ -24,23 +27,27 @@ struct Status: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let (location, statuses) = try await Self.read(reading)
+        let (location, statuses, unreadable) = try await Self.read(reading)
         if json {
-            print(StatusDocument(store: location.description, statuses: statuses).encoded())
+            var document = StatusDocument(store: location.description, statuses: statuses)
+            document.unreadableGroups = unreadable.map { .init(group: $0.group.rawValue, error: $0.error) }
+            print(document.encoded())
         } else {
             print("store \(location)")
             print(Self.table(statuses), terminator: "")
+            for (group, error) in unreadable { print("group \(group): UNREADABLE: \(error)") }
         }
-        if statuses.contains(where: { !$0.meetsGoal }) { throw ExitCode(ExitStatus.belowGoal.rawValue) }
+        // A group whose rows cannot be read cannot meet its goal either: its members' heartbeats fail.
+        if statuses.contains(where: { !$0.meetsGoal }) || !unreadable.isEmpty { throw ExitCode(ExitStatus.belowGoal.rawValue) }
     }
 
     /// Reads the groups of the store (or just the one asked for); every failure is ``ExitStatus/statusError``.
-    static func read(_ reading: StoreReading) async throws(CLIError) -> (StoreLocation, [GroupStatus]) {
+    static func read(_ reading: StoreReading) async throws(CLIError) -> (StoreLocation, [GroupStatus], [(group: GroupName, error: String)]) {
         let (location, opened, group) = try await reading.open()
         defer { Task { try? await opened.close() } }
-        let views = try await StoreReading.groups(of: opened, at: location, only: group)
-        if let group, views.isEmpty { throw CLIError(.statusError, "group \"\(group)\" is not in the store \(location)") }
-        return (location, views.map(GroupStatus.init(view:)))
+        let (views, unreadable) = try await StoreReading.groups(of: opened, at: location, only: group)
+        if let group, views.isEmpty, unreadable.isEmpty { throw CLIError(.statusError, "group \"\(group)\" is not in the store \(location)") }
+        return (location, views.map(GroupStatus.init(view:)), unreadable)
     }
 
     /// The human form: one block per group, columns sized to fit.
@@ -119,9 +126,16 @@ struct StatusDocument: Encodable {
         }
     }
 
+    /// A group whose rows cannot be read, with the reason.
+    struct Unreadable: Encodable {
+        var group: String
+        var error: String
+    }
+
     var schemaVersion = 1
     var store: String
     var groups: [Group]
+    var unreadableGroups: [Unreadable] = []
 
     init(store: String, statuses: [GroupStatus]) {
         self.store = store

@@ -26,17 +26,30 @@ struct StoreReading: ParsableArguments {
         return (location, opened, name)
     }
 
-    /// The groups as `store` sees them now; only `group` when one is given.
+    /// The groups as `store` sees them now, each read by itself, and those whose rows cannot be read (a corrupt
+    /// row fails its own group only); only `group` when one is given.
     static func groups(
         of store: any CoordinationStore,
         at location: StoreLocation,
         only group: GroupName?
-    ) async throws(CLIError) -> [GroupView] {
+    ) async throws(CLIError) -> (views: [GroupView], unreadable: [(group: GroupName, error: String)]) {
+        let names: [GroupName]
         do {
-            if let group { return try await store.group(group).map { [$0] } ?? [] }
-            return try await store.groups()
+            if let group { names = [group] } else { names = try await store.groupNames() }
         } catch {
             throw CLIError(.statusError, "cannot read the store \(location): \(error)")
         }
+        var views: [GroupView] = []
+        var unreadable: [(group: GroupName, error: String)] = []
+        for name in names {
+            do {
+                if let view = try await store.group(name) { views.append(view) }
+            } catch let error as StoreError where error.kind == .corrupt {
+                unreadable.append((name, error.message))
+            } catch {
+                throw CLIError(.statusError, "cannot read the store \(location): \(error)")
+            }
+        }
+        return (views, unreadable)
     }
 }

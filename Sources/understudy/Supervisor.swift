@@ -136,12 +136,14 @@ final class Supervisor: Sendable {
         return state.withLock { $0.shuttingDown ? 0 : $0.onceStatus ?? 0 }
     }
 
-    /// Refuses to start, before joining, when the id is alive elsewhere or the goal differs; the store
-    /// enforces both anyway, this only makes the error a single line.
+    /// Refuses to start, before joining, when the id belongs to a process alive on this host or the goal differs.
+    /// The store enforces both anyway; this only refuses a live duplicate at once. A dead process's row (a
+    /// restart within T) is left to the member, which waits for it to expire.
     private func checkMembership() async throws(CLIError) {
         let configuration = settings.configuration
         guard let view = try? await settings.store.group(configuration.name) else { return }
-        if let other = view.members.first(where: { $0.info.id == settings.memberID }) {
+        if let other = view.members.first(where: { $0.info.id == settings.memberID }),
+           other.info.host == ProcessInfo.processInfo.hostName, kill(other.info.pid, 0) == 0 || errno == EPERM {
             throw CLIError(.memberIDInUse, HeartbeatRejection.memberIDInUse(settings.memberID, host: other.info.host, pid: other.info.pid).description)
         }
         if view.activeGoal != configuration.activeGoal, !view.members.isEmpty || !view.leases.isEmpty {

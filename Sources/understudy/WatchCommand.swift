@@ -33,7 +33,7 @@ struct Watch: AsyncParsableCommand {
         let (location, opened, group) = try await reading.open()
         var tracker = ChangeTracker()
         while true {
-            for change in tracker.update(try await StoreReading.groups(of: opened, at: location, only: group)) {
+            for change in tracker.update(try await StoreReading.groups(of: opened, at: location, only: group).views) {
                 printLine(json ? change.json : change.text)
             }
             try await Task.sleep(for: period)

@@ -57,4 +57,21 @@ struct BadInputTests {
         let goal = try await understudy(["run", "--group", "g", "--store", store, "--active-goal", "2", "--", "sleep", "60"], in: scratch)
         #expect(goal.status == 71)
     }
+
+    /// A member killed with SIGKILL and restarted at once with the same id (systemd's `Restart=`) joins once its
+    /// dead predecessor's row expires, instead of exiting 69 about a process that is gone.
+    @Test func test_restartOfAKilledMembersID_withinT_joins() async throws {
+        let scratch = try Scratch()
+        let store = scratch.file("store.db")
+        let arguments = ["run", "--group", "g", "--store", store, "--id", "same", "--", "sleep", "60"]
+        let first = try Launched(arguments, in: scratch, name: "first")
+        #expect(try await eventually { first.stderr.contains("activated") })
+        first.signal(SIGKILL)
+        _ = try await first.exitStatus()
+        let restarted = try Launched(arguments, in: scratch, name: "restarted")
+        defer { restarted.signal(SIGTERM) }
+        #expect(try await eventually { restarted.stderr.contains("activated") || !restarted.process.isRunning }, "\(restarted.stderr)")
+        #expect(restarted.process.isRunning, "\(restarted.stderr)")
+        #expect(restarted.stderr.contains("activated"))
+    }
 }

@@ -60,14 +60,15 @@ final class Launched {
     let stderrPath: String
     let stdoutPath: String
 
-    init(_ arguments: [String], in scratch: Scratch, name: String) throws {
+    /// Runs `understudy` with `arguments`, or with `executable`, the program `arguments[0]` with the rest.
+    init(_ arguments: [String], in scratch: Scratch, name: String, executable: Bool = false) throws {
         stderrPath = scratch.file("\(name).err")
         stdoutPath = scratch.file("\(name).out")
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
         process = Process()
-        process.executableURL = URL(fileURLWithPath: understudyPath)
-        process.arguments = arguments
+        process.executableURL = URL(fileURLWithPath: executable ? arguments[0] : understudyPath)
+        process.arguments = executable ? Array(arguments.dropFirst()) : arguments
         process.standardInput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath))

@@ -66,4 +66,28 @@ struct StatusTests {
         member.signal(SIGTERM)
         #expect(try await eventually { watch.stdout.contains("\"event\":\"leave\"") })
     }
+
+    /// A corrupt row fails the status of its own group only: the others are shown, the corrupt one is named.
+    @Test func test_status_ofAStoreWithOneCorruptGroup_showsTheOthers() async throws {
+        let scratch = try Scratch()
+        let store = scratch.file("store.db")
+        let good = try Launched(["run", "--group", "good", "--store", store, "--", "sleep", "60"], in: scratch, name: "good")
+        let bad = try Launched(["run", "--group", "bad", "--store", store, "--", "sleep", "60"], in: scratch, name: "bad")
+        defer { good.signal(SIGTERM); bad.signal(SIGTERM) }
+        #expect(try await eventually { good.stderr.contains("activated") && bad.stderr.contains("activated") })
+        let corrupt = "import sqlite3; c = sqlite3.connect('\(store)', timeout=10); c.execute(\"UPDATE members SET phase = 'dancing' WHERE group_name = 'bad'\"); c.commit()"
+        let python = try Launched(["/usr/bin/env", "python3", "-c", corrupt], in: scratch, name: "python", executable: true)
+        #expect(try await python.exitStatus() == 0, "\(python.stderr)")
+        #expect(try await eventually {
+            let status = try Launched(["status", "--store", store], in: scratch, name: "poll")
+            while status.process.isRunning { usleep(10_000) }
+            return status.process.terminationStatus == 1 && status.stdout.contains("group good: 1/1 active")
+                && status.stdout.contains("group bad: UNREADABLE") && status.stdout.contains("dancing")
+        })
+        let json = try await understudy(["status", "--store", store, "--json"], in: scratch)
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect((document["groups"] as? [[String: Any]])?.map { $0["group"] as? String } == ["good"])
+        #expect((document["unreadableGroups"] as? [[String: Any]])?.first?["group"] as? String == "bad")
+        #expect(good.process.isRunning && bad.process.isRunning)  // the members survive the corrupt row
+    }
 }

@@ -108,6 +108,39 @@ struct HTTPTests {
         #expect(result.stderr.split(separator: "\n").count == 1, "\(address): \(result.stderr)")
         #expect(result.stderr.contains("--http"), "\(address): \(result.stderr)")
     }
+
+    /// `/status` is served from what the member already knows, so a flood of requests (wrk, 64 connections, in
+    /// a store of 3,000 groups that each read used to load whole) never delays a renewal: the member stays
+    /// active on its first token.
+    @Test func test_statusFlood_neverDelaysARenewal() async throws {
+        let scratch = try Scratch()
+        let store = scratch.file("store.db")
+        let member = try Launched(
+            ["run", "--group", "g", "--store", store, "--http", "127.0.0.1:0", "--heartbeat", "100ms", "--activation", "500ms", "--", "sleep", "120"],
+            in: scratch, name: "member"
+        )
+        defer { member.signal(SIGTERM) }
+        let port = try await servedPort(member)
+        #expect(try await eventually { member.stderr.contains("activated") })
+        let crowd = """
+            import sqlite3; c = sqlite3.connect('\(store)', timeout=10)
+            c.executemany("INSERT INTO groups VALUES (?, 1, 0, 2)", [("crowd-%d" % i,) for i in range(3000)])
+            c.executemany("INSERT INTO leases VALUES (?, 0, NULL, NULL, NULL, NULL)", [("crowd-%d" % i,) for i in range(3000)])
+            c.executemany("INSERT INTO members VALUES (?, 'm', 'i', 50, 'h', 1, 1, 'standby', 0, 9000000000000000000)", [("crowd-%d" % i,) for i in range(3000)])
+            c.commit()
+            """
+        let python = try Launched(["/usr/bin/env", "python3", "-c", crowd], in: scratch, name: "python", executable: true)
+        #expect(try await python.exitStatus() == 0, "\(python.stderr)")
+        let wrk = try Launched(
+            ["/usr/bin/env", "wrk", "-t", "2", "-c", "64", "-d", "4s", "http://127.0.0.1:\(port)/status"], in: scratch, name: "wrk", executable: true
+        )
+        #expect(try await wrk.exitStatus(within: .seconds(30)) == 0, "\(wrk.stderr)")
+        let requests = wrk.stdout.split(separator: "\n").first { $0.contains("requests in") }
+        #expect(requests != nil, "\(wrk.stdout)")
+        #expect(member.process.isRunning)
+        #expect(!member.stderr.contains("deactivated"), "\(member.stderr)")
+        #expect(member.stderr.components(separatedBy: "activated group=").count == 2, "\(member.stderr)")
+    }
 }
 
 /// The port of the `serving HTTP … address=127.0.0.1:PORT` line that `understudy run --http 127.0.0.1:0` logs.

@@ -60,7 +60,7 @@ final class Launched {
     let stderrPath: String
     let stdoutPath: String
 
-    init(_ arguments: [String], in scratch: Scratch, name: String) throws {
+    init(_ arguments: [String], in scratch: Scratch, name: String, environment: [String: String]? = nil) throws {
         stderrPath = scratch.file("\(name).err")
         stdoutPath = scratch.file("\(name).out")
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
@@ -68,6 +68,7 @@ final class Launched {
         process = Process()
         process.executableURL = URL(fileURLWithPath: understudyPath)
         process.arguments = arguments
+        if let environment { process.environment = environment }
         process.standardInput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath))

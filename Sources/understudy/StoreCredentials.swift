@@ -87,9 +87,14 @@ extension StoreLocation {
     }
 
     /// `environment` without the store's credentials, for COMMAND and hooks: `UNDERSTUDY_STORE` when it holds a
-    /// password, and `PGPASSWORD` when the store is PostgreSQL (the supervisor may have used it).
+    /// password, `PGPASSWORD` when the store is PostgreSQL (the supervisor may have used it), and any variable
+    /// whose value contains the store's password (a `DATABASE_URL`, say).
     func strippingCredentials(from environment: [String: String]) -> [String: String] {
         var environment = environment
+        if case .postgres(let location, _) = self, let password = location.password, !password.isEmpty {
+            let encoded = password.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? password
+            environment = environment.filter { !$0.value.contains(password) && !$0.value.contains(encoded) }
+        }
         if let store = environment["UNDERSTUDY_STORE"], URLComponents(string: store)?.password != nil || store.contains("password=") {
             environment["UNDERSTUDY_STORE"] = nil
         }

@@ -2,8 +2,10 @@ import Foundation
 import Synchronization
 import Testing
 
-/// The `understudy` executable built next to this test bundle.
+/// The `understudy` executable built next to this test bundle, or `UNDERSTUDY_TEST_BINARY` (to run the tests
+/// against another build, e.g. to show that a test fails without its fix).
 let understudyPath: String = {
+    if let binary = ProcessInfo.processInfo.environment["UNDERSTUDY_TEST_BINARY"], !binary.isEmpty { return binary }
     let candidates = [
         (CommandLine.arguments[0] as NSString).deletingLastPathComponent,
         Bundle.main.bundleURL.deletingLastPathComponent().path,

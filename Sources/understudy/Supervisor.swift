@@ -254,13 +254,11 @@ final class Supervisor: Sendable {
         stopOnCancel: Bool
     ) async -> Int32? {
         let margin = killMargin
-        let child: WatchedProcess
+        let started: WatchedProcess?
         do throws(CLIError) {
-            child = try lease.values.withLock { lease throws(CLIError) in
+            started = try lease.values.withLock { lease throws(CLIError) -> WatchedProcess? in
                 let now = MonotonicClock.now()
-                guard now < lease.validUntil - margin, now < (lease.stopBy ?? lease.validUntil) - margin else {
-                    throw CLIError(.storeUnavailable, "the lease has run out")
-                }
+                guard now < lease.validUntil - margin, now < (lease.stopBy ?? lease.validUntil) - margin else { return nil }
                 let child = try WatchedProcess(
                     command: command,
                     environment: environment,
@@ -277,12 +275,16 @@ final class Supervisor: Sendable {
             logger.error("cannot start the \(name)", metadata: ["token": "\(token)", "error": "\(error.message)"])
             return nil
         }
+        guard let child = started else {
+            logger.warning("\(name) not started: the lease has run out", metadata: ["token": "\(token)"])
+            return nil
+        }
         state.withLock { $0.child = child }
         defer { state.withLock { $0.child = nil } }
         if name == "command" {
             logger.info("command started", metadata: ["token": "\(token)", "watchdog": "\(child.pid)", "containment": "\(settings.containment)"])
         }
-        let started = MonotonicClock.now()
+        let startedAt = MonotonicClock.now()
         let timer = timeout.map { timeout in
             Task {
                 try? await Task.sleep(for: timeout)
@@ -307,7 +309,7 @@ final class Supervisor: Sendable {
         } else if leaseRanOut {
             logger.warning("the \(name) was killed: the lease ran out", metadata: metadata)
         } else if name != "command" {
-            if let timeout, MonotonicClock.now() - started >= timeout {
+            if let timeout, MonotonicClock.now() - startedAt >= timeout {
                 metadata["timeout"] = "\(timeout.formatted)"
                 logger.warning("\(name) timed out and was killed", metadata: metadata)
             } else if status != 0 {

@@ -80,6 +80,8 @@ enum Containment: Sendable, Equatable, CustomStringConvertible {
             let pid = name.split(separator: ".").dropFirst().first.flatMap { pid_t($0) } ?? 0
             if pid > 0, kill(pid, 0) != 0, errno == ESRCH { rmdir((directory as NSString).appendingPathComponent(name)) }
         }
+        // Moving a process into a leaf takes write access to the cgroup it leaves, this one, as well.
+        guard access(directory + "/cgroup.procs", W_OK) == 0 else { return false }
         let probe = (directory as NSString).appendingPathComponent("understudy.\(getpid()).probe")
         guard mkdir(probe, 0o755) == 0 || errno == EEXIST else { return false }
         defer { rmdir(probe) }

@@ -26,7 +26,10 @@ struct ContainmentTests {
 
     /// A command that takes an exclusive flock (held by all it starts), records its start, and starts a `setsid`
     /// escaper that writes a tick line every 50 ms and records a SIGTERM.
-    static func escapingScript(in scratch: Scratch, ignoringSIGTERM: Bool = false) throws -> String {
+    ///
+    /// With `waitingOnSIGTERM`, COMMAND itself waits on SIGTERM until the escaper has exited, so that a SIGTERM
+    /// the escaper got has time to show in the log.
+    static func escapingScript(in scratch: Scratch, ignoringSIGTERM: Bool = false, waitingOnSIGTERM: Bool = false) throws -> String {
         let script = scratch.file("escaping.sh")
         let log = scratch.file("log")
         try """
@@ -38,6 +41,8 @@ struct ContainmentTests {
             setsid sh -c 'trap "echo term $UNDERSTUDY_FENCING_TOKEN >> \(log); exit 0" TERM
                 echo "escaper $UNDERSTUDY_FENCING_TOKEN $$" >> "\(log)"
                 while :; do echo "tick $UNDERSTUDY_FENCING_TOKEN 0" >> "\(log)"; sleep 0.05; done' &
+            escaper=$!
+            \(waitingOnSIGTERM ? "trap 'wait $escaper; exit 0' TERM" : "")
             wait
 
             """.write(toFile: script, atomically: true, encoding: .utf8)
@@ -134,7 +139,8 @@ struct ContainmentTests {
     func test_sigterm_reachesTheEscaperOnlyInCgroupMode_butItDiesBeforeTheRelease(mode: String) async throws {
         try #require(mode != "cgroup" || Self.cgroupAvailable, "no cgroup v2 leaf can be made here")
         let scratch = try Scratch()
-        let script = try Self.escapingScript(in: scratch)
+        // In process-group mode the escaper never gets SIGTERM: COMMAND waits for it until --stop-grace (2 s).
+        let script = try Self.escapingScript(in: scratch, waitingOnSIGTERM: true)
         let store = scratch.file("store.db")
         let a = try Self.member("a", store: store, mode: mode, script: script, in: scratch)
         #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("escaper 1") } })

@@ -155,6 +155,29 @@ struct ContainmentTests {
         #expect(try await b.exitStatus() == 0)
     }
 
+    /// A frozen watchdog does not keep the tree alive: the supervisor kills it itself when the grace is over.
+    @Test(arguments: modes)
+    func test_frozenWatchdog_theSupervisorKillsTheTreeItself(mode: String) async throws {
+        try #require(mode != "cgroup" || Self.cgroupAvailable, "no cgroup v2 leaf can be made here")
+        let scratch = try Scratch()
+        let script = try Self.escapingScript(in: scratch)
+        let store = scratch.file("store.db")
+        let a = try Self.member("a", store: store, mode: mode, script: script, in: scratch, extra: ["--stop-grace", "500ms"])
+        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("escaper 1") } })
+        let b = try Self.member("b", store: store, mode: mode, script: script, in: scratch)
+        #expect(try await eventually { b.stderr.contains("joined") })
+        let escaper = try #require(entries(scratch.lines("log")).first { $0.kind == "escaper" }).pid
+        let watchdog = try #require(Self.watchdogPID(a))
+        kill(watchdog, SIGSTOP)
+        a.signal(SIGTERM)
+        #expect(try await a.exitStatus() == 0, "\(a.stderr)")
+        #expect(!isAlive(escaper) && !isAlive(watchdog))
+        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("start 2") } })
+        Self.checkNoOverlap(scratch.lines("log"))
+        b.signal(SIGTERM)
+        #expect(try await b.exitStatus() == 0)
+    }
+
     /// SIGSTOP of the active supervisor past T: its watchdog kills the tree and releases the slot; after SIGCONT
     /// the supervisor finds its lease gone and runs nothing on the old token, neither the command nor a hook.
     @Test func test_sigstopPastT_thenSigcont_oneActivationPerToken() async throws {

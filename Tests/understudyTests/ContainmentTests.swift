@@ -118,6 +118,26 @@ struct ContainmentTests {
         }
     }
 
+    /// Proof-of-death failover on PostgreSQL: the watchdog of a killed supervisor opens the store again (its
+    /// password from the inherited description, not from arguments) and releases the slot.
+    @Test func test_kill9OfTheSupervisor_postgres_theWatchdogReleasesTheSlot() async throws {
+        let store = try RunTests.freshPostgresSchemaURL()
+        let scratch = try Scratch()
+        let script = try Self.escapingScript(in: scratch)
+        // A long lease: only the watchdog's release lets b in within the test's patience.
+        let long = ["--heartbeat", "10s", "--activation", "60s"]
+        let a = try Self.member("a", store: store, mode: "auto", script: script, in: scratch, extra: long)
+        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("escaper 1") } }, "\(a.stderr)")
+        let b = try Self.member("b", store: store, mode: "auto", script: script, in: scratch, extra: long)
+        #expect(try await eventually { b.stderr.contains("joined") })
+        a.signal(SIGKILL)
+        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("start 2") } }, "\(a.stderr)\n\(b.stderr)")
+        #expect(a.stderr.contains("released the slot"), "\(a.stderr)")
+        Self.checkNoOverlap(scratch.lines("log"))
+        b.signal(SIGTERM)
+        #expect(try await b.exitStatus() == 0)
+    }
+
     /// The leaves of live test supervisors, and of dead ones, that are still there.
     static func leftoverLeaves() -> [String] {
         guard let membership = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),

@@ -2,22 +2,36 @@
 //
 // Why it is a separate process: a supervisor that is frozen (SIGSTOP, swapped out, hung in a syscall) cannot
 // stop anything, yet its lease runs out and another member activates. The watchdog runs no Swift, takes no
-// locks and sleeps in poll(2), so it is independent of the supervisor's health. It is single-threaded, so the
-// parent-death signal it sets on the child fires exactly when the watchdog process dies.
+// locks and sleeps in poll(2) on a CLOCK_BOOTTIME timer, so it is independent of the supervisor's health.
+//
+//     supervisor ── pipe ──▶ watchdog (own process group; fallback: child subreaper)
+//                               └─ guard (in the cgroup leaf; child subreaper; parent-death signal SIGUSR1)
+//                                    └─ COMMAND (own process group; parent-death signal SIGKILL) └─ …
+//
+// The guard is the watchdog's stand-in inside the tree: if the watchdog dies (even by SIGKILL, even with the
+// supervisor), the guard learns it from its parent-death signal and kills the whole tree: the cgroup with
+// cgroup.kill, or without a cgroup every descendant (all of them are reparented to it, it is a subreaper).
+// Both the watchdog and the guard are single-threaded, so a parent-death signal fires exactly when the
+// parent process dies.
 #define _GNU_SOURCE
 #include "understudy_watchdog.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,12 +47,12 @@ static void fail(const char *what) {
     exit(125);
 }
 
-/// Closes every descriptor from `lowest` up, except `keep`.
-static void close_from(int lowest, int keep) {
+/// Closes every descriptor from `lowest` up, except `keep` and `also`.
+static void close_from(int lowest, int keep, int also) {
     long limit = sysconf(_SC_OPEN_MAX);
     if (limit < 0 || limit > 65536) limit = 65536;
     for (int fd = lowest; fd < limit; fd++) {
-        if (fd != keep) close(fd);
+        if (fd != keep && fd != also) close(fd);
     }
 }
 
@@ -48,49 +62,169 @@ static int exit_code(int status) {
     return 125;
 }
 
-int understudy_watchdog_main(int argc, char **argv) {
-    if (argc < 5) {
-        fprintf(stderr, "understudy-watchdog: usage: CONTROL_FD MARGIN_NS DEADLINE_NS COMMAND [ARGS...]\n");
-        return 125;
+static int write_file(const char *directory, const char *name, const char *text) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", directory, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t written = write(fd, text, strlen(text));
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return written == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/// The parent of `pid`, from /proc/PID/stat; -1 when it is gone.
+static pid_t parent_of(pid_t pid) {
+    char path[64], buffer[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t count = read(fd, buffer, sizeof buffer - 1);
+    close(fd);
+    if (count <= 0) return -1;
+    buffer[count] = '\0';
+    char *end = strrchr(buffer, ')');
+    char state;
+    int parent;
+    if (end == NULL || sscanf(end + 1, " %c %d", &state, &parent) != 2) return -1;
+    return parent;
+}
+
+/// Up to `capacity` children of this process, except those in `keep`.
+static int children_of_self(pid_t *found, int capacity, const pid_t *keep, int count) {
+    pid_t self = getpid();
+    int number = 0;
+    DIR *proc = opendir("/proc");
+    if (proc == NULL) return 0;
+    struct dirent *entry;
+    while (number < capacity && (entry = readdir(proc)) != NULL) {
+        char *end;
+        long pid = strtol(entry->d_name, &end, 10);
+        if (*end != '\0' || pid <= 0 || parent_of((pid_t)pid) != self) continue;
+        int kept = 0;
+        for (int index = 0; index < count; index++) kept |= keep[index] == (pid_t)pid;
+        if (!kept) found[number++] = (pid_t)pid;
     }
-    int control = atoi(argv[1]);
-    int64_t margin = strtoll(argv[2], NULL, 10);
-    int64_t deadline = strtoll(argv[3], NULL, 10);
-    char **command = argv + 4;
+    closedir(proc);
+    return number;
+}
 
-    // Only the control pipe is ours; whatever else the supervisor had open (its store) is not the child's.
-    close_from(3, control);
-    // Terminal and job-control signals are for the supervisor: the watchdog obeys only its pipe.
-    signal(SIGINT, SIG_IGN);
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
-    signal(SIGQUIT, SIG_IGN);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGTSTP, SIG_IGN);
+/// For a child subreaper: SIGKILL to every child and reaping, until no child is left; a descendant whose
+/// parent dies is reparented here before that parent can be reaped, so no descendant is left either.
+/// Stores the status of `watched` if it is reaped on the way.
+static void kill_all_children(pid_t watched, int *watched_status) {
+    for (;;) {
+        pid_t found[256];
+        int number = children_of_self(found, 256, NULL, 0);
+        for (int index = 0; index < number; index++) kill(found[index], SIGKILL);
+        int status;
+        pid_t reaped = waitpid(-1, &status, 0);
+        if (reaped < 0) {
+            if (errno == EINTR) continue;
+            return;  // ECHILD: nothing is left.
+        }
+        if (reaped == watched && watched_status != NULL) *watched_status = status;
+    }
+}
 
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    if (sigprocmask(SIG_BLOCK, &chld, NULL) != 0) fail("sigprocmask");
-    int children = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (children < 0) fail("signalfd");
+void understudy_kill_orphans(const pid_t *keep, int count) {
+    for (;;) {
+        pid_t found[256];
+        int number = children_of_self(found, 256, keep, count);
+        if (number == 0) return;
+        for (int index = 0; index < number; index++) kill(found[index], SIGKILL);
+        for (int index = 0; index < number; index++) {
+            while (waitpid(found[index], NULL, 0) < 0 && errno == EINTR) {}
+        }
+    }
+}
 
-    // Block every signal across the fork: the child inherits our ignored SIGTERM until it resets its handlers,
-    // and a SIGTERM sent to its group in between would be lost. Blocked, it stays pending (Linux never discards
-    // a blocked signal) and is delivered with its default action once the child unblocks.
-    sigset_t all, watchdog_mask;
-    sigfillset(&all);
-    if (sigprocmask(SIG_SETMASK, &all, &watchdog_mask) != 0) fail("sigprocmask");
-    pid_t watchdog = getpid();
+int understudy_cgroup_kill(const char *leaf) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/cgroup.events", leaf);
+    int events = open(path, O_RDONLY | O_CLOEXEC);
+    if (events < 0) return errno == ENOENT ? 0 : -1;  // Removed: rmdir succeeds only on an empty cgroup.
+    if (write_file(leaf, "cgroup.kill", "1") != 0) {
+        int saved = errno;
+        close(events);
+        errno = saved;
+        return -1;
+    }
+    for (;;) {
+        char buffer[256];
+        lseek(events, 0, SEEK_SET);
+        ssize_t count = read(events, buffer, sizeof buffer - 1);
+        if (count < 0) {
+            if (errno == EINTR) continue;
+            int saved = errno;
+            close(events);
+            errno = saved;
+            return -1;
+        }
+        buffer[count] = '\0';
+        if (strstr(buffer, "populated 0") != NULL) break;
+        // Every change of cgroup.events raises POLLPRI; the read above re-armed it.
+        struct pollfd wait = {.fd = events, .events = POLLPRI};
+        poll(&wait, 1, -1);
+    }
+    close(events);
+    rmdir(leaf);
+    return 0;
+}
+
+int understudy_set_subreaper(void) {
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+}
+
+int understudy_memfd(const void *bytes, size_t length) {
+    int fd = (int)syscall(SYS_memfd_create, "understudy-release", MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    const char *next = bytes;
+    size_t left = length;
+    while (left > 0) {
+        ssize_t written = write(fd, next, left);
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            close(fd);
+            return -1;
+        }
+        next += written;
+        left -= (size_t)written;
+    }
+    lseek(fd, 0, SEEK_SET);
+    return fd;
+}
+
+/// The guard: joins the leaf, starts COMMAND, and kills the tree when COMMAND exits or the watchdog dies.
+static void guard(pid_t watchdog, const char *leaf, char **command, int report) {
+    prctl(PR_SET_PDEATHSIG, SIGUSR1);
+    if (getppid() != watchdog) _exit(137);
+    if (leaf != NULL) {
+        char pid[32];
+        snprintf(pid, sizeof pid, "%d", (int)getpid());
+        if (write_file(leaf, "cgroup.procs", pid) != 0) {
+            fprintf(stderr, "understudy: cannot enter the cgroup %s: %s\n", leaf, strerror(errno));
+            _exit(125);
+        }
+    }
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    // Every signal is blocked (inherited from the watchdog across the fork); these three are read here.
+    sigset_t mine;
+    sigemptyset(&mine);
+    sigaddset(&mine, SIGCHLD);
+    sigaddset(&mine, SIGUSR1);
+    int signals = signalfd(-1, &mine, SFD_CLOEXEC);
+    if (signals < 0) _exit(125);
+    pid_t self = getpid();
     pid_t child = fork();
-    if (child < 0) fail("fork");
+    if (child < 0) _exit(125);
     if (child == 0) {
-        // The watchdog is single-threaded, so "parent died" here means the watchdog process died.
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != watchdog) _exit(137);
+        if (getppid() != self) _exit(137);
         setpgid(0, 0);
-        close(control);
-        close(children);
+        close(signals);
+        close(report);
         for (int number = 1; number < NSIG; number++) signal(number, SIG_DFL);
         sigset_t none;
         sigemptyset(&none);
@@ -99,52 +233,195 @@ int understudy_watchdog_main(int argc, char **argv) {
         fprintf(stderr, "understudy: cannot run %s: %s\n", command[0], strerror(errno));
         _exit(errno == ENOENT ? 127 : 126);
     }
-    sigprocmask(SIG_SETMASK, &watchdog_mask, NULL);
     // Set the group from both sides so that no signal can reach a child that is not yet its own leader.
     setpgid(child, child);
+    while (write(report, &child, sizeof child) < 0 && errno == EINTR) {}
+    close(report);
+    for (;;) {
+        struct signalfd_siginfo info;
+        ssize_t count = read(signals, &info, sizeof info);
+        if (count != (ssize_t)sizeof info) {
+            if (count < 0 && errno == EINTR) continue;
+            _exit(125);
+        }
+        if (info.ssi_signo == SIGUSR1) {
+            if (getppid() == watchdog) continue;  // Not the parent-death signal.
+            // The watchdog died: nobody else will kill the tree.
+            if (leaf != NULL) write_file(leaf, "cgroup.kill", "1");
+            kill(-child, SIGKILL);
+            kill_all_children(0, NULL);
+            _exit(137);
+        }
+        int status, child_status = 0, exited = 0;
+        pid_t reaped;
+        while ((reaped = waitpid(-1, &status, WNOHANG)) > 0) {
+            if (reaped == child) {
+                exited = 1;
+                child_status = status;
+            }
+        }
+        if (exited) {
+            // Whatever COMMAND left behind goes with it.
+            kill(-child, SIGKILL);
+            kill_all_children(0, NULL);
+            _exit(exit_code(child_status));
+        }
+    }
+}
+
+/// SIGTERM to COMMAND's tree: every process of the leaf but the guard, else COMMAND's process group.
+static void terminate_tree(const char *leaf, pid_t guard_pid, pid_t command_pid) {
+    if (leaf == NULL) {
+        if (command_pid > 0) kill(-command_pid, SIGTERM);
+        return;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/cgroup.procs", leaf);
+    FILE *procs = fopen(path, "re");
+    if (procs == NULL) return;
+    int pid;
+    while (fscanf(procs, "%d", &pid) == 1) {
+        if (pid != guard_pid) kill(pid, SIGTERM);
+    }
+    fclose(procs);
+}
+
+/// Kills COMMAND's whole tree and waits until it is gone; returns 1 when that is proven, and the guard's
+/// status in `status`.
+static int kill_tree(const char *leaf, pid_t guard_pid, pid_t command_pid, int *status) {
+    *status = SIGKILL;  // As if killed, should the guard's status be lost.
+    if (leaf != NULL) {
+        if (understudy_cgroup_kill(leaf) == 0) {
+            while (waitpid(guard_pid, status, 0) < 0 && errno == EINTR) {}
+            return 1;
+        }
+        fprintf(stderr, "understudy-watchdog: cannot kill the cgroup %s: %s\n", leaf, strerror(errno));
+        if (command_pid > 0) kill(-command_pid, SIGKILL);
+        kill(guard_pid, SIGKILL);
+        while (waitpid(guard_pid, status, 0) < 0 && errno == EINTR) {}
+        return 0;
+    }
+    if (command_pid > 0) kill(-command_pid, SIGKILL);
+    kill(guard_pid, SIGKILL);
+    kill_all_children(guard_pid, status);  // The watchdog is a subreaper: this reaches every descendant.
+    return 1;
+}
+
+/// Releases the slot through `understudy __release-slot`, which reads what it needs from descriptor 3.
+static void release_slot(int release) {
+    if (release < 0) return;
+    pid_t child = fork();
+    if (child < 0) return;
+    if (child == 0) {
+        if (release != 3 && dup2(release, 3) < 0) _exit(125);
+        close_from(4, -1, -1);
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null >= 0) dup2(null, STDIN_FILENO);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        char *arguments[] = {"understudy", "__release-slot", NULL};
+        execv("/proc/self/exe", arguments);
+        _exit(125);
+    }
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+}
+
+static void arm(int timer, int64_t at) {
+    if (at <= 0) at = 1;  // A zero it_value would disarm the timer.
+    struct itimerspec spec = {.it_value = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000}};
+    if (at == INT64_MAX) spec.it_value.tv_sec = INT32_MAX;
+    timerfd_settime(timer, TFD_TIMER_ABSTIME, &spec, NULL);
+}
+
+int understudy_watchdog_main(int argc, char **argv) {
+    if (argc < 7) {
+        fprintf(stderr, "understudy-watchdog: usage: CONTROL_FD MARGIN_NS DEADLINE_NS LEAF RELEASE_FD COMMAND [ARGS...]\n");
+        return 125;
+    }
+    int control = atoi(argv[1]);
+    int64_t margin = strtoll(argv[2], NULL, 10);
+    int64_t deadline = strtoll(argv[3], NULL, 10);
+    const char *leaf = strcmp(argv[4], "-") == 0 ? NULL : argv[4];
+    int release = atoi(argv[5]);
+    char **command = argv + 6;
+
+    // Only the control pipe and the release descriptor are ours; the supervisor's others (its store) are not.
+    close_from(3, control, release);
+    // Terminal and job-control signals are for the supervisor: the watchdog obeys only its pipe.
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGQUIT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTSTP, SIG_IGN);
+    // Without a cgroup, descendants orphaned by the guard's death come here, where they can still be killed.
+    if (leaf == NULL && understudy_set_subreaper() != 0) fail("prctl");
+
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    if (sigprocmask(SIG_BLOCK, &chld, NULL) != 0) fail("sigprocmask");
+    int children = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (children < 0) fail("signalfd");
+    int timer = timerfd_create(CLOCK_BOOTTIME, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (timer < 0) fail("timerfd_create");
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) fail("pipe");
+
+    // Block every signal across the fork: the child inherits our ignored SIGTERM until it resets its handlers,
+    // and a SIGTERM sent to its group in between would be lost. Blocked, it stays pending (Linux never discards
+    // a blocked signal) and is delivered with its default action once the child unblocks.
+    sigset_t all, watchdog_mask;
+    sigfillset(&all);
+    if (sigprocmask(SIG_SETMASK, &all, &watchdog_mask) != 0) fail("sigprocmask");
+    pid_t watchdog = getpid();
+    pid_t guard_pid = fork();
+    if (guard_pid < 0) fail("fork");
+    if (guard_pid == 0) {
+        close(control);
+        close(children);
+        close(timer);
+        close(report[0]);
+        if (release >= 0) close(release);
+        guard(watchdog, leaf, command, report[1]);
+    }
+    sigprocmask(SIG_SETMASK, &watchdog_mask, NULL);
+    close(report[1]);
+    pid_t command_pid = 0;
+    while (read(report[0], &command_pid, sizeof command_pid) < 0 && errno == EINTR) {}
+    close(report[0]);
     fcntl(control, F_SETFL, fcntl(control, F_GETFL) | O_NONBLOCK);
+    // The deadline is a CLOCK_BOOTTIME instant, like the store's clock: time suspended counts.
+    arm(timer, deadline - margin);
 
     char line[128];
     size_t used = 0;
-    int pipe_open = 1;
     for (;;) {
-        int status;
-        pid_t reaped = waitpid(child, &status, WNOHANG);
-        if (reaped == child) {
-            // Whatever the child left behind in its group goes with it.
-            kill(-child, SIGKILL);
-            return exit_code(status);
-        }
-
-        int64_t kill_at = deadline - margin;
-        int64_t now = now_ns();
-        if (now >= kill_at) {
-            kill(-child, SIGKILL);
-            kill_at = INT64_MAX;
-        }
-        int timeout = -1;
-        if (kill_at != INT64_MAX) {
-            int64_t remaining = (kill_at - now + 999999) / 1000000;
-            // Re-check at least every second: poll(2) does not count time the host spends suspended.
-            timeout = remaining > 1000 ? 1000 : (int)remaining;
-        }
-
-        struct pollfd fds[2] = {{.fd = children, .events = POLLIN}, {.fd = pipe_open ? control : -1, .events = POLLIN}};
-        int ready = poll(fds, 2, timeout);
+        struct pollfd fds[3] = {
+            {.fd = children, .events = POLLIN}, {.fd = control, .events = POLLIN}, {.fd = timer, .events = POLLIN},
+        };
+        int ready = poll(fds, 3, -1);
         if (ready < 0 && errno != EINTR) fail("poll");
+        int status;
         if (fds[0].revents & POLLIN) {
             struct signalfd_siginfo info;
             while (read(children, &info, sizeof info) > 0) {}
+            if (waitpid(guard_pid, &status, WNOHANG) == guard_pid) {
+                // COMMAND exited and the guard killed what it left; the cgroup proves it.
+                if (leaf != NULL) understudy_cgroup_kill(leaf);
+                else kill_all_children(0, NULL);
+                return exit_code(status);
+            }
         }
-        if (pipe_open && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
             for (;;) {
                 ssize_t count = read(control, line + used, sizeof line - 1 - used);
                 if (count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR)) {
                     // End of file: the supervisor is gone, and so is the lease's keeper.
-                    pipe_open = 0;
-                    deadline = INT64_MIN / 2;
-                    kill(-child, SIGKILL);
-                    break;
+                    if (kill_tree(leaf, guard_pid, command_pid, &status)) release_slot(release);
+                    return 137;
                 }
                 if (count < 0) break;
                 used += (size_t)count;
@@ -153,11 +430,15 @@ int understudy_watchdog_main(int argc, char **argv) {
                     *newline = '\0';
                     if (line[0] == 'd') {
                         int64_t extended = strtoll(line + 1, NULL, 10);
-                        if (extended > deadline) deadline = extended;
+                        if (extended > deadline) {
+                            deadline = extended;
+                            arm(timer, deadline - margin);
+                        }
                     } else if (line[0] == 't') {
-                        kill(-child, SIGTERM);
+                        terminate_tree(leaf, guard_pid, command_pid);
                     } else if (line[0] == 'k') {
-                        kill(-child, SIGKILL);
+                        kill_tree(leaf, guard_pid, command_pid, &status);
+                        return exit_code(status);
                     }
                     size_t consumed = (size_t)(newline - line) + 1;
                     memmove(line, newline + 1, used - consumed);
@@ -165,6 +446,17 @@ int understudy_watchdog_main(int argc, char **argv) {
                 }
                 if (used == sizeof line - 1) used = 0;  // A line this long is not ours: drop it.
             }
+        }
+        // After the control messages, so that an extension already in the pipe counts.
+        if (fds[2].revents & POLLIN) {
+            uint64_t expirations;
+            while (read(timer, &expirations, sizeof expirations) > 0) {}
+            if (now_ns() >= deadline - margin) {
+                // The supervisor is frozen and its lease is running out: kill, prove it, give the slot back.
+                if (kill_tree(leaf, guard_pid, command_pid, &status)) release_slot(release);
+                return 137;
+            }
+            arm(timer, deadline - margin);
         }
     }
 }

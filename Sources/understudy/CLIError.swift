@@ -23,6 +23,8 @@ enum ExitStatus: Int32 {
     case httpUnavailable = 70
     /// The group runs with another active goal.
     case activeGoalMismatch = 71
+    /// `--password-file` cannot be read.
+    case passwordFileUnreadable = 72
     /// The command exists but cannot be executed.
     case commandNotExecutable = 126
     /// The command is not found.
@@ -44,6 +46,7 @@ enum ExitStatus: Int32 {
           69   member id already alive in the group
           70   --http: the port is in use or the address cannot be listened on
           71   the group runs with another active goal
+          72   --password-file cannot be read
           126  command not executable
           127  command not found
           130  second SIGINT: stopped at once

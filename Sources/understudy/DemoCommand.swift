@@ -75,7 +75,7 @@ private final class Tour: @unchecked Sendable {
         let failover = takeover.at - killedAt
         timings.append(("failover after SIGKILL", failover))
         say(style.green("takeover by \(takeover.member) (token \(takeover.token)) after \(failover.formatted)")
-            + ": the lease had to expire (T = 500ms)")
+            + ": its watchdog killed the command, proved it dead and released the slot (no waiting for T = 500ms)")
         try await observe(for: .seconds(2))
 
         heading("3. SIGTERM \(takeover.member): graceful handover, the slot is released at once")

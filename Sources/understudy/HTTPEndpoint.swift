@@ -84,6 +84,7 @@ final class HTTPEndpoint: Sendable {
     static func start(
         on address: HTTPAddress,
         member: Member,
+        containment: Containment,
         registry: PrometheusCollectorRegistry,
         logger: Logger
     ) async throws(CLIError) -> HTTPEndpoint {
@@ -91,7 +92,7 @@ final class HTTPEndpoint: Sendable {
         serverLogger.logLevel = .warning
         let (started, reportStart) = AsyncStream<Result<String, any Error>>.makeStream()
         let application = Application(
-            router: router(member: member, registry: registry),
+            router: router(member: member, containment: containment, registry: registry),
             configuration: ApplicationConfiguration(address: .hostname(address.host, port: address.port)),
             onServerRunning: { channel in
                 reportStart.yield(.success(describe(channel.localAddress) ?? address.description))
@@ -130,7 +131,7 @@ final class HTTPEndpoint: Sendable {
 
     // MARK: Routes
 
-    private static func router(member: Member, registry: PrometheusCollectorRegistry) -> Router<BasicRequestContext> {
+    private static func router(member: Member, containment: Containment, registry: PrometheusCollectorRegistry) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("healthz") { _, _ -> Response in
             let state = await member.state
@@ -143,7 +144,10 @@ final class HTTPEndpoint: Sendable {
         }
         router.get("status") { _, _ -> Response in
             let state = await member.state
-            var document = MemberStatusDocument(group: member.configuration.name.rawValue, member: member.id.rawValue, state: name(of: state))
+            var document = MemberStatusDocument(
+                group: member.configuration.name.rawValue, member: member.id.rawValue, state: name(of: state),
+                containment: containment.description
+            )
             if case .active(let token) = state { document.token = token.rawValue }
             do {
                 document.groupStatus = StatusDocument(store: "", statuses: [try await member.status()]).groups.first
@@ -211,6 +215,8 @@ struct MemberStatusDocument: Encodable {
     var member: String
     /// `idle`, `standby`, `active`, `stopping`, `leaving` or `finished`, as this member's state machine sees it.
     var state: String
+    /// How COMMAND's process tree is held: `cgroup` or `process-group` (see docs/cli.md).
+    var containment: String
     /// The fencing token while active.
     var token: UInt64?
     /// The group as `understudy status --json` shows it; `nil` when the store cannot be read.
@@ -218,7 +224,7 @@ struct MemberStatusDocument: Encodable {
     /// Why the store could not be read.
     var error: String?
 
-    enum CodingKeys: CodingKey { case schemaVersion, group, member, state, token, groupStatus, error }
+    enum CodingKeys: CodingKey { case schemaVersion, group, member, state, containment, token, groupStatus, error }
 
     // Written out so that absent values are `null`, not absent keys.
     func encode(to encoder: any Encoder) throws {
@@ -227,6 +233,7 @@ struct MemberStatusDocument: Encodable {
         try container.encode(group, forKey: .group)
         try container.encode(member, forKey: .member)
         try container.encode(state, forKey: .state)
+        try container.encode(containment, forKey: .containment)
         try container.encode(token, forKey: .token)
         try container.encode(groupStatus, forKey: .groupStatus)
         try container.encode(error, forKey: .error)

@@ -11,9 +11,11 @@ struct Run: AsyncParsableCommand {
         discussion: """
             The command starts on activation with UNDERSTUDY_GROUP, UNDERSTUDY_MEMBER_ID and \
             UNDERSTUDY_FENCING_TOKEN in its environment, in its own process group, with stdin, stdout and stderr \
-            passed through. On deactivation it gets SIGTERM, then SIGKILL after --stop-grace; when the lease \
-            itself is at risk it is killed before the lease can expire, whatever --stop-grace says. A watchdog \
-            process kills it if this supervisor dies or freezes.
+            passed through, and without the store's credentials. On deactivation it gets SIGTERM, then SIGKILL \
+            after --stop-grace; when the lease itself is at risk its whole tree is killed before the lease can \
+            expire, whatever --stop-grace says. A watchdog process kills the tree if this supervisor dies or \
+            freezes, proves it dead, and only then releases the slot. The tree is a cgroup v2 leaf when one can \
+            be made (--containment).
 
             SIGTERM or SIGINT: stop the command, release the slot at once, exit 0. A second SIGINT exits at once (130).
 
@@ -26,6 +28,12 @@ struct Run: AsyncParsableCommand {
 
     @Option(help: "sqlite:///path/to.db, a bare path, or postgres://user:password@host:5432/db (default: $UNDERSTUDY_STORE, else the embedded database).")
     var store: String?
+
+    @Option(name: .customLong("password-file"), help: ArgumentHelp("A file whose first line is the PostgreSQL password (else the URL's, PGPASSWORD, or a pgpass file: passfile=, PGPASSFILE, ~/.pgpass).", valueName: "path"))
+    var passwordFile: String?
+
+    @Option(help: "How the command's process tree is held: auto (a cgroup v2 leaf when one can be made), cgroup, or process-group (the fallback: process group and child subreapers).")
+    var containment: Containment.Choice = .auto
 
     @Option(help: "This member's id in the group (default: PID@HOST).")
     var id: String?
@@ -63,8 +71,8 @@ struct Run: AsyncParsableCommand {
     @Option(name: .customLong("on-deactivate"), help: "Shell command run on deactivation, after COMMAND has exited.")
     var onDeactivate: String?
 
-    @Option(name: .customLong("hook-timeout"), parsing: .unconditional, help: "Hooks are killed after this long.")
-    var hookTimeout: String = "10s"
+    @Option(name: .customLong("hook-timeout"), parsing: .unconditional, help: "Hooks are killed after this long (default: T - I); always when the lease is at risk.")
+    var hookTimeout: String?
 
     @Option(name: .customLong("log-format"), help: "text or json.")
     var logFormat: LogFormat = .text
@@ -84,6 +92,7 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
+        hidePasswordsInArguments()
         let settings = try await settings()
         let supervisor = Supervisor(settings: settings)
         let status = try await supervisor.run()
@@ -100,10 +109,11 @@ struct Run: AsyncParsableCommand {
         let activation = try Self.duration(activation, option: "activation")
         let preparation = try preparation.map { text throws(CLIError) in try Self.duration(text, option: "preparation") }
         let grace = try Self.duration(stopGrace, option: "stop-grace", allowZero: true)
-        let hookTimeout = try Self.duration(hookTimeout, option: "hook-timeout")
+        let hookTimeout = try hookTimeout.map { text throws(CLIError) in try Self.duration(text, option: "hook-timeout") }
         let backoff = try restartBackoff.map { text throws(CLIError) in try Self.duration(text, option: "restart-backoff", allowZero: true) }
         let httpAddress = try http.map { text throws(CLIError) in try HTTPAddress.parse(text) }
-        let location = try StoreLocation.parse(store)
+        let environment = ProcessInfo.processInfo.environment
+        let location = try StoreLocation.parse(store).resolvingPassword(passwordFile: passwordFile, environment: environment)
         let configuration: GroupConfiguration
         let memberID: MemberID
         do {
@@ -120,19 +130,23 @@ struct Run: AsyncParsableCommand {
         } catch {
             throw CLIError(.invalidConfiguration, error.description)
         }
+        let containment = try Containment.choose(self.containment)
         let store = try await location.openForWriting()
         return Supervisor.Settings(
             configuration: configuration,
             memberID: memberID,
             weight: weight,
             store: store,
+            location: location,
+            containment: containment,
+            environment: location.strippingCredentials(from: environment),
             command: [executable] + command.dropFirst(),
             stopGrace: grace,
             restartBackoff: backoff ?? max(activation, .seconds(1)),
             once: once,
             onActivate: onActivate,
             onDeactivate: onDeactivate,
-            hookTimeout: hookTimeout,
+            hookTimeout: hookTimeout ?? activation - heartbeat,
             logFormat: logFormat,
             http: httpAddress
         )

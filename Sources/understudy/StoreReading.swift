@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Understudy
 import UnderstudyCore
 
@@ -11,10 +12,17 @@ struct StoreReading: ParsableArguments {
     @Option(help: "sqlite:///path/to.db, a bare path, or postgres://user:password@host:5432/db (default: $UNDERSTUDY_STORE, else the embedded database).")
     var store: String?
 
+    @Option(name: .customLong("password-file"), help: ArgumentHelp("A file whose first line is the PostgreSQL password (else the URL's, PGPASSWORD, or a pgpass file).", valueName: "path"))
+    var passwordFile: String?
+
     /// The store, opened for reading, and the group asked for.
     func open() async throws(CLIError) -> (location: StoreLocation, store: any CoordinationStore, group: GroupName?) {
         let location: StoreLocation
-        do { location = try StoreLocation.parse(store) } catch { throw CLIError(.statusError, error.message) }
+        do {
+            location = try StoreLocation.parse(store).resolvingPassword(passwordFile: passwordFile, environment: ProcessInfo.processInfo.environment)
+        } catch {
+            throw CLIError(error.status == .passwordFileUnreadable ? error.status : .statusError, error.message)
+        }
         let opened = try await location.openForReading()
         let name: GroupName?
         do {

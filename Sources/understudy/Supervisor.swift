@@ -1,3 +1,4 @@
+import CUnderstudyWatchdog
 import Foundation
 import Logging
 import Synchronization
@@ -12,13 +13,22 @@ import UnderstudyCore
 /// - lease at risk (no renewal confirmed by s + T − I, or the store says the lease is lost): SIGTERM, then
 ///   SIGKILL at s + T − 3I/4 at the latest, whatever `stopGrace` says; the store cannot grant the slot to
 ///   another member before s + T;
-/// - supervisor frozen or dead: the watchdog kills the command's group at s + T − 3I/4, or at once on end-of-file.
+/// - supervisor frozen or dead: the watchdog kills the command's tree at s + T − 3I/4, or at once on end-of-file,
+///   proves it gone and releases the slot itself (a compare-and-set on this incarnation and token);
+/// - watchdog dead: its guard kills the tree, and the supervisor proves it gone before it releases the slot.
+///
+/// Hooks run like the command, under a watchdog and bound to the same lease, and are killed with it.
 final class Supervisor: Sendable {
     struct Settings: Sendable {
         var configuration: GroupConfiguration
         var memberID: MemberID
         var weight: Int
         var store: any CoordinationStore
+        /// Where the store is, with its credentials: the watchdogs' releases open it again.
+        var location: StoreLocation
+        var containment: Containment
+        /// The environment of COMMAND and hooks, without the store's credentials.
+        var environment: [String: String]
         /// The resolved program and its arguments.
         var command: [String]
         var stopGrace: Duration
@@ -26,6 +36,7 @@ final class Supervisor: Sendable {
         var once: Bool
         var onActivate: String?
         var onDeactivate: String?
+        /// Hooks are killed after this long, and always when the lease is at risk.
         var hookTimeout: Duration
         var logFormat: LogFormat
         /// Where to serve the HTTP endpoint, if anywhere.
@@ -38,6 +49,8 @@ final class Supervisor: Sendable {
         var onceStatus: Int32?
         var shuttingDown = false
         var interrupts = 0
+        /// The token of the activation under way, which a second SIGINT releases.
+        var token: FencingToken?
     }
 
     /// What one activation knows about its lease, shared with the task that forwards lease updates.
@@ -77,6 +90,10 @@ final class Supervisor: Sendable {
     /// - Throws: ``CLIError`` when the store refuses the member or the HTTP endpoint cannot listen.
     func run() async throws(CLIError) -> Int32 {
         signal(SIGPIPE, SIG_IGN)
+        // Without a cgroup, orphans of a dead watchdog's tree are reparented here, to be killed (``Containment``).
+        if settings.containment == .processGroup, understudy_set_subreaper() != 0 {
+            throw CLIError(.invalidConfiguration, "cannot become a child subreaper: \(String(cString: strerror(errno)))")
+        }
         // The member's own lines about activation are replaced by ``logTransitions(_:)``, which adds the token
         // to every line; its errors (a refusal by the store) become this command's one-line error.
         var memberLogger = Logger(label: "understudy") { _ in LineLogHandler(format: self.settings.logFormat, dropping: .error) }
@@ -100,7 +117,7 @@ final class Supervisor: Sendable {
         }
         var endpoint: HTTPEndpoint?
         if let address = settings.http, let registry {
-            let started = try await HTTPEndpoint.start(on: address, member: member, registry: registry, logger: logger)
+            let started = try await HTTPEndpoint.start(on: address, member: member, containment: settings.containment, registry: registry, logger: logger)
             logger.notice("serving HTTP", metadata: ["address": "\(started.boundAddress)"])
             endpoint = started
         }
@@ -110,6 +127,7 @@ final class Supervisor: Sendable {
 
         logger.notice("joined", metadata: [
             "weight": "\(settings.weight)", "pid": "\(getpid())", "goal": "\(settings.configuration.activeGoal)",
+            "containment": "\(settings.containment)",
         ])
         let transitions = Task { await logTransitions(member.events) }
         let outcome: Result<Void, any Error>
@@ -133,7 +151,7 @@ final class Supervisor: Sendable {
         await transitions.value
         logger.notice("left")
         try? await settings.store.close()
-        return state.withLock { $0.shuttingDown ? 0 : $0.onceStatus ?? 0 }
+        return state.withLock { $0.interrupts >= 2 ? ExitStatus.interrupted.rawValue : $0.shuttingDown ? 0 : $0.onceStatus ?? 0 }
     }
 
     /// Refuses to start, before joining, when the id belongs to a process alive on this host or the goal differs.
@@ -181,23 +199,41 @@ final class Supervisor: Sendable {
         }
         defer { forwarder.cancel() }
 
-        var environment = ProcessInfo.processInfo.environment
+        state.withLock { $0.token = token }
+        defer { state.withLock { $0.token = nil } }
+        let release = SlotRelease(
+            store: settings.location.urlWithCredentials,
+            group: settings.configuration.name.rawValue,
+            activeGoal: settings.configuration.activeGoal,
+            activationNanoseconds: settings.configuration.activationInterval.nanoseconds,
+            member: member.info.id.rawValue,
+            incarnation: member.info.incarnation,
+            weight: member.info.weight,
+            host: member.info.host,
+            pid: member.info.pid,
+            token: token.rawValue,
+            logFormat: settings.logFormat.rawValue
+        ).bytes
+        var environment = settings.environment
         environment["UNDERSTUDY_GROUP"] = settings.configuration.name.rawValue
         environment["UNDERSTUDY_MEMBER_ID"] = settings.memberID.rawValue
         environment["UNDERSTUDY_FENCING_TOKEN"] = "\(token)"
+        func run(_ command: [String], _ name: String, timeout: Duration?, stopOnCancel: Bool) async -> Int32? {
+            await runWatched(command, name: name, environment: environment, token: token, lease: lease, release: release, timeout: timeout, stopOnCancel: stopOnCancel)
+        }
         if let hook = settings.onActivate {
-            await runHook(hook, name: "on-activate", environment: environment, token: token)
+            _ = await run(["/bin/sh", "-c", hook], "on-activate", timeout: settings.hookTimeout, stopOnCancel: true)
         }
 
         var status: Int32?
         if !Task.isCancelled {
-            status = await runCommand(environment: environment, token: token, lease: lease)
+            status = await run(settings.command, "command", timeout: nil, stopOnCancel: true)
         }
         let cancelled = Task.isCancelled
         let reason = cancelled ? state.withLock { $0.reason?.rawValue } ?? "stopped" : DeactivationReason.resigned.rawValue
         if let hook = settings.onDeactivate {
             environment["UNDERSTUDY_REASON"] = reason
-            await runHook(hook, name: "on-deactivate", environment: environment, token: token)
+            _ = await run(["/bin/sh", "-c", hook], "on-deactivate", timeout: settings.hookTimeout, stopOnCancel: false)
         }
         if settings.once {
             state.withLock { $0.onceStatus = status ?? 0 }
@@ -205,61 +241,88 @@ final class Supervisor: Sendable {
         }
     }
 
-    /// Runs the command until it exits or the activation is cancelled; returns its status.
-    private func runCommand(environment: [String: String], token: FencingToken, lease: Lease) async -> Int32? {
-        let child: WatchedProcess
+    /// Runs the command or a hook under the watchdog, bound to the lease: its tree is killed at the lease's
+    /// deadline minus the margin, by `stopBy`, after `timeout`, and (with `stopOnCancel`) stopped with the grace
+    /// when the activation is cancelled. Nothing starts once the lease has run out. Returns its status, `nil`
+    /// when it did not start; only returns once its tree is proven gone.
+    private func runWatched(
+        _ command: [String],
+        name: String,
+        environment: [String: String],
+        token: FencingToken,
+        lease: Lease,
+        release: [UInt8],
+        timeout: Duration?,
+        stopOnCancel: Bool
+    ) async -> Int32? {
+        let margin = killMargin
+        let started: WatchedProcess?
         do throws(CLIError) {
-            child = try lease.values.withLock { lease throws(CLIError) in
+            started = try lease.values.withLock { lease throws(CLIError) -> WatchedProcess? in
+                let now = MonotonicClock.now()
+                guard now < lease.validUntil - margin, now < (lease.stopBy ?? lease.validUntil) - margin else { return nil }
                 let child = try WatchedProcess(
-                    command: settings.command,
+                    command: command,
                     environment: environment,
                     deadline: lease.validUntil,
-                    margin: killMargin
+                    margin: margin,
+                    containment: settings.containment,
+                    release: release
                 )
                 lease.child = child
-                if let stopBy = lease.stopBy { child.kill(by: stopBy, margin: killMargin) }
+                if let stopBy = lease.stopBy { child.kill(by: stopBy, margin: margin) }
                 return child
             }
         } catch {
-            logger.error("cannot start the command", metadata: ["token": "\(token)", "error": "\(error.message)"])
+            logger.error("cannot start the \(name)", metadata: ["token": "\(token)", "error": "\(error.message)"])
+            return nil
+        }
+        guard let child = started else {
+            logger.warning("\(name) not started: the lease has run out", metadata: ["token": "\(token)"])
             return nil
         }
         state.withLock { $0.child = child }
         defer { state.withLock { $0.child = nil } }
-        logger.info("command started", metadata: ["token": "\(token)", "watchdog": "\(child.pid)"])
-        let grace = settings.stopGrace
-        let status = await withTaskCancellationHandler {
-            await child.waitForExit()
-        } onCancel: {
-            child.stop(grace: grace)
+        if name == "command" {
+            logger.info("command started", metadata: ["token": "\(token)", "watchdog": "\(child.pid)", "containment": "\(settings.containment)"])
         }
-        if Task.isCancelled {
-            logger.info("command stopped", metadata: ["token": "\(token)", "status": "\(status)"])
+        let startedAt = MonotonicClock.now()
+        let timer = timeout.map { timeout in
+            Task {
+                try? await Task.sleep(for: timeout)
+                if !Task.isCancelled { child.kill() }
+            }
+        }
+        let grace = settings.stopGrace
+        let status = if stopOnCancel {
+            await withTaskCancellationHandler {
+                await child.waitForExit()
+            } onCancel: {
+                child.stop(grace: grace)
+            }
         } else {
-            logger.notice("command exited", metadata: ["token": "\(token)", "status": "\(status)"])
+            await child.waitForExit()
+        }
+        timer?.cancel()
+        let leaseRanOut = lease.values.withLock { MonotonicClock.now() >= $0.validUntil - margin }
+        var metadata: Logger.Metadata = ["token": "\(token)", "status": "\(status)"]
+        if child.watchdogDied {
+            logger.warning("the watchdog died: the \(name)'s tree was killed and is proven gone", metadata: metadata)
+        } else if leaseRanOut {
+            logger.warning("the \(name) was killed: the lease ran out", metadata: metadata)
+        } else if name != "command" {
+            if let timeout, MonotonicClock.now() - startedAt >= timeout {
+                metadata["timeout"] = "\(timeout.formatted)"
+                logger.warning("\(name) timed out and was killed", metadata: metadata)
+            } else if status != 0 {
+                logger.warning("\(name) failed", metadata: metadata)
+            }
+        } else if Task.isCancelled {
+            logger.info("command stopped", metadata: metadata)
+        } else {
+            logger.notice("command exited", metadata: metadata)
         }
         return status
-    }
-
-    /// Runs a hook through `/bin/sh -c` under the watchdog, which kills it after the hook timeout.
-    private func runHook(_ command: String, name: String, environment: [String: String], token: FencingToken) async {
-        let started = MonotonicClock.now()
-        do {
-            let hook = try WatchedProcess(
-                command: ["/bin/sh", "-c", command],
-                environment: environment,
-                deadline: started + settings.hookTimeout,
-                margin: .zero
-            )
-            let status = await hook.waitForExit()
-            if MonotonicClock.now() - started >= settings.hookTimeout {
-                logger.warning("\(name) timed out and was killed", metadata: ["token": "\(token)", "timeout": "\(settings.hookTimeout.formatted)"])
-            } else if status != 0 {
-                logger.warning("\(name) failed", metadata: ["token": "\(token)", "status": "\(status)"])
-            }
-        } catch {
-            logger.warning("cannot run \(name)", metadata: ["token": "\(token)", "error": "\(error.message)"])
-        }
     }
 
     // MARK: Transitions and signals
@@ -289,23 +352,46 @@ final class Supervisor: Sendable {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
             source.setEventHandler { [self] in
-                let (first, interrupts, child) = state.withLock { state in
+                let (first, interrupts, child, token) = state.withLock { state in
                     defer { state.shuttingDown = true }
                     if number == SIGINT { state.interrupts += 1 }
-                    return (!state.shuttingDown, state.interrupts, state.child)
+                    return (!state.shuttingDown, state.interrupts, state.child, state.token)
                 }
                 if first {
                     logger.notice("shutting down", metadata: ["signal": "\(Self.name(of: number))"])
                     member.leave()
-                } else if interrupts >= 2 {
+                } else if interrupts == 2 {
                     logger.warning("second SIGINT: stopping at once")
                     child?.kill()
-                    exit(ExitStatus.interrupted.rawValue)
+                    Task { await self.exitAtOnce(after: child, releasing: token, member: member) }
                 }
             }
             source.resume()
             return source
         }
+    }
+
+    /// The second SIGINT: once the tree is proven gone, releases the slot (bounded by T; it expires anyway)
+    /// and exits with 130.
+    private func exitAtOnce(after child: WatchedProcess?, releasing token: FencingToken?, member: Member) async -> Never {
+        if let child { _ = await child.waitForExit() }
+        if let token {
+            let configuration = settings.configuration
+            let heartbeat = Heartbeat(
+                group: configuration.name, activeGoal: configuration.activeGoal,
+                activationInterval: configuration.activationInterval, member: member.info, phase: .stopping,
+                intent: .leave(releasing: token)
+            )
+            let store = settings.store
+            Task {
+                try? await Task.sleep(for: configuration.activationInterval)
+                exit(ExitStatus.interrupted.rawValue)
+            }
+            if (try? await store.heartbeat(heartbeat)) != nil {
+                logger.notice("released the slot", metadata: ["token": "\(token)", "reason": "interrupted"])
+            }
+        }
+        exit(ExitStatus.interrupted.rawValue)
     }
 
     private static func name(of signal: Int32) -> String {

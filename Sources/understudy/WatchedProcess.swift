@@ -4,22 +4,31 @@ import Synchronization
 import Understudy
 import UnderstudyCore
 
-/// A command running under the watchdog (a copy of this executable, see `CUnderstudyWatchdog`), in its own
-/// process group, with stdin, stdout and stderr passed through.
+/// A command running under the watchdog (a copy of this executable, see `CUnderstudyWatchdog`), with its
+/// whole process tree held by a ``Containment``, and stdin, stdout and stderr passed through.
 ///
 /// The supervisor talks to the watchdog through a pipe only it can write. The watchdog kills the command's
-/// process group with SIGKILL when that pipe reaches end-of-file (this process died, even by SIGKILL) and when
-/// the newest lease deadline minus `margin` passes (this process is frozen and cannot renew). So the command
-/// never outlives the lease that allowed it to run, whatever happens to the supervisor.
+/// tree with SIGKILL when that pipe reaches end-of-file (this process died, even by SIGKILL) and when the
+/// newest lease deadline minus `margin` passes (this process is frozen and cannot renew); it then proves the
+/// tree gone and gives the slot back with `release`. If the watchdog itself dies, its guard inside the tree
+/// kills the tree, and this process proves it gone before ``waitForExit()`` returns. So the command never
+/// outlives the lease that allowed it to run, and no release precedes its death.
 final class WatchedProcess: Sendable {
     /// The first argument that turns this executable into the watchdog.
     static let watchdogArgument = "__watchdog"
 
-    /// The watchdog's pid; the command is its only child.
+    /// The watchdog's pid; the guard is its only child, the command the guard's.
     let pid: pid_t
+    /// The command's cgroup leaf, `nil` in process-group mode.
+    let leaf: String?
     private let control: Mutex<Int32>
     private let exitCode = Mutex<Int32?>(nil)
     private let waiters = Mutex<[CheckedContinuation<Int32, Never>]>([])
+    /// Whether the watchdog was reaped (then its pid may be reused), and whether this process killed it.
+    private let watchdog = Mutex<(reaped: Bool, killedByUs: Bool, signaled: Bool)>((false, false, false))
+
+    /// The watchdogs of this process not yet reaped: orphans are every other child.
+    private static let live = Mutex<Set<pid_t>>([])
 
     /// Starts `command` under the watchdog.
     ///
@@ -27,20 +36,45 @@ final class WatchedProcess: Sendable {
     ///   - command: the program (resolved with `PATH`) and its arguments.
     ///   - environment: the command's complete environment.
     ///   - deadline: the command is killed at `deadline - margin` unless ``extend(until:)`` moves it.
+    ///   - containment: how the command's tree is held; in process-group mode this process MUST be a child
+    ///     subreaper (``Containment``) for ``waitForExit()`` to prove the tree gone after a watchdog's death.
+    ///   - release: what `understudy __release-slot` reads to give the slot back once the watchdog has killed
+    ///     the tree on its own (`nil`: nothing to release). Passed in an anonymous file, never in arguments.
     /// - Throws: ``CLIError`` when the watchdog cannot be started.
-    init(command: [String], environment: [String: String], deadline: Instant, margin: Duration) throws(CLIError) {
+    init(
+        command: [String],
+        environment: [String: String],
+        deadline: Instant,
+        margin: Duration,
+        containment: Containment = .processGroup,
+        release: [UInt8]? = nil
+    ) throws(CLIError) {
         var fds: [Int32] = [-1, -1]
         guard understudy_pipe_cloexec(&fds) == 0 else {
             throw CLIError(.storeUnavailable, "cannot create a pipe: \(String(cString: strerror(errno)))")
         }
+        let leaf: String?
+        do {
+            leaf = try containment.makeLeaf()
+        } catch {
+            close(fds[0])
+            close(fds[1])
+            throw error
+        }
+        let ticket = release.map { bytes in bytes.withUnsafeBytes { understudy_memfd($0.baseAddress, $0.count) } } ?? -1
+        defer { if ticket >= 0 { close(ticket) } }
         let executable = Self.executablePath
-        let arguments = [executable, Self.watchdogArgument, "3", String(margin.nanoseconds), String(deadline.nanoseconds)] + command
+        let arguments = [
+            executable, Self.watchdogArgument, "3", String(margin.nanoseconds), String(deadline.nanoseconds),
+            leaf ?? "-", ticket >= 0 ? "4" : "-1",
+        ] + command
         let variables = environment.map { "\($0.key)=\($0.value)" }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, fds[0], 3)
+        if ticket >= 0 { posix_spawn_file_actions_adddup2(&actions, ticket, 4) }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -55,24 +89,57 @@ final class WatchedProcess: Sendable {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
         var spawned: pid_t = 0
-        let result = withCStrings(arguments) { argv in
-            withCStrings(variables) { envp in
-                posix_spawn(&spawned, executable, &actions, &attributes, argv, envp)
+        // Registered while spawning, so that no orphan hunt takes the new watchdog for an orphan.
+        let result = Self.live.withLock { live in
+            let result = withCStrings(arguments) { argv in
+                withCStrings(variables) { envp in
+                    posix_spawn(&spawned, executable, &actions, &attributes, argv, envp)
+                }
             }
+            if result == 0 { live.insert(spawned) }
+            return result
         }
         close(fds[0])
         guard result == 0 else {
             close(fds[1])
+            if let leaf { rmdir(leaf) }
             throw CLIError(.commandNotExecutable, "cannot start the watchdog \(executable): \(String(cString: strerror(result)))")
         }
         let pid = spawned
         self.pid = pid
+        self.leaf = leaf
         control = Mutex(fds[1])
-        // Reaping needs a blocking waitpid(2): a thread of its own, which keeps `self` alive until then.
+        // Reaping needs a blocking wait: a thread of its own, which keeps `self` alive until then.
         Thread.detachNewThread {
+            var info = siginfo_t()
+            while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0, errno == EINTR {}
             var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+            self.watchdog.withLock { watchdog in
+                while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+                watchdog.reaped = true
+                watchdog.signaled = status & 0x7f != 0
+            }
+            Self.live.withLock { _ = $0.remove(pid) }
+            self.confirmTreeGone()
             self.reaped(status)
+        }
+    }
+
+    /// Kills what may be left of the tree and returns once it is proven gone: the cgroup is empty, or every
+    /// orphan reparented to this subreaper is reaped. The watchdog normally did this already; this covers its
+    /// death.
+    private func confirmTreeGone() {
+        if let leaf {
+            while understudy_cgroup_kill(leaf) != 0 {
+                // Only a vanished cgroup file system gets here; nothing can be proven, and nothing to wait for.
+                if errno == EINTR { continue }
+                return
+            }
+        } else {
+            Self.live.withLock { live in
+                let keep = Array(live)
+                keep.withUnsafeBufferPointer { understudy_kill_orphans($0.baseAddress, Int32($0.count)) }
+            }
         }
     }
 
@@ -90,19 +157,39 @@ final class WatchedProcess: Sendable {
         for waiter in pending { waiter.resume(returning: code) }
     }
 
+    /// Whether the watchdog itself was killed by a signal this process did not send: its guard then killed the
+    /// tree, and ``waitForExit()`` returned only once the tree was proven gone.
+    var watchdogDied: Bool {
+        watchdog.withLock { $0.signaled && !$0.killedByUs }
+    }
+
     /// The lease is vouched for until `instant`: the watchdog lets the command run until `instant - margin`.
     func extend(until instant: Instant) {
         send("d \(instant.nanoseconds)\n")
     }
 
-    /// Sends SIGTERM to the command's process group.
+    /// Sends SIGTERM to the command's tree (every process of its cgroup; in process-group mode, its process group).
     func terminate() {
         send("t\n")
     }
 
-    /// Sends SIGKILL to the command's process group.
+    /// Kills the command's whole tree with SIGKILL, without relying on the watchdog (which may be frozen):
+    /// asks it, kills the cgroup directly, and kills the watchdog, whose guard then kills what is left.
+    /// ``waitForExit()`` returns once the tree is proven gone.
     func kill() {
         send("k\n")
+        if let leaf {
+            let descriptor = open(leaf + "/cgroup.kill", O_WRONLY | O_CLOEXEC)
+            if descriptor >= 0 {
+                _ = write(descriptor, "1", 1)
+                close(descriptor)
+            }
+        }
+        watchdog.withLock { watchdog in
+            guard !watchdog.reaped else { return }
+            watchdog.killedByUs = true
+            Glibc.kill(pid, SIGKILL)
+        }
     }
 
     /// Stops the command: SIGTERM now, SIGKILL after `grace` if it is still running.

@@ -6,5 +6,9 @@ import Foundation
 if CommandLine.arguments.count > 1, CommandLine.arguments[1] == WatchedProcess.watchdogArgument {
     exit(understudy_watchdog_main(CommandLine.argc - 1, CommandLine.unsafeArgv + 1))
 }
+// The watchdog's one-shot release of a slot once it has proven the command's tree dead.
+if CommandLine.arguments.count > 1, CommandLine.arguments[1] == ReleaseSlot.argument {
+    exit(await ReleaseSlot.main())
+}
 
 await UnderstudyCommand.entry()

@@ -24,6 +24,10 @@ struct BadInputTests {
         (["run", "--group", "g", "--store", "sqlite://relative.db", "--", "true"], 67, "sqlite:///absolute"),
         (["run", "--group", "g", "--store", "/proc/understudy/store.db", "--", "true"], 68, "store"),
         (["run", "--group", "g", "--bogus", "--", "true"], 64, "--bogus"),
+        (["run", "--group", "g", "--containment", "jail", "--", "true"], 64, "--containment"),
+        (["run", "--group", "g", "--password-file", "/etc/hostname", "--", "true"], 66, "only a PostgreSQL store"),
+        (["run", "--group", "g", "--store", "postgres://u@127.0.0.1:1/db", "--password-file", "/nonexistent/pw", "--", "true"], 72, "password file"),
+        (["status", "--store", "postgres://u@127.0.0.1:1/db", "--password-file", "/nonexistent/pw"], 72, "password file"),
     ]
 
     @Test(arguments: 0..<cases.count)

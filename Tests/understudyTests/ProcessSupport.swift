@@ -2,8 +2,10 @@ import Foundation
 import Synchronization
 import Testing
 
-/// The `understudy` executable built next to this test bundle.
+/// The `understudy` executable built next to this test bundle, or `UNDERSTUDY_TEST_BINARY` (to run the tests
+/// against another build, e.g. to show that a test fails without its fix).
 let understudyPath: String = {
+    if let binary = ProcessInfo.processInfo.environment["UNDERSTUDY_TEST_BINARY"], !binary.isEmpty { return binary }
     let candidates = [
         (CommandLine.arguments[0] as NSString).deletingLastPathComponent,
         Bundle.main.bundleURL.deletingLastPathComponent().path,
@@ -61,7 +63,7 @@ final class Launched {
     let stdoutPath: String
 
     /// Runs `understudy` with `arguments`, or with `executable`, the program `arguments[0]` with the rest.
-    init(_ arguments: [String], in scratch: Scratch, name: String, executable: Bool = false) throws {
+    init(_ arguments: [String], in scratch: Scratch, name: String, environment: [String: String]? = nil, executable: Bool = false) throws {
         stderrPath = scratch.file("\(name).err")
         stdoutPath = scratch.file("\(name).out")
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
@@ -69,6 +71,7 @@ final class Launched {
         process = Process()
         process.executableURL = URL(fileURLWithPath: executable ? arguments[0] : understudyPath)
         process.arguments = executable ? Array(arguments.dropFirst()) : arguments
+        if let environment { process.environment = environment }
         process.standardInput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath))

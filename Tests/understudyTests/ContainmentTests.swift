@@ -86,10 +86,10 @@ struct ContainmentTests {
         let script = try Self.escapingScript(in: scratch)
         let store = scratch.file("store.db")
         let a = try Self.member("a", store: store, mode: mode, script: script, in: scratch)
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("escaper 1") } })
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
         let b = try Self.member("b", store: store, mode: mode, script: script, in: scratch)
         #expect(try await eventually { b.stderr.contains("joined") })
-        let escaper = try #require(entries(scratch.lines("log")).first { $0.kind == "escaper" }).pid
+        let escaper = try #require(entries(scratch.linesByTokenRank("log")).first { $0.kind == "escaper" }).pid
         let watchdog = try #require(Self.watchdogPID(a))
         switch victim {
         case .supervisor: a.signal(SIGKILL)
@@ -98,11 +98,11 @@ struct ContainmentTests {
             a.signal(SIGKILL)
             kill(watchdog, SIGKILL)
         }
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("start 2") } }, "\(a.stderr)\n\(b.stderr)")
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } }, "\(a.stderr)\n\(b.stderr)")
         #expect(!isAlive(escaper), "the setsid escaper of token 1 outlived its lease")
         // Long enough for a surviving escaper to tick a few times.
-        #expect(try await eventually { scratch.lines("log").filter { $0.hasPrefix("tick 2") }.count >= 5 })
-        Self.checkNoOverlap(scratch.lines("log"))
+        #expect(try await eventually { scratch.linesByTokenRank("log").filter { $0.hasPrefix("tick 2") }.count >= 5 })
+        Self.checkNoOverlap(scratch.linesByTokenRank("log"))
         if victim == .supervisor {
             // Proof-of-death failover: the watchdog released the slot itself, the lease did not have to expire.
             #expect(try await eventually { a.stderr.contains("released the slot") }, "\(a.stderr)")
@@ -127,13 +127,13 @@ struct ContainmentTests {
         // A long lease: only the watchdog's release lets b in within the test's patience.
         let long = ["--heartbeat", "10s", "--activation", "60s"]
         let a = try Self.member("a", store: store, mode: "auto", script: script, in: scratch, extra: long)
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("escaper 1") } }, "\(a.stderr)")
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } }, "\(a.stderr)")
         let b = try Self.member("b", store: store, mode: "auto", script: script, in: scratch, extra: long)
         #expect(try await eventually { b.stderr.contains("joined") })
         a.signal(SIGKILL)
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("start 2") } }, "\(a.stderr)\n\(b.stderr)")
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } }, "\(a.stderr)\n\(b.stderr)")
         #expect(a.stderr.contains("released the slot"), "\(a.stderr)")
-        Self.checkNoOverlap(scratch.lines("log"))
+        Self.checkNoOverlap(scratch.linesByTokenRank("log"))
         b.signal(SIGTERM)
         #expect(try await b.exitStatus() == 0)
     }
@@ -163,14 +163,14 @@ struct ContainmentTests {
         let script = try Self.escapingScript(in: scratch, waitingOnSIGTERM: true)
         let store = scratch.file("store.db")
         let a = try Self.member("a", store: store, mode: mode, script: script, in: scratch)
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("escaper 1") } })
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
         let b = try Self.member("b", store: store, mode: mode, script: script, in: scratch)
         #expect(try await eventually { b.stderr.contains("joined") })
         a.signal(SIGTERM)
         #expect(try await a.exitStatus() == 0)
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("start 2") } })
-        #expect(scratch.lines("log").contains("term 1") == (mode == "cgroup"), "\(scratch.lines("log"))")
-        Self.checkNoOverlap(scratch.lines("log"))
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } })
+        #expect(scratch.linesByTokenRank("log").contains("term 1") == (mode == "cgroup"), "\(scratch.linesByTokenRank("log"))")
+        Self.checkNoOverlap(scratch.linesByTokenRank("log"))
         b.signal(SIGTERM)
         #expect(try await b.exitStatus() == 0)
     }
@@ -183,17 +183,17 @@ struct ContainmentTests {
         let script = try Self.escapingScript(in: scratch)
         let store = scratch.file("store.db")
         let a = try Self.member("a", store: store, mode: mode, script: script, in: scratch, extra: ["--stop-grace", "500ms"])
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("escaper 1") } })
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
         let b = try Self.member("b", store: store, mode: mode, script: script, in: scratch)
         #expect(try await eventually { b.stderr.contains("joined") })
-        let escaper = try #require(entries(scratch.lines("log")).first { $0.kind == "escaper" }).pid
+        let escaper = try #require(entries(scratch.linesByTokenRank("log")).first { $0.kind == "escaper" }).pid
         let watchdog = try #require(Self.watchdogPID(a))
         kill(watchdog, SIGSTOP)
         a.signal(SIGTERM)
         #expect(try await a.exitStatus() == 0, "\(a.stderr)")
         #expect(!isAlive(escaper) && !isAlive(watchdog))
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("start 2") } })
-        Self.checkNoOverlap(scratch.lines("log"))
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } })
+        Self.checkNoOverlap(scratch.linesByTokenRank("log"))
         b.signal(SIGTERM)
         #expect(try await b.exitStatus() == 0)
     }
@@ -210,15 +210,15 @@ struct ContainmentTests {
             "--on-deactivate", "echo hook-deactivate $UNDERSTUDY_FENCING_TOKEN 0 >> \(log)",
         ]
         let a = try Self.member("a", store: store, mode: "auto", script: script, in: scratch, extra: hooks)
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("escaper 1") } })
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
         let b = try Self.member("b", store: store, mode: "auto", script: script, in: scratch, extra: hooks)
         #expect(try await eventually { b.stderr.contains("joined") })
         a.signal(SIGSTOP)
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("start 2") } })
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } })
         a.signal(SIGCONT)
         #expect(try await eventually { a.stderr.contains("deactivated") }, "\(a.stderr)")
-        #expect(try await eventually { scratch.lines("log").filter { $0.hasPrefix("tick 2") }.count >= 5 })
-        let lines = scratch.lines("log")
+        #expect(try await eventually { scratch.linesByTokenRank("log").filter { $0.hasPrefix("tick 2") }.count >= 5 })
+        let lines = scratch.linesByTokenRank("log")
         Self.checkNoOverlap(lines)
         #expect(lines.filter { $0.hasPrefix("start ") }.map { $0.split(separator: " ")[1] } == ["1", "2"], "\(lines)")
         #expect(!lines.contains("hook-deactivate 1 0"), "a hook ran on the stale token: \(lines)")
@@ -236,13 +236,13 @@ struct ContainmentTests {
         let store = scratch.file("store.db")
         let hook = "setsid sh -c 'while :; do echo \"hook $UNDERSTUDY_FENCING_TOKEN 0\" >> \(log); sleep 0.05; done' & wait"
         let a = try Self.member("a", store: store, mode: "auto", script: script, in: scratch, extra: ["--on-activate", hook, "--hook-timeout", "1h"])
-        #expect(try await eventually { scratch.lines("log").contains("hook 1 0") })
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains("hook 1 0") })
         let b = try Self.member("b", store: store, mode: "auto", script: script, in: scratch, extra: ["--hook-timeout", "1h"])
         #expect(try await eventually { b.stderr.contains("joined") })
         a.signal(SIGSTOP)
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("start 2") } }, "\(b.stderr)")
-        #expect(try await eventually { scratch.lines("log").filter { $0.hasPrefix("tick 2") }.count >= 5 })
-        Self.checkNoOverlap(scratch.lines("log"))
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } }, "\(b.stderr)")
+        #expect(try await eventually { scratch.linesByTokenRank("log").filter { $0.hasPrefix("tick 2") }.count >= 5 })
+        Self.checkNoOverlap(scratch.linesByTokenRank("log"))
         a.signal(SIGCONT)
         for member in [a, b] { member.signal(SIGTERM) }
         for member in [a, b] { #expect(try await member.exitStatus() == 0) }
@@ -257,7 +257,7 @@ struct ContainmentTests {
              "--on-activate", "sleep 300", "--", "/bin/sh", "-c", "echo started >> \(log); sleep 300"],
             in: scratch, name: "member"
         )
-        #expect(try await eventually(timeout: .seconds(10)) { scratch.lines("log") == ["started"] }, "\(member.stderr)")
+        #expect(try await eventually(timeout: .seconds(10)) { scratch.linesByTokenRank("log") == ["started"] }, "\(member.stderr)")
         #expect(member.stderr.contains("on-activate timed out and was killed") && member.stderr.contains("timeout=400ms"), "\(member.stderr)")
         member.signal(SIGTERM)
         #expect(try await member.exitStatus() == 0)
@@ -268,11 +268,11 @@ struct ContainmentTests {
     @Test func test_secondInterrupt_releasesTheSlotAfterTheTreeIsDead() async throws {
         let scratch = try Scratch()
         let script = try Self.escapingScript(in: scratch, ignoringSIGTERM: true)
-        let store = scratch.file("store.db")
+        let store = try await scratch.seasonedSQLiteStore("store.db")
         // A lease far longer than the test's patience: only a release lets b in.
         let long = ["--heartbeat", "10s", "--activation", "60s"]
         let a = try Self.member("a", store: store, mode: "auto", script: script, in: scratch, extra: long + ["--stop-grace", "60s"])
-        #expect(try await eventually { scratch.lines("log").contains { $0.hasPrefix("escaper 1") } })
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
         let b = try Self.member("b", store: store, mode: "auto", script: script, in: scratch, extra: long)
         #expect(try await eventually { b.stderr.contains("joined") })
         a.signal(SIGINT)
@@ -280,8 +280,8 @@ struct ContainmentTests {
         a.signal(SIGINT)
         #expect(try await a.exitStatus() == 130, "\(a.stderr)")
         // b hears of the release at once (change announcement) or at its next heartbeat (10 s).
-        #expect(try await eventually(timeout: .seconds(20)) { scratch.lines("log").contains { $0.hasPrefix("start 2") } })
-        Self.checkNoOverlap(scratch.lines("log"))
+        #expect(try await eventually(timeout: .seconds(20)) { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } })
+        Self.checkNoOverlap(scratch.linesByTokenRank("log"))
         b.signal(SIGTERM)
         #expect(try await b.exitStatus() == 0)
     }
@@ -297,7 +297,8 @@ struct ContainmentTests {
             ["run", "--group", "g", "--store", store, "--id", "b", "--", "/bin/sh", "-c", "echo start $UNDERSTUDY_FENCING_TOKEN 0 >> \(log); exec sleep 300"],
             in: scratch, name: "b"
         )
-        #expect(try await eventually { scratch.lines("log") == ["start 1 0"] })
+        #expect(try await eventually { scratch.linesByTokenRank("log") == ["start 1 0"] })
+        let token = try #require(scratch.lines("log").first.flatMap { Int($0.split(separator: " ")[1]) })
         func release(member: String, token: Int, store: String) async throws -> (status: Int32, stderr: String) {
             let blob = scratch.file("release-\(member)-\(token).json")
             let json = """
@@ -309,16 +310,16 @@ struct ContainmentTests {
             let result = try await understudyShell("exec \"$0\" __release-slot 3<\"\(blob)\"", in: scratch)
             return (result.status, result.stderr)
         }
-        let stale = try await release(member: "a", token: 1, store: store)
+        let stale = try await release(member: "a", token: token, store: store)
         #expect(stale.status == 0 && stale.stderr.contains("nothing to release"), "\(stale.stderr)")
-        let otherIncarnation = try await release(member: "b", token: 1, store: store)
+        let otherIncarnation = try await release(member: "b", token: token, store: store)
         #expect(otherIncarnation.status == 0 && otherIncarnation.stderr.contains("another incarnation"), "\(otherIncarnation.stderr)")
         let status = try await understudy(["status", "--store", store, "--json"], in: scratch)
-        #expect(status.stdout.contains("\"lastToken\" : 1") || status.stdout.contains("\"lastToken\":1"), "\(status.stdout)")
+        #expect(status.stdout.contains("\"lastToken\" : \(token)") || status.stdout.contains("\"lastToken\":\(token)"), "\(status.stdout)")
         #expect(status.stdout.contains("\"state\" : \"active\"") || status.stdout.contains("\"state\":\"active\""), "\(status.stdout)")
-        #expect(scratch.lines("log") == ["start 1 0"], "the lease of b moved")
+        #expect(scratch.linesByTokenRank("log") == ["start 1 0"], "the lease of b moved")
         // A PostgreSQL server that is not there: refused connections, retried until T has passed.
-        let unreachable = try await release(member: "b", token: 1, store: "postgres://u:p@127.0.0.1:1/db?sslmode=disable")
+        let unreachable = try await release(member: "b", token: token, store: "postgres://u:p@127.0.0.1:1/db?sslmode=disable")
         #expect(unreachable.status == 68 && unreachable.stderr.contains("expires by itself"), "\(unreachable.stderr)")
         b.signal(SIGTERM)
         #expect(try await b.exitStatus() == 0)

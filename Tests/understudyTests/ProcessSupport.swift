@@ -35,6 +35,34 @@ final class Scratch: Sendable {
 
     func lines(_ name: String) -> [String] { read(name).split(separator: "\n").map(String.init) }
 
+    /// Creates the SQLite store at `path` and marks its record complete since long ago, for tests whose lease is
+    /// longer than they can wait: a new store grants nothing for T (it may replace one whose leases still run).
+    func seasonedSQLiteStore(_ name: String) async throws -> String {
+        let path = file(name)
+        let created = try await understudy(
+            ["run", "--group", "seed", "--store", path, "--heartbeat", "100ms", "--activation", "500ms", "--once", "--", "true"], in: self
+        )
+        #expect(created.status == 0, "\(created.stderr)")
+        let season = "import sqlite3; c = sqlite3.connect('\(path)', timeout=10); c.execute(\"UPDATE understudy_meta SET value = '0' WHERE key = 'record_complete_since'\"); c.commit()"
+        let python = try Launched(["/usr/bin/env", "python3", "-c", season], in: self, name: "season", executable: true)
+        #expect(try await python.exitStatus() == 0, "\(python.stderr)")
+        return path
+    }
+
+    /// The lines of `name` with each fencing token (the second field) replaced by its rank among the tokens in
+    /// the file: 1 for the first command's, 2 for the next. Tokens grow but are not consecutive (a new store's
+    /// first one is its wall clock in microseconds).
+    func linesByTokenRank(_ name: String) -> [String] {
+        let lines = lines(name).map { $0.split(separator: " ", omittingEmptySubsequences: false).map(String.init) }
+        let ranks = Dictionary(
+            uniqueKeysWithValues: Set(lines.compactMap { $0.count > 1 ? UInt64($0[1]) : nil }).sorted().enumerated().map { ($1, $0 + 1) }
+        )
+        return lines.map { fields in
+            guard fields.count > 1, let token = UInt64(fields[1]), let rank = ranks[token] else { return fields.joined(separator: " ") }
+            return ([fields[0], String(rank)] + fields.dropFirst(2)).joined(separator: " ")
+        }
+    }
+
     /// A shell script that records its life in `log` (`start TOKEN PID MEMBER`, `stop TOKEN PID`) and, holding an
     /// exclusive flock(1) for as long as it or anything it started lives, writes `OVERLAP` if another copy is
     /// still alive when it starts.

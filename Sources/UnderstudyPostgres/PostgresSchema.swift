@@ -9,7 +9,15 @@ enum PostgresSchema {
     static let version = 1
 
     /// The notification channel on which releases and joins are announced, with the group name as payload.
-    static func channel(schema: String) -> String { "understudy_\(schema)" }
+    /// PostgreSQL truncates identifiers to 63 bytes and `pg_notify` refuses longer channels, so a long schema name
+    /// is shortened and a hash of the whole name appended.
+    static func channel(schema: String) -> String {
+        let plain = "understudy_\(schema)"
+        guard plain.utf8.count > 63 else { return plain }
+        let hash = schema.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+        let hex = String(hash, radix: 16)
+        return "understudy_\(schema.prefix(32))_\(String(repeating: "0", count: 16 - hex.count))\(hex)"
+    }
 
     /// One `DO` block, serialized by an advisory lock, that creates or checks the schema and (re)defines the
     /// functions. `schema` MUST already be validated as a plain identifier.

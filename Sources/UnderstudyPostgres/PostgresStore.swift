@@ -75,6 +75,9 @@ public final class PostgresStore: CoordinationStore {
         )
         configuration.options.connectTimeout = .seconds(3)
         configuration.options.maximumConnections = 4
+        // The schema's functions lock before they read, which is right under read committed only: under repeatable
+        // read or serializable (a database's or role's default) concurrent heartbeats and first starts would fail.
+        configuration.options.additionalStartupParameters = [("default_transaction_isolation", "read committed")]
         // Connection failures surface as failed heartbeats, which the member logs (rate-limited); postgres-nio's own
         // per-attempt logs stay quiet, or an outage would flood the log.
         let quietLogger = {

@@ -193,6 +193,53 @@ struct PostgresStoreTests {
         member.leave()
         try await run.value
     }
+
+    @Test func schemaOf63Characters_joinsAndAnnounces() async throws {
+        let schema = "t_" + String(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16))
+            + String(repeating: "x", count: 45)
+        #expect(schema.count == 63)
+        let base = try TestPostgres.baseURL
+        let url = base + (base.contains("?") ? "&" : "?") + "schema=\(schema)"
+        let (joiner, listener) = (try await PostgresStore(url: url), try await PostgresStore(url: url))
+        var changes = try #require(listener.changes(of: GroupName("long"))).makeAsyncIterator()
+        _ = try await joiner.heartbeat(heartbeat(member("a"), group: "long", .none))
+        #expect(await changes.next() != nil)
+        try await joiner.close()
+        try await listener.close()
+    }
+
+    @Test func concurrentFirstStarts_underSerializableDefaultIsolation_allSucceed() async throws {
+        let base = try TestPostgres.baseURL
+        try await withRawConnection(base) { raw in
+            try await raw.execute("""
+                DO $$ BEGIN
+                    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'understudy_strict') THEN
+                        CREATE ROLE understudy_strict LOGIN PASSWORD 'strict';
+                    END IF;
+                END $$;
+                GRANT CREATE ON DATABASE postgres TO understudy_strict;
+                ALTER ROLE understudy_strict SET default_transaction_isolation = 'serializable';
+                """)
+        }
+        let location = try PostgresLocation(try TestPostgres.freshSchemaURL())
+        let url = "postgres://understudy_strict:strict@\(location.host):\(location.port)/postgres?sslmode=disable&schema=\(location.schema)"
+        let failures = await withTaskGroup(of: String?.self) { group in
+            for index in 0..<3 {
+                group.addTask {
+                    do {
+                        let store = try await PostgresStore(url: url)
+                        for _ in 0..<10 { _ = try await store.heartbeat(heartbeat(member("m\(index)"), group: "strict", goal: 2, .acquire)) }
+                        try await store.close()
+                        return nil
+                    } catch {
+                        return "\(error)"
+                    }
+                }
+            }
+            return await group.reduce(into: [String]()) { if let failure = $1 { $0.append(failure) } }
+        }
+        #expect(failures.isEmpty, "\(failures)")
+    }
 }
 
 /// Whether `beat` succeeds within 20 tries, each bounded by the store's timeout.

@@ -8,9 +8,13 @@ import UnderstudyCore
 
 /// A store on a PostgreSQL server, for members on several machines.
 ///
-/// - **One clock**: all lease arithmetic happens in SQL on the server's clock; members never compare clocks.
+/// - **One clock**: all lease arithmetic happens in SQL on the group's store clock, which follows the server's wall
+///   clock but does not jump with it: it moves no further than the heartbeating member measured on its own clock
+///   between two of its heartbeats (see "Clocks" in docs/design.md). Members never compare clocks.
 /// - **Compare-and-set**: a heartbeat is one call of a server-side function that takes the group's row lock and
-///   applies the rules of ``GroupLedger/apply(_:now:)``; the fencing token comes from the same transaction.
+///   applies the rules of ``GroupLedger/apply(_:at:)``; the fencing token comes from the same transaction. Tokens
+///   are at least the server's wall clock in microseconds, and a group grants nothing for T after its record may
+///   have become incomplete (a failover, a restore, a dropped schema), so a token is never issued twice.
 /// - **Few round trips**: the members of a process put their heartbeats on one grid, so they fall due together;
 ///   those that arrive while a round trip is under way (or within ``batchWindow``) travel together in the next
 ///   call, whatever their groups.
@@ -49,8 +53,8 @@ public final class PostgresStore: CoordinationStore {
     /// Connects, then creates or checks the schema.
     ///
     /// - Parameters:
-    ///   - clock: for tests only: judge time on this clock instead of the server's. Every user of one schema MUST
-    ///     use the same clock.
+    ///   - clock: for tests only: judge time on this clock instead of the groups' store clocks. Every user of one
+    ///     schema MUST use the same clock.
     /// - Throws: ``StoreError`` when the URL is malformed, the server cannot be reached, the schema belongs to
     ///   another application, or it was written by a newer Understudy.
     public init(
@@ -91,9 +95,7 @@ public final class PostgresStore: CoordinationStore {
         self.pool = Mutex(pool)
         batcher = HeartbeatBatcher(window: batchWindow)
         do {
-            _ = try await withTimeout(timeout, location: location) {
-                try await pool.client.query(PostgresQuery(unsafeSQL: PostgresSchema.migration(schema: location.schema)), logger: quietLogger)
-            }
+            try await withTimeout(timeout, location: location) { try await Self.migrate(pool.client, location: location, logger: quietLogger) }
         } catch {
             pool.shutDown()
             throw Self.storeError(error, location: location, opening: true)
@@ -104,6 +106,17 @@ public final class PostgresStore: CoordinationStore {
     deinit {
         pool.withLock { $0.shutDown() }
         listenerTask.withLock { $0?.cancel() }
+    }
+
+    /// Creates, checks or migrates the schema.
+    private static func migrate(_ client: PostgresClient, location: PostgresLocation, logger: Logger) async throws {
+        _ = try await client.query(PostgresQuery(unsafeSQL: PostgresSchema.migration(schema: location.schema)), logger: logger)
+    }
+
+    /// Whether the server failed a call because the schema or its functions are gone (dropped while members ran).
+    private static func schemaIsMissing(_ error: any Error) -> Bool {
+        guard let state = (error as? PSQLError)?.serverInfo?[.sqlState] else { return false }
+        return ["3F000", "42883", "42P01"].contains(state)  // invalid schema name, undefined function or table
     }
 
     /// How many times a round trip timed out and the connection pool was replaced.
@@ -153,7 +166,7 @@ public final class PostgresStore: CoordinationStore {
         do {
             let rows = try await client.query(
                 """
-                SELECT "\(unescaped: schema)".understudy_view(name, coalesce(\(now), "\(unescaped: schema)".understudy_now()))::text
+                SELECT "\(unescaped: schema)".understudy_view(name, coalesce(\(now), "\(unescaped: schema)".understudy_group_now(name)))::text
                 FROM "\(unescaped: schema)".groups ORDER BY name
                 """,
                 logger: logger
@@ -206,7 +219,7 @@ public final class PostgresStore: CoordinationStore {
     }
 
     /// One round trip: the batch applied by `understudy_heartbeats`, with its answer as JSON text.
-    private func apply(_ payload: String, isolated: Bool) async throws -> String {
+    private func apply(_ payload: String, isolated: Bool, recreating: Bool = true) async throws -> String {
         let schema = location.schema
         let now = clock.map { $0().nanoseconds / 1_000 }
         roundTripCount.add(1, ordering: .relaxed)
@@ -223,6 +236,17 @@ public final class PostgresStore: CoordinationStore {
             }
         } catch let error as StoreError {
             throw error
+        } catch where recreating && Self.schemaIsMissing(error) {
+            // Someone dropped the schema: create it again. Its groups are new and so grant nothing for T, and every
+            // token is at least the wall clock in µs: no lease the old schema held can be granted twice.
+            logger.debug("the schema is gone; creating it again", metadata: ["location": "\(location)"])
+            let location = location, logger = logger
+            do {
+                try await withPool { client in try await Self.migrate(client, location: location, logger: logger) }
+            } catch {
+                throw Self.storeError(error, location: location, opening: true)
+            }
+            return try await apply(payload, isolated: isolated, recreating: false)
         } catch {
             throw Self.storeError(error, location: location, opening: false)
         }
@@ -275,6 +299,8 @@ public final class PostgresStore: CoordinationStore {
         var phase: String
         var intent: String
         var token: Int64?
+        /// The member's send instant in µs on its own monotonic clock: the evidence that bounds the store clock.
+        var sent: Int64?
 
         init(index: Int, _ heartbeat: Heartbeat) {
             i = index
@@ -287,6 +313,7 @@ public final class PostgresStore: CoordinationStore {
             host = heartbeat.member.host
             pid = heartbeat.member.pid
             phase = heartbeat.phase.rawValue
+            sent = heartbeat.sentAt.map { $0.nanoseconds / 1_000 }
             switch heartbeat.intent {
             case .none: intent = "none"
             case .acquire: intent = "acquire"

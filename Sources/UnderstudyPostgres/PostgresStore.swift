@@ -207,13 +207,31 @@ public final class PostgresStore: CoordinationStore {
             logger.debug("a batch failed on the server; applying its heartbeats one by one", metadata: ["error": "\(error)"])
             text = try await apply(payload, isolated: true)
         }
-        let results = try JSONDecoder().decode([BatchResult].self, from: Data(text.utf8))
+        return Self.replies(text, to: batch, location: location)
+    }
+
+    /// The replies to `batch` in the server's answer `text`: a reply, or the error of a heartbeat whose part of the
+    /// answer is missing or out of range. Never traps, whatever the text.
+    static func replies(_ text: String, to batch: [Heartbeat], location: PostgresLocation) -> [Result<HeartbeatReply, any Error>] {
         var replies = [Result<HeartbeatReply, any Error>](
             repeating: .failure(StoreError(.corrupt, "the server left a heartbeat unanswered")),
             count: batch.count
         )
+        let results: [BatchResult]
+        do {
+            results = try JSONDecoder().decode([BatchResult].self, from: Data(text.utf8))
+        } catch {
+            return replies.map { _ in .failure(StoreError(.corrupt, "the answer of PostgreSQL at \(location) cannot be read: \(error)")) }
+        }
         for result in results where replies.indices.contains(result.i) {
-            replies[result.i] = Result { try Self.reply(result.result, to: batch[result.i], location: location) }
+            let heartbeat = batch[result.i]
+            replies[result.i] = Result {
+                switch result.result {
+                case .success(let json): try Self.reply(json, to: heartbeat, location: location)
+                case .failure(let error):
+                    throw StoreError(.corrupt, "group \"\(heartbeat.group)\" in \(location): the reply cannot be read: \(error)")
+                }
+            }
         }
         return replies
     }
@@ -324,9 +342,18 @@ public final class PostgresStore: CoordinationStore {
         }
     }
 
+    /// One heartbeat's part of the answer; a part that cannot be decoded fails that heartbeat only.
     private struct BatchResult: Decodable {
         var i: Int
-        var result: ReplyJSON
+        var result: Result<ReplyJSON, any Error>
+
+        enum CodingKeys: String, CodingKey { case i, result }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            i = try container.decode(Int.self, forKey: .i)
+            result = Result { try container.decode(ReplyJSON.self, forKey: .result) }
+        }
     }
 
     private struct ReplyJSON: Decodable {
@@ -367,9 +394,10 @@ public final class PostgresStore: CoordinationStore {
     }
 
     private static func reply(_ json: ReplyJSON, to heartbeat: Heartbeat, location: PostgresLocation) throws -> HeartbeatReply {
-        if let error = json.error {
-            throw StoreError(.corrupt, "group \"\(heartbeat.group)\" in \(location): \(error)")
+        func corrupt(_ what: String) -> StoreError {
+            StoreError(.corrupt, "group \"\(heartbeat.group)\" in \(location): \(what)")
         }
+        if let error = json.error { throw corrupt(error) }
         switch json.rejection {
         case "member-id-in-use":
             throw HeartbeatRejection.memberIDInUse(heartbeat.member.id, host: json.host ?? "?", pid: json.pid ?? 0)
@@ -378,20 +406,23 @@ public final class PostgresStore: CoordinationStore {
         case nil:
             break
         case let other?:
-            throw StoreError(.corrupt, "the server sent an unknown rejection \"\(other)\"")
+            throw corrupt("the server sent an unknown rejection \"\(other)\"")
         }
-        guard let viewJSON = json.view else { throw StoreError(.corrupt, "the server sent a reply without a group view") }
+        guard let viewJSON = json.view else { throw corrupt("the server sent a reply without a group view") }
         let view = try view(viewJSON, location: location)
+        guard view.group == heartbeat.group else { throw corrupt("the server answered with the view of group \"\(view.group)\"") }
         let outcome: HeartbeatReply.Outcome
         switch (json.outcome, json.token) {
         case ("none", _): outcome = .none
-        case ("granted", let token?) where token > 0: outcome = .granted(FencingToken(rawValue: UInt64(token)))
+        case ("granted", let token?) where token >= 1 && UInt64(token) <= view.lastToken?.rawValue ?? 0:
+            outcome = .granted(FencingToken(rawValue: UInt64(token)))
+        case ("granted", let token): throw corrupt("granted token \(token.map(String.init) ?? "nil") is not a token of the group")
         case ("not-granted", _): outcome = .notGranted
         case ("renewed", _): outcome = .renewed
         case ("lost", _): outcome = .lost
         case ("released", _): outcome = .released
         case ("left", _): outcome = .left
-        default: throw StoreError(.corrupt, "the server sent an unknown outcome \(json.outcome ?? "nil")")
+        default: throw corrupt("the server sent an unknown outcome \(json.outcome ?? "nil")")
         }
         return HeartbeatReply(outcome: outcome, view: view)
     }
@@ -406,24 +437,32 @@ public final class PostgresStore: CoordinationStore {
         }
     }
 
+    /// The view in `json`, every value range-checked: a row no heartbeat can have written fails as corrupt, naming
+    /// the group and the value.
     private static func view(_ json: ViewJSON, location: PostgresLocation) throws -> GroupView {
         func corrupt(_ what: String) -> StoreError {
             StoreError(.corrupt, "group \"\(json.group)\" in \(location) has a corrupt row: \(what)")
         }
         guard let group = try? GroupName(json.group) else { throw corrupt("invalid group name") }
-        guard (1...GroupConfiguration.maximumActiveGoal).contains(json.goal), json.lastToken >= 0 else {
-            throw corrupt("active goal \(json.goal), last token \(json.lastToken)")
-        }
+        guard (1...GroupConfiguration.maximumActiveGoal).contains(json.goal) else { throw corrupt("active goal \(json.goal)") }
+        guard json.lastToken >= 0 else { throw corrupt("last token \(json.lastToken)") }
+        var ids = Set<MemberID>()
         let members = try json.members.map { member in
-            guard let id = try? MemberID(member.id),
+            guard let id = try? MemberID(member.id), ids.insert(id).inserted,
                   let info = try? MemberInfo(id: id, incarnation: member.incarnation, weight: member.weight, host: member.host, pid: member.pid),
                   let phase = MemberPhase(rawValue: member.phase)
             else { throw corrupt("member \(member.id) (weight \(member.weight), phase \(member.phase))") }
+            guard member.pid > 0, member.join >= 1, member.age >= 0 else {
+                throw corrupt("member \(member.id) (pid \(member.pid), join sequence \(member.join), heartbeat age \(member.age) µs)")
+            }
             return GroupView.Member(info: info, joinSequence: member.join, phase: phase, heartbeatAge: .microseconds(member.age))
         }
+        var slots = Set<Int>(), tokens = Set<Int64>()
         let leases = try json.leases.map { lease in
-            guard let holder = try? MemberID(lease.holder), lease.token >= 1, lease.token <= json.lastToken else {
-                throw corrupt("lease of slot \(lease.slot) (holder \(lease.holder), token \(lease.token))")
+            guard let holder = try? MemberID(lease.holder), (0..<json.goal).contains(lease.slot), slots.insert(lease.slot).inserted,
+                  lease.token >= 1, lease.token <= json.lastToken, tokens.insert(lease.token).inserted, lease.remaining > 0
+            else {
+                throw corrupt("lease of slot \(lease.slot) (holder \(lease.holder), token \(lease.token), remaining \(lease.remaining) µs)")
             }
             return GroupView.Lease(slot: lease.slot, holder: holder, token: FencingToken(rawValue: UInt64(lease.token)), remaining: .microseconds(lease.remaining))
         }

@@ -82,6 +82,42 @@ struct PostgresHistoryTests {
         #expect(second > first)
     }
 
+    @Test func schemaDroppedUnderRunningMembers_theyGoOnWithLargerTokensAndNeverOverlap() async throws {
+        let url = try TestPostgres.freshSchemaURL()
+        let configuration = try GroupConfiguration(
+            name: GroupName("dropped"), heartbeatInterval: .milliseconds(100), activationInterval: .milliseconds(1_000)
+        )
+        let (events, sink) = AsyncStream<(String, MemberEvent)>.makeStream()
+        var members: [Member] = [], runs: [Task<Void, any Error>] = [], listeners: [Task<Void, Never>] = []
+        for id in ["a", "b"] {
+            let member = try Member(group: configuration, id: MemberID(id), store: try await PostgresStore(url: url))
+            members.append(member)
+            runs.append(Task { try await member.run() })
+            listeners.append(Task { for await event in member.events { sink.yield((id, event)) } })
+        }
+        // Activations and deactivations in the order the members reported them: never two actives at once.
+        var active: Set<String> = [], tokens: [FencingToken] = [], dropped = false
+        for await (id, event) in events {
+            switch event {
+            case .activate(let token):
+                #expect(active.isEmpty, "\(id) activated with token \(token) while \(active) was active")
+                #expect(tokens.allSatisfy { $0 < token }, "token \(token) after \(tokens)")
+                active.insert(id)
+                tokens.append(token)
+            case .deactivate: active.remove(id)
+            case .prepareToActivate, .prepareWithdrawn: break
+            }
+            if !dropped, !tokens.isEmpty {
+                try await withRawConnection(url) { raw in try await raw.execute("DROP SCHEMA \(try PostgresLocation(url).schema) CASCADE") }
+                dropped = true
+            }
+            if tokens.count >= 2, !active.isEmpty { break }
+        }
+        members.forEach { $0.leave() }
+        for run in runs { try await run.value }
+        listeners.forEach { $0.cancel() }
+    }
+
     @Test func serverIdentityChanged_nothingIsGrantedForT() async throws {
         let url = try TestPostgres.freshSchemaURL()
         let clock = ManualClock()

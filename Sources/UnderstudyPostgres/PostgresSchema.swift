@@ -1,18 +1,43 @@
 /// The SQL that creates and migrates Understudy's schema in PostgreSQL, and the functions that apply
-/// heartbeats on the server, in one round trip, with the server's clock.
+/// heartbeats on the server, in one round trip.
 ///
-/// `understudy_heartbeat` implements exactly the rules of `GroupLedger.apply(_:now:)`; the store conformance
-/// suite runs against both. `understudy_heartbeats` applies a batch in group-name order (so concurrent batches
-/// lock groups in the same order and cannot deadlock); with `p_isolate` each heartbeat runs in its own
-/// subtransaction, so one bad row fails only its own heartbeat.
+/// `understudy_heartbeat` implements exactly the rules of `GroupLedger.apply(_:at:)`; the store conformance
+/// suite and a differential test run it against the ledger. `understudy_heartbeats` applies a batch in group-name
+/// order (so concurrent batches lock groups in the same order and cannot deadlock); with `p_isolate` each heartbeat
+/// runs in its own subtransaction, so one bad row fails only its own heartbeat.
+///
+/// Time (see "Clocks" in docs/design.md): each group has a **store clock** (`groups.store_now`), advanced under the
+/// group's row lock by the server's wall-clock delta since the last advance (`wall_at`), never backwards, and no
+/// further than the heartbeating member's own measurement allows: its previous heartbeat was applied at
+/// `members.heartbeat_at` and sent at `members.sent_at` on its monotonic clock, so the store clock may stand at most
+/// `heartbeat_at + (p_sent − sent_at) + slack` now. A heartbeat without such evidence (the first of an incarnation)
+/// advances it by at most the slack. Leases and memberships are judged on the store clock only.
+///
+/// History (the `StoreMoment` the ledger is given): a grant takes at least the server's wall clock in microseconds
+/// (the token floor), and no slot is granted within T of `groups.complete_since`, the store time at which the
+/// group's record may have become incomplete: the group appeared (a dropped schema or a restore loses rows; the
+/// wait is cut short when the schema's record has been complete for longer), or the server's identity changed
+/// (`groups.identity`: system identifier, timeline and schema OID — a failover, a restore, a recreated schema).
 enum PostgresSchema {
-    static let version = 1
+    static let version = 2
+
+    /// How far a store clock may run ahead of what a member measured between two of its heartbeats (µs): the
+    /// variation in how long heartbeats take from being sent to being applied that is still taken as real time.
+    static let clockSlackMicroseconds: Int64 = 25_000
 
     /// The notification channel on which releases and joins are announced, with the group name as payload.
-    static func channel(schema: String) -> String { "understudy_\(schema)" }
+    /// PostgreSQL truncates identifiers to 63 bytes and `pg_notify` refuses longer channels, so a long schema name
+    /// is shortened and a hash of the whole name appended.
+    static func channel(schema: String) -> String {
+        let plain = "understudy_\(schema)"
+        guard plain.utf8.count > 63 else { return plain }
+        let hash = schema.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+        let hex = String(hash, radix: 16)
+        return "understudy_\(schema.prefix(32))_\(String(repeating: "0", count: 16 - hex.count))\(hex)"
+    }
 
-    /// One `DO` block, serialized by an advisory lock, that creates or checks the schema and (re)defines the
-    /// functions. `schema` MUST already be validated as a plain identifier.
+    /// One `DO` block, serialized by an advisory lock, that creates, checks or migrates the schema and (re)defines
+    /// the functions. `schema` MUST already be validated as a plain identifier.
     static func migration(schema s: String) -> String {
         """
         DO $do$
@@ -61,13 +86,74 @@ enum PostgresSchema {
                     expires_at bigint,
                     PRIMARY KEY (group_name, slot)
                 );
-                INSERT INTO "\(s)".understudy_meta (key, value)
-                    VALUES ('application', 'understudy'), ('schema_version', '\(version)');
+                -- A new schema may replace a dropped one whose leases still run: its record is complete from now.
+                INSERT INTO "\(s)".understudy_meta (key, value) VALUES
+                    ('application', 'understudy'), ('schema_version', '1'),
+                    ('complete_wall', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text);
+                v_version := '1';
             END IF;
 
-            -- The server's clock, in microseconds.
+            -- The server's wall clock in microseconds since 1970, plus the offset tests step it by
+            -- (understudy_meta 'test_wall_offset'; absent in production).
+            CREATE OR REPLACE FUNCTION "\(s)".understudy_wall() RETURNS bigint LANGUAGE sql VOLATILE AS $fn$
+                SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
+                    + coalesce((SELECT value::bigint FROM "\(s)".understudy_meta WHERE key = 'test_wall_offset'), 0)
+            $fn$;
+
+            -- Which record the schema's rows belong to: a failover or a point-in-time restore changes the timeline,
+            -- a restore into another cluster the system identifier, a dropped and recreated schema its OID.
+            CREATE OR REPLACE FUNCTION "\(s)".understudy_identity() RETURNS text LANGUAGE sql VOLATILE AS $fn$
+                SELECT (SELECT system_identifier::text FROM pg_control_system())
+                    || '/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)
+                    || '/' || '"\(s)"'::regnamespace::oid::text
+            $fn$;
+
+            IF v_version = '1' THEN
+                -- Version 2: a store clock per group, the history of the group's record, members' send instants.
+                -- Version 1 judged time on the server's wall clock, so each store clock starts there.
+                ALTER TABLE "\(s)".groups
+                    ADD COLUMN IF NOT EXISTS store_now bigint NOT NULL DEFAULT 0,
+                    ADD COLUMN IF NOT EXISTS wall_at bigint NOT NULL DEFAULT 0,
+                    ADD COLUMN IF NOT EXISTS complete_since bigint,
+                    ADD COLUMN IF NOT EXISTS identity text;
+                ALTER TABLE "\(s)".members ADD COLUMN IF NOT EXISTS sent_at bigint;
+                -- The rows so far are taken to be the complete record of this server.
+                UPDATE "\(s)".groups SET store_now = "\(s)".understudy_wall(), wall_at = "\(s)".understudy_wall(),
+                    identity = "\(s)".understudy_identity();
+                INSERT INTO "\(s)".understudy_meta (key, value) VALUES ('complete_wall', '0') ON CONFLICT (key) DO NOTHING;
+                UPDATE "\(s)".understudy_meta SET value = '\(version)' WHERE key = 'schema_version';
+            END IF;
+
+            -- What members of version 1 read as the server's clock.
             CREATE OR REPLACE FUNCTION "\(s)".understudy_now() RETURNS bigint LANGUAGE sql VOLATILE AS
-                $fn$ SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint $fn$;
+                $fn$ SELECT "\(s)".understudy_wall() $fn$;
+
+            -- The store clock of a group for a reader that applies no heartbeat (status): extrapolated by the wall
+            -- clock, never behind the last heartbeat.
+            CREATE OR REPLACE FUNCTION "\(s)".understudy_group_now(p_group text) RETURNS bigint LANGUAGE sql VOLATILE AS $fn$
+                SELECT g.store_now + greatest("\(s)".understudy_wall() - g.wall_at, 0)
+                FROM "\(s)".groups g WHERE g.name = p_group
+            $fn$;
+
+            -- The store clock after a heartbeat of the member whose previous heartbeat of the same incarnation,
+            -- if any, was applied at p_prev_at (store time) and sent at p_prev_sent (its clock); p_sent: when it
+            -- sent this one. The wall-clock delta since p_wall_at, never backwards, and no further than that
+            -- member measured (plus the slack); only the slack without such a measurement. A client that sends no
+            -- send instants (version 1, during a rolling upgrade) moves it by the wall-clock delta. Only corrupt
+            -- rows overflow, and the error fails that group's heartbeat.
+            CREATE OR REPLACE FUNCTION "\(s)".understudy_advance(
+                p_store_now bigint, p_wall_at bigint, p_wall bigint,
+                p_prev_at bigint, p_prev_sent bigint, p_sent bigint, p_ttl bigint
+            ) RETURNS bigint LANGUAGE sql IMMUTABLE AS $fn$
+                SELECT greatest(p_store_now, least(
+                    p_store_now + greatest(p_wall - p_wall_at, 0),
+                    CASE
+                        WHEN p_sent IS NULL THEN 9223372036854775807
+                        WHEN p_sent >= p_prev_sent AND p_sent - p_prev_sent <= p_ttl
+                            THEN p_prev_at + (p_sent - p_prev_sent) + \(clockSlackMicroseconds)
+                        ELSE p_store_now + \(clockSlackMicroseconds)
+                    END))
+            $fn$;
 
             CREATE OR REPLACE FUNCTION "\(s)".understudy_view(p_group text, p_now bigint) RETURNS jsonb
             LANGUAGE sql STABLE AS $fn$
@@ -91,14 +177,20 @@ enum PostgresSchema {
                 FROM "\(s)".groups g WHERE g.name = p_group
             $fn$;
 
+            DROP FUNCTION IF EXISTS "\(s)".understudy_heartbeat(text, int, bigint, text, text, int, text, int, text, text, bigint, bigint);
+
+            -- One heartbeat. p_now: for tests only, the store time to judge on instead of the group's store clock.
             CREATE OR REPLACE FUNCTION "\(s)".understudy_heartbeat(
                 p_group text, p_goal int, p_ttl bigint, p_member text, p_incarnation text, p_weight int,
-                p_host text, p_pid int, p_phase text, p_intent text, p_token bigint, p_now bigint
+                p_host text, p_pid int, p_phase text, p_intent text, p_token bigint, p_sent bigint, p_now bigint
             ) RETURNS jsonb LANGUAGE plpgsql AS $fn$
             DECLARE
                 g "\(s)".groups%ROWTYPE;
                 e "\(s)".members%ROWTYPE;
+                v_wall bigint;
                 v_now bigint;
+                v_identity text;
+                v_complete_wall bigint;
                 v_found boolean;
                 v_outcome text := 'none';
                 v_token bigint;
@@ -106,18 +198,22 @@ enum PostgresSchema {
                 v_join bigint;
             BEGIN
                 -- The common case, a renewal or a standby's heartbeat from a live member of a group with this goal,
-                -- in four statements rather than about ten. It takes the same group lock first, so heartbeats of a
-                -- group still apply one after another. Rows that expired are left to the next heartbeat that takes
-                -- the full path below; views and renewals already ignore them.
+                -- takes a short path. It takes the same group lock first, so heartbeats of a group still apply one
+                -- after another. Rows that expired are left to the next heartbeat that takes the full path below;
+                -- views and renewals already ignore them. It grants nothing, so it needs no history.
                 IF p_intent IN ('renew', 'none') THEN
-                    PERFORM 1 FROM "\(s)".groups WHERE name = p_group AND active_goal = p_goal FOR UPDATE;
+                    SELECT * INTO g FROM "\(s)".groups WHERE name = p_group AND active_goal = p_goal FOR UPDATE;
                     IF FOUND THEN
-                        v_now := coalesce(p_now, "\(s)".understudy_now());
-                        UPDATE "\(s)".members SET weight = p_weight, host = p_host, pid = p_pid, phase = p_phase,
-                                heartbeat_at = v_now, expires_at = v_now + p_ttl
-                            WHERE group_name = p_group AND member_id = p_member AND incarnation = p_incarnation
-                                AND expires_at > v_now;
-                        IF FOUND THEN
+                        SELECT * INTO e FROM "\(s)".members
+                            WHERE group_name = p_group AND member_id = p_member AND incarnation = p_incarnation;
+                        v_wall := "\(s)".understudy_wall();
+                        v_now := coalesce(p_now, "\(s)".understudy_advance(
+                            g.store_now, g.wall_at, v_wall, e.heartbeat_at, e.sent_at, p_sent, p_ttl));
+                        IF e.expires_at > v_now THEN
+                            UPDATE "\(s)".groups SET store_now = v_now, wall_at = v_wall WHERE name = p_group;
+                            UPDATE "\(s)".members SET weight = p_weight, host = p_host, pid = p_pid, phase = p_phase,
+                                    heartbeat_at = v_now, expires_at = v_now + p_ttl, sent_at = p_sent
+                                WHERE group_name = p_group AND member_id = p_member;
                             IF p_intent = 'renew' THEN
                                 UPDATE "\(s)".leases SET expires_at = v_now + p_ttl
                                     WHERE group_name = p_group AND holder = p_member AND incarnation = p_incarnation
@@ -129,18 +225,40 @@ enum PostgresSchema {
                     END IF;
                 END IF;
 
-                INSERT INTO "\(s)".groups (name, active_goal, last_token, next_join) VALUES (p_group, p_goal, 0, 1)
-                    ON CONFLICT (name) DO NOTHING;
+                v_identity := "\(s)".understudy_identity();
+                v_wall := "\(s)".understudy_wall();
+                IF NOT EXISTS (SELECT 1 FROM "\(s)".groups WHERE name = p_group) THEN
+                    -- A group without a row may have lost it (a dropped schema, a restore): its record is complete
+                    -- from now, less the time for which the schema's record has been complete.
+                    SELECT value::bigint INTO v_complete_wall FROM "\(s)".understudy_meta WHERE key = 'complete_wall';
+                    INSERT INTO "\(s)".groups
+                        (name, active_goal, last_token, next_join, store_now, wall_at, complete_since, identity)
+                        VALUES (p_group, p_goal, 0, 1, coalesce(p_now, v_wall), v_wall,
+                            coalesce(p_now, v_wall) - least(greatest(v_wall - v_complete_wall, 0), p_ttl), v_identity)
+                        ON CONFLICT (name) DO NOTHING;
+                END IF;
                 -- Every heartbeat of a group takes this row lock: they apply one after another.
                 SELECT * INTO g FROM "\(s)".groups WHERE name = p_group FOR UPDATE;
-                v_now := coalesce(p_now, "\(s)".understudy_now());
+                SELECT * INTO e FROM "\(s)".members WHERE group_name = p_group AND member_id = p_member;
+                v_wall := "\(s)".understudy_wall();
+                IF e.incarnation = p_incarnation THEN
+                    v_now := coalesce(p_now, "\(s)".understudy_advance(
+                        g.store_now, g.wall_at, v_wall, e.heartbeat_at, e.sent_at, p_sent, p_ttl));
+                ELSE
+                    v_now := coalesce(p_now, "\(s)".understudy_advance(g.store_now, g.wall_at, v_wall, NULL, NULL, p_sent, p_ttl));
+                END IF;
+                IF g.identity IS DISTINCT FROM v_identity THEN
+                    -- Another server or another copy of the schema: leases it lost may still run.
+                    g.complete_since := v_now;
+                END IF;
+                UPDATE "\(s)".groups SET store_now = v_now, wall_at = v_wall, complete_since = g.complete_since,
+                    identity = v_identity WHERE name = p_group;
 
                 DELETE FROM "\(s)".members WHERE group_name = p_group AND expires_at <= v_now;
                 UPDATE "\(s)".leases SET holder = NULL, incarnation = NULL, token = NULL, expires_at = NULL
                     WHERE group_name = p_group AND holder IS NOT NULL AND expires_at <= v_now;
 
-                SELECT * INTO e FROM "\(s)".members WHERE group_name = p_group AND member_id = p_member;
-                v_found := FOUND;
+                v_found := coalesce(e.expires_at > v_now, false);
                 IF v_found AND e.incarnation <> p_incarnation THEN
                     RETURN jsonb_build_object('rejection', 'member-id-in-use', 'host', e.host, 'pid', e.pid);
                 END IF;
@@ -167,16 +285,20 @@ enum PostgresSchema {
                     IF v_found THEN
                         v_join := e.join_seq;
                     ELSE
-                        UPDATE "\(s)".groups SET next_join = next_join + 1 WHERE name = p_group RETURNING next_join - 1 INTO v_join;
+                        -- Saturates rather than fails on a corrupt counter, as the ledger does.
+                        v_join := g.next_join;
+                        UPDATE "\(s)".groups SET next_join = next_join + 1
+                            WHERE name = p_group AND next_join < 9223372036854775807;
                         -- A joiner may outrank an active, which should hear of it before its next heartbeat.
                         PERFORM pg_notify('\(channel(schema: s))', p_group);
                     END IF;
                     INSERT INTO "\(s)".members
-                        (group_name, member_id, incarnation, weight, host, pid, join_seq, phase, heartbeat_at, expires_at)
-                        VALUES (p_group, p_member, p_incarnation, p_weight, p_host, p_pid, v_join, p_phase, v_now, v_now + p_ttl)
+                        (group_name, member_id, incarnation, weight, host, pid, join_seq, phase, heartbeat_at, expires_at, sent_at)
+                        VALUES (p_group, p_member, p_incarnation, p_weight, p_host, p_pid, v_join, p_phase, v_now, v_now + p_ttl, p_sent)
                         ON CONFLICT (group_name, member_id) DO UPDATE SET
-                            weight = excluded.weight, host = excluded.host, pid = excluded.pid, phase = excluded.phase,
-                            heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at;
+                            incarnation = excluded.incarnation, weight = excluded.weight, host = excluded.host,
+                            pid = excluded.pid, join_seq = excluded.join_seq, phase = excluded.phase,
+                            heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, sent_at = excluded.sent_at;
 
                     IF p_intent = 'acquire' THEN
                         UPDATE "\(s)".leases SET expires_at = v_now + p_ttl
@@ -187,9 +309,12 @@ enum PostgresSchema {
                         ELSE
                             SELECT slot INTO v_slot FROM "\(s)".leases
                                 WHERE group_name = p_group AND holder IS NULL ORDER BY slot LIMIT 1;
-                            IF FOUND THEN
-                                UPDATE "\(s)".groups SET last_token = last_token + 1 WHERE name = p_group
-                                    RETURNING last_token INTO v_token;
+                            -- A free slot, a record complete for T, and a counter not exhausted (only a corrupt row
+                            -- exhausts it). The token is the next count, or the wall clock in µs if that is larger.
+                            IF FOUND AND (g.complete_since IS NULL OR v_now - p_ttl >= g.complete_since)
+                                AND g.last_token < 9223372036854775807 THEN
+                                v_token := greatest(g.last_token + 1, v_wall);
+                                UPDATE "\(s)".groups SET last_token = v_token WHERE name = p_group;
                                 UPDATE "\(s)".leases SET holder = p_member, incarnation = p_incarnation, token = v_token,
                                     expires_at = v_now + p_ttl
                                     WHERE group_name = p_group AND slot = v_slot;
@@ -220,7 +345,7 @@ enum PostgresSchema {
                     p_item ->> 'group', (p_item ->> 'goal')::int, (p_item ->> 'ttl')::bigint,
                     p_item ->> 'member', p_item ->> 'incarnation', (p_item ->> 'weight')::int,
                     p_item ->> 'host', (p_item ->> 'pid')::int, p_item ->> 'phase', p_item ->> 'intent',
-                    (p_item ->> 'token')::bigint, p_now
+                    (p_item ->> 'token')::bigint, (p_item ->> 'sent')::bigint, p_now
                 )
             $fn$;
 

@@ -8,9 +8,13 @@ import UnderstudyCore
 
 /// A store on a PostgreSQL server, for members on several machines.
 ///
-/// - **One clock**: all lease arithmetic happens in SQL on the server's clock; members never compare clocks.
+/// - **One clock**: all lease arithmetic happens in SQL on the group's store clock, which follows the server's wall
+///   clock but does not jump with it: it moves no further than the heartbeating member measured on its own clock
+///   between two of its heartbeats (see "Clocks" in docs/design.md). Members never compare clocks.
 /// - **Compare-and-set**: a heartbeat is one call of a server-side function that takes the group's row lock and
-///   applies the rules of ``GroupLedger/apply(_:now:)``; the fencing token comes from the same transaction.
+///   applies the rules of ``GroupLedger/apply(_:at:)``; the fencing token comes from the same transaction. Tokens
+///   are at least the server's wall clock in microseconds, and a group grants nothing for T after its record may
+///   have become incomplete (a failover, a restore, a dropped schema), so a token is never issued twice.
 /// - **Few round trips**: the members of a process put their heartbeats on one grid, so they fall due together;
 ///   those that arrive while a round trip is under way (or within ``batchWindow``) travel together in the next
 ///   call, whatever their groups.
@@ -20,7 +24,7 @@ import UnderstudyCore
 /// The role needs, on first start, `CREATE` on the database (to create the schema), or an existing schema it
 /// owns; afterwards `USAGE` on the schema, `SELECT, INSERT, UPDATE, DELETE` on its tables and `EXECUTE` on its
 /// functions.
-public final class PostgresStore: CoordinationStore {
+public final class PostgresStore: CoordinationStore, CustomStringConvertible {
     /// Where the server is, parsed from `postgres://user:password@host:5432/database?schema=understudy&sslmode=…`.
     public let location: PostgresLocation
     /// How long a heartbeat waits for others to share its round trip. Zero by default: heartbeats due together
@@ -49,8 +53,8 @@ public final class PostgresStore: CoordinationStore {
     /// Connects, then creates or checks the schema.
     ///
     /// - Parameters:
-    ///   - clock: for tests only: judge time on this clock instead of the server's. Every user of one schema MUST
-    ///     use the same clock.
+    ///   - clock: for tests only: judge time on this clock instead of the groups' store clocks. Every user of one
+    ///     schema MUST use the same clock.
     /// - Throws: ``StoreError`` when the URL is malformed, the server cannot be reached, the schema belongs to
     ///   another application, or it was written by a newer Understudy.
     public init(
@@ -75,6 +79,9 @@ public final class PostgresStore: CoordinationStore {
         )
         configuration.options.connectTimeout = .seconds(3)
         configuration.options.maximumConnections = 4
+        // The schema's functions lock before they read, which is right under read committed only: under repeatable
+        // read or serializable (a database's or role's default) concurrent heartbeats and first starts would fail.
+        configuration.options.additionalStartupParameters = [("default_transaction_isolation", "read committed")]
         // Connection failures surface as failed heartbeats, which the member logs (rate-limited); postgres-nio's own
         // per-attempt logs stay quiet, or an outage would flood the log.
         let quietLogger = {
@@ -88,9 +95,7 @@ public final class PostgresStore: CoordinationStore {
         self.pool = Mutex(pool)
         batcher = HeartbeatBatcher(window: batchWindow)
         do {
-            _ = try await withTimeout(timeout, location: location) {
-                try await pool.client.query(PostgresQuery(unsafeSQL: PostgresSchema.migration(schema: location.schema)), logger: quietLogger)
-            }
+            try await withTimeout(timeout, location: location) { try await Self.migrate(pool.client, location: location, logger: quietLogger) }
         } catch {
             pool.shutDown()
             throw Self.storeError(error, location: location, opening: true)
@@ -101,6 +106,17 @@ public final class PostgresStore: CoordinationStore {
     deinit {
         pool.withLock { $0.shutDown() }
         listenerTask.withLock { $0?.cancel() }
+    }
+
+    /// Creates, checks or migrates the schema.
+    private static func migrate(_ client: PostgresClient, location: PostgresLocation, logger: Logger) async throws {
+        _ = try await client.query(PostgresQuery(unsafeSQL: PostgresSchema.migration(schema: location.schema)), logger: logger)
+    }
+
+    /// Whether the server failed a call because the schema or its functions are gone (dropped while members ran).
+    private static func schemaIsMissing(_ error: any Error) -> Bool {
+        guard let state = (error as? PSQLError)?.serverInfo?[.sqlState] else { return false }
+        return ["3F000", "42883", "42P01"].contains(state)  // invalid schema name, undefined function or table
     }
 
     /// How many times a round trip timed out and the connection pool was replaced.
@@ -130,6 +146,9 @@ public final class PostgresStore: CoordinationStore {
         stale.shutDown()
     }
 
+    /// The store's URL without its password, as members log it at start.
+    public var description: String { location.description }
+
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
         try await batcher.submit(heartbeat) { batch in try await self.send(batch) }
     }
@@ -146,11 +165,48 @@ public final class PostgresStore: CoordinationStore {
         }
     }
 
+    /// One indexed read of the group's rows; a corrupt row of another group does not matter here.
+    public func group(_ name: GroupName) async throws -> GroupView? {
+        let (schema, location) = (location.schema, location)
+        let now = clock.map { $0().nanoseconds / 1_000 }
+        do {
+            return try await withPool { client in
+                let rows = try await client.query(
+                    """
+                    SELECT "\(unescaped: schema)".understudy_view(name, coalesce(\(now), "\(unescaped: schema)".understudy_group_now(name)))::text
+                    FROM "\(unescaped: schema)".groups WHERE name = \(name.rawValue)
+                    """,
+                    logger: self.logger
+                )
+                for try await text in rows.decode(String.self) { return try Self.decodeView(text, location: location) }
+                return nil
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw Self.storeError(error, location: location, opening: false)
+        }
+    }
+
+    public func groupNames() async throws -> [GroupName] {
+        let (schema, location) = (location.schema, location)
+        do {
+            return try await withPool { client in
+                let rows = try await client.query(#"SELECT name FROM "\#(unescaped: schema)".groups ORDER BY name"#, logger: self.logger)
+                var names: [GroupName] = []
+                for try await name in rows.decode(String.self) { if let name = try? GroupName(name) { names.append(name) } }
+                return names
+            }
+        } catch {
+            throw Self.storeError(error, location: location, opening: false)
+        }
+    }
+
     private func fetchGroups(_ client: PostgresClient, schema: String, now: Int64?) async throws -> [GroupView] {
         do {
             let rows = try await client.query(
                 """
-                SELECT "\(unescaped: schema)".understudy_view(name, coalesce(\(now), "\(unescaped: schema)".understudy_now()))::text
+                SELECT "\(unescaped: schema)".understudy_view(name, coalesce(\(now), "\(unescaped: schema)".understudy_group_now(name)))::text
                 FROM "\(unescaped: schema)".groups ORDER BY name
                 """,
                 logger: logger
@@ -191,19 +247,37 @@ public final class PostgresStore: CoordinationStore {
             logger.debug("a batch failed on the server; applying its heartbeats one by one", metadata: ["error": "\(error)"])
             text = try await apply(payload, isolated: true)
         }
-        let results = try JSONDecoder().decode([BatchResult].self, from: Data(text.utf8))
+        return Self.replies(text, to: batch, location: location)
+    }
+
+    /// The replies to `batch` in the server's answer `text`: a reply, or the error of a heartbeat whose part of the
+    /// answer is missing or out of range. Never traps, whatever the text.
+    static func replies(_ text: String, to batch: [Heartbeat], location: PostgresLocation) -> [Result<HeartbeatReply, any Error>] {
         var replies = [Result<HeartbeatReply, any Error>](
             repeating: .failure(StoreError(.corrupt, "the server left a heartbeat unanswered")),
             count: batch.count
         )
+        let results: [BatchResult]
+        do {
+            results = try JSONDecoder().decode([BatchResult].self, from: Data(text.utf8))
+        } catch {
+            return replies.map { _ in .failure(StoreError(.corrupt, "the answer of PostgreSQL at \(location) cannot be read: \(error)")) }
+        }
         for result in results where replies.indices.contains(result.i) {
-            replies[result.i] = Result { try Self.reply(result.result, to: batch[result.i], location: location) }
+            let heartbeat = batch[result.i]
+            replies[result.i] = Result {
+                switch result.result {
+                case .success(let json): try Self.reply(json, to: heartbeat, location: location)
+                case .failure(let error):
+                    throw StoreError(.corrupt, "group \"\(heartbeat.group)\" in \(location): the reply cannot be read: \(error)")
+                }
+            }
         }
         return replies
     }
 
     /// One round trip: the batch applied by `understudy_heartbeats`, with its answer as JSON text.
-    private func apply(_ payload: String, isolated: Bool) async throws -> String {
+    private func apply(_ payload: String, isolated: Bool, recreating: Bool = true) async throws -> String {
         let schema = location.schema
         let now = clock.map { $0().nanoseconds / 1_000 }
         roundTripCount.add(1, ordering: .relaxed)
@@ -220,6 +294,17 @@ public final class PostgresStore: CoordinationStore {
             }
         } catch let error as StoreError {
             throw error
+        } catch where recreating && Self.schemaIsMissing(error) {
+            // Someone dropped the schema: create it again. Its groups are new and so grant nothing for T, and every
+            // token is at least the wall clock in µs: no lease the old schema held can be granted twice.
+            logger.debug("the schema is gone; creating it again", metadata: ["location": "\(location)"])
+            let location = location, logger = logger
+            do {
+                try await withPool { client in try await Self.migrate(client, location: location, logger: logger) }
+            } catch {
+                throw Self.storeError(error, location: location, opening: true)
+            }
+            return try await apply(payload, isolated: isolated, recreating: false)
         } catch {
             throw Self.storeError(error, location: location, opening: false)
         }
@@ -272,6 +357,8 @@ public final class PostgresStore: CoordinationStore {
         var phase: String
         var intent: String
         var token: Int64?
+        /// The member's send instant in µs on its own monotonic clock: the evidence that bounds the store clock.
+        var sent: Int64?
 
         init(index: Int, _ heartbeat: Heartbeat) {
             i = index
@@ -284,6 +371,7 @@ public final class PostgresStore: CoordinationStore {
             host = heartbeat.member.host
             pid = heartbeat.member.pid
             phase = heartbeat.phase.rawValue
+            sent = heartbeat.sentAt.map { $0.nanoseconds / 1_000 }
             switch heartbeat.intent {
             case .none: intent = "none"
             case .acquire: intent = "acquire"
@@ -294,9 +382,18 @@ public final class PostgresStore: CoordinationStore {
         }
     }
 
+    /// One heartbeat's part of the answer; a part that cannot be decoded fails that heartbeat only.
     private struct BatchResult: Decodable {
         var i: Int
-        var result: ReplyJSON
+        var result: Result<ReplyJSON, any Error>
+
+        enum CodingKeys: String, CodingKey { case i, result }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            i = try container.decode(Int.self, forKey: .i)
+            result = Result { try container.decode(ReplyJSON.self, forKey: .result) }
+        }
     }
 
     private struct ReplyJSON: Decodable {
@@ -337,9 +434,10 @@ public final class PostgresStore: CoordinationStore {
     }
 
     private static func reply(_ json: ReplyJSON, to heartbeat: Heartbeat, location: PostgresLocation) throws -> HeartbeatReply {
-        if let error = json.error {
-            throw StoreError(.corrupt, "group \"\(heartbeat.group)\" in \(location): \(error)")
+        func corrupt(_ what: String) -> StoreError {
+            StoreError(.corrupt, "group \"\(heartbeat.group)\" in \(location): \(what)")
         }
+        if let error = json.error { throw corrupt(error) }
         switch json.rejection {
         case "member-id-in-use":
             throw HeartbeatRejection.memberIDInUse(heartbeat.member.id, host: json.host ?? "?", pid: json.pid ?? 0)
@@ -348,20 +446,23 @@ public final class PostgresStore: CoordinationStore {
         case nil:
             break
         case let other?:
-            throw StoreError(.corrupt, "the server sent an unknown rejection \"\(other)\"")
+            throw corrupt("the server sent an unknown rejection \"\(other)\"")
         }
-        guard let viewJSON = json.view else { throw StoreError(.corrupt, "the server sent a reply without a group view") }
+        guard let viewJSON = json.view else { throw corrupt("the server sent a reply without a group view") }
         let view = try view(viewJSON, location: location)
+        guard view.group == heartbeat.group else { throw corrupt("the server answered with the view of group \"\(view.group)\"") }
         let outcome: HeartbeatReply.Outcome
         switch (json.outcome, json.token) {
         case ("none", _): outcome = .none
-        case ("granted", let token?) where token > 0: outcome = .granted(FencingToken(rawValue: UInt64(token)))
+        case ("granted", let token?) where token >= 1 && UInt64(token) <= view.lastToken?.rawValue ?? 0:
+            outcome = .granted(FencingToken(rawValue: UInt64(token)))
+        case ("granted", let token): throw corrupt("granted token \(token.map(String.init) ?? "nil") is not a token of the group")
         case ("not-granted", _): outcome = .notGranted
         case ("renewed", _): outcome = .renewed
         case ("lost", _): outcome = .lost
         case ("released", _): outcome = .released
         case ("left", _): outcome = .left
-        default: throw StoreError(.corrupt, "the server sent an unknown outcome \(json.outcome ?? "nil")")
+        default: throw corrupt("the server sent an unknown outcome \(json.outcome ?? "nil")")
         }
         return HeartbeatReply(outcome: outcome, view: view)
     }
@@ -376,24 +477,32 @@ public final class PostgresStore: CoordinationStore {
         }
     }
 
+    /// The view in `json`, every value range-checked: a row no heartbeat can have written fails as corrupt, naming
+    /// the group and the value.
     private static func view(_ json: ViewJSON, location: PostgresLocation) throws -> GroupView {
         func corrupt(_ what: String) -> StoreError {
             StoreError(.corrupt, "group \"\(json.group)\" in \(location) has a corrupt row: \(what)")
         }
         guard let group = try? GroupName(json.group) else { throw corrupt("invalid group name") }
-        guard (1...GroupConfiguration.maximumActiveGoal).contains(json.goal), json.lastToken >= 0 else {
-            throw corrupt("active goal \(json.goal), last token \(json.lastToken)")
-        }
+        guard (1...GroupConfiguration.maximumActiveGoal).contains(json.goal) else { throw corrupt("active goal \(json.goal)") }
+        guard json.lastToken >= 0 else { throw corrupt("last token \(json.lastToken)") }
+        var ids = Set<MemberID>()
         let members = try json.members.map { member in
-            guard let id = try? MemberID(member.id),
+            guard let id = try? MemberID(member.id), ids.insert(id).inserted,
                   let info = try? MemberInfo(id: id, incarnation: member.incarnation, weight: member.weight, host: member.host, pid: member.pid),
                   let phase = MemberPhase(rawValue: member.phase)
             else { throw corrupt("member \(member.id) (weight \(member.weight), phase \(member.phase))") }
+            guard member.pid > 0, member.join >= 1, member.age >= 0 else {
+                throw corrupt("member \(member.id) (pid \(member.pid), join sequence \(member.join), heartbeat age \(member.age) µs)")
+            }
             return GroupView.Member(info: info, joinSequence: member.join, phase: phase, heartbeatAge: .microseconds(member.age))
         }
+        var slots = Set<Int>(), tokens = Set<Int64>()
         let leases = try json.leases.map { lease in
-            guard let holder = try? MemberID(lease.holder), lease.token >= 1, lease.token <= json.lastToken else {
-                throw corrupt("lease of slot \(lease.slot) (holder \(lease.holder), token \(lease.token))")
+            guard let holder = try? MemberID(lease.holder), (0..<json.goal).contains(lease.slot), slots.insert(lease.slot).inserted,
+                  lease.token >= 1, lease.token <= json.lastToken, tokens.insert(lease.token).inserted, lease.remaining > 0
+            else {
+                throw corrupt("lease of slot \(lease.slot) (holder \(lease.holder), token \(lease.token), remaining \(lease.remaining) µs)")
             }
             return GroupView.Lease(slot: lease.slot, holder: holder, token: FencingToken(rawValue: UInt64(lease.token)), remaining: .microseconds(lease.remaining))
         }

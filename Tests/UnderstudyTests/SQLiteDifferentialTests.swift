@@ -33,7 +33,7 @@ struct SQLiteDifferentialTests {
                 id: MemberID(id), incarnation: "\(id)-\(incarnations[id]!)", weight: pick([0, 50, 100]), host: "h", pid: 7
             )
             let known = ledgers[group]?.lastToken?.rawValue ?? 0
-            let token = FencingToken(rawValue: max(1, known - random.next() % 2))
+            let token = FencingToken(rawValue: max(1, known &- min(known, random.next() % 2)))
             let intent = pick([
                 Heartbeat.Intent.none, .acquire, .acquire, .renew(token), .release(token), .leave(releasing: token), .leave(releasing: nil),
             ])

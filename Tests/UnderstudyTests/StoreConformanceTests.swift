@@ -30,6 +30,9 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
             let url = try TestPostgres.freshSchemaURL()
             var stores: [any CoordinationStore] = []
             for _ in 0..<count { stores.append(try await PostgresStore(url: url, clock: clock.read)) }
+            // The ledger as the other backends apply it: no token floor, no wait after a new record (both have
+            // tests of their own in PostgresHistoryTests).
+            try await TestPostgres.withoutFloorOrHistory(url)
             return stores
         }
     }

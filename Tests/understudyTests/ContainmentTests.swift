@@ -123,6 +123,7 @@ struct ContainmentTests {
     @Test func test_kill9OfTheSupervisor_postgres_theWatchdogReleasesTheSlot() async throws {
         let store = try RunTests.freshPostgresSchemaURL()
         let scratch = try Scratch()
+        try await scratch.seasonPostgresStore(store)
         let script = try Self.escapingScript(in: scratch)
         // A long lease: only the watchdog's release lets b in within the test's patience.
         let long = ["--heartbeat", "10s", "--activation", "60s"]

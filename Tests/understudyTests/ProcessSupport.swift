@@ -49,6 +49,23 @@ final class Scratch: Sendable {
         return path
     }
 
+    /// Creates the PostgreSQL schema of `url` and marks its record complete since long ago (see
+    /// ``seasonedSQLiteStore(_:)``), through `psql`.
+    func seasonPostgresStore(_ url: String) async throws {
+        let created = try await understudy(
+            ["run", "--group", "seed", "--store", url, "--heartbeat", "100ms", "--activation", "500ms", "--once", "--", "true"], in: self
+        )
+        #expect(created.status == 0, "\(created.stderr)")
+        guard let components = URLComponents(string: url),
+              let schema = components.queryItems?.first(where: { $0.name == "schema" })?.value
+        else { throw CocoaError(.fileReadUnknown) }
+        var plain = components
+        plain.queryItems = components.queryItems?.filter { $0.name != "schema" }
+        let psql = ["/usr/bin/env", "psql", "-q", plain.string ?? url, "-c", "UPDATE \(schema).understudy_meta SET value = '0' WHERE key = 'complete_wall'"]
+        let season = try Launched(psql, in: self, name: "season-pg", executable: true)
+        #expect(try await season.exitStatus() == 0, "\(season.stderr)")
+    }
+
     /// The lines of `name` with each fencing token (the second field) replaced by its rank among the tokens in
     /// the file: 1 for the first command's, 2 for the next. Tokens grow but are not consecutive (a new store's
     /// first one is its wall clock in microseconds).

@@ -26,7 +26,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "The group to join (A-Z a-z 0-9 . _ -).")
     var group: String
 
-    @Option(help: "sqlite:///path/to.db, a bare path, or postgres://user:password@host:5432/db (default: $UNDERSTUDY_STORE, else the embedded database).")
+    @Option(help: "sqlite:///path/to.db, a bare path, or postgres://user:password@host:5432/db (default: $UNDERSTUDY_STORE, else /var/lib/understudy/understudy.db, one for every user of the host).")
     var store: String?
 
     @Option(name: .customLong("password-file"), help: ArgumentHelp("A file whose first line is the PostgreSQL password (else the URL's, PGPASSWORD, or a pgpass file: passfile=, PGPASSFILE, ~/.pgpass).", valueName: "path"))

@@ -126,6 +126,7 @@ final class Supervisor: Sendable {
         defer { signals.forEach { $0.cancel() } }
 
         logger.notice("joined", metadata: [
+            "store": "\(settings.store)",
             "weight": "\(settings.weight)", "pid": "\(getpid())", "goal": "\(settings.configuration.activeGoal)",
             "containment": "\(settings.containment)",
         ])

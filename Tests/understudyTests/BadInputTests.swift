@@ -70,6 +70,7 @@ struct BadInputTests {
         let arguments = ["run", "--group", "g", "--store", store, "--id", "same", "--", "sleep", "60"]
         let first = try Launched(arguments, in: scratch, name: "first")
         #expect(try await eventually { first.stderr.contains("activated") })
+        #expect(first.stderr.contains("store=sqlite://\(store)"), "every member says which store it uses: \(first.stderr)")
         first.signal(SIGKILL)
         _ = try await first.exitStatus()
         let restarted = try Launched(arguments, in: scratch, name: "restarted")

@@ -229,10 +229,10 @@ enum PostgresSchema {
                 END IF;
 
                 v_identity := "\(s)".understudy_identity();
-                v_wall := "\(s)".understudy_wall();
                 IF NOT EXISTS (SELECT 1 FROM "\(s)".groups WHERE name = p_group) THEN
                     -- A group without a row may have lost it (a dropped schema, a restore): its record is complete
                     -- from now, less the time for which the schema's record has been complete.
+                    v_wall := "\(s)".understudy_wall();
                     SELECT value::bigint INTO v_complete_wall FROM "\(s)".understudy_meta WHERE key = 'complete_wall';
                     INSERT INTO "\(s)".groups
                         (name, active_goal, last_token, next_join, store_now, wall_at, complete_since, identity)

@@ -217,6 +217,11 @@ struct PostgresHistoryTests {
         #expect(try await migrated.heartbeat(beat(a, phase: .active, .renew(token), sent: 11)).outcome == .renewed)
         // Version 1's record counts as complete: a new group grants at once.
         #expect(try await migrated.heartbeat(heartbeat(member("b"), group: "new", .acquire)).outcome.grantedToken != nil)
+        // Members of version 1 still running during the upgrade call what they called, without send instants.
+        let item = #"{"i": 0, "group": "group", "goal": 1, "ttl": 3000000, "member": "a", "incarnation": "a-1", "weight": 50, "#
+            + #""host": "test-host", "pid": 42, "phase": "active", "intent": "renew", "token": \#(token.rawValue)}"#
+        let call = "SELECT 1 / (\(schema).understudy_heartbeats('[\(item)]'::jsonb, NULL) -> 0 -> 'result' ->> 'outcome' = 'renewed')::int"
+        #expect(TestPostgres.psqlSucceeds(url, call))
     }
 
     // MARK: Counters

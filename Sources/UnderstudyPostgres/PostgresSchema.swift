@@ -17,7 +17,8 @@
 /// (the token floor), and no slot is granted within T of `groups.complete_since`, the store time at which the
 /// group's record may have become incomplete: the group appeared (a dropped schema or a restore loses rows; the
 /// wait is cut short when the schema's record has been complete for longer), or the server's identity changed
-/// (`groups.identity`: system identifier, timeline and schema OID — a failover, a restore, a recreated schema).
+/// (`groups.identity`: system identifier, timeline and schema OID — a failover, a restore, a recreated schema), or a
+/// client has seen a larger token than the group's record holds (a restore that lost grants).
 enum PostgresSchema {
     static let version = 2
 
@@ -179,10 +180,12 @@ enum PostgresSchema {
 
             DROP FUNCTION IF EXISTS "\(s)".understudy_heartbeat(text, int, bigint, text, text, int, text, int, text, text, bigint, bigint);
 
-            -- One heartbeat. p_now: for tests only, the store time to judge on instead of the group's store clock.
+            -- One heartbeat. p_sent: when the member sent it, on its own clock; p_seen: the largest token of the group
+            -- its client has seen; p_now: for tests only, the store time to judge on instead of the group's clock.
             CREATE OR REPLACE FUNCTION "\(s)".understudy_heartbeat(
                 p_group text, p_goal int, p_ttl bigint, p_member text, p_incarnation text, p_weight int,
-                p_host text, p_pid int, p_phase text, p_intent text, p_token bigint, p_sent bigint, p_now bigint
+                p_host text, p_pid int, p_phase text, p_intent text, p_token bigint, p_sent bigint, p_seen bigint,
+                p_now bigint
             ) RETURNS jsonb LANGUAGE plpgsql AS $fn$
             DECLARE
                 g "\(s)".groups%ROWTYPE;
@@ -226,10 +229,10 @@ enum PostgresSchema {
                 END IF;
 
                 v_identity := "\(s)".understudy_identity();
-                v_wall := "\(s)".understudy_wall();
                 IF NOT EXISTS (SELECT 1 FROM "\(s)".groups WHERE name = p_group) THEN
                     -- A group without a row may have lost it (a dropped schema, a restore): its record is complete
                     -- from now, less the time for which the schema's record has been complete.
+                    v_wall := "\(s)".understudy_wall();
                     SELECT value::bigint INTO v_complete_wall FROM "\(s)".understudy_meta WHERE key = 'complete_wall';
                     INSERT INTO "\(s)".groups
                         (name, active_goal, last_token, next_join, store_now, wall_at, complete_since, identity)
@@ -251,8 +254,14 @@ enum PostgresSchema {
                     -- Another server or another copy of the schema: leases it lost may still run.
                     g.complete_since := v_now;
                 END IF;
+                IF p_seen > g.last_token THEN
+                    -- A client saw a grant this record does not hold: it lost commits (a restore the identity does
+                    -- not reveal). Leases it lost may still run; the counter goes on from what was seen.
+                    g.complete_since := v_now;
+                    g.last_token := p_seen;
+                END IF;
                 UPDATE "\(s)".groups SET store_now = v_now, wall_at = v_wall, complete_since = g.complete_since,
-                    identity = v_identity WHERE name = p_group;
+                    identity = v_identity, last_token = g.last_token WHERE name = p_group;
 
                 DELETE FROM "\(s)".members WHERE group_name = p_group AND expires_at <= v_now;
                 UPDATE "\(s)".leases SET holder = NULL, incarnation = NULL, token = NULL, expires_at = NULL
@@ -345,7 +354,7 @@ enum PostgresSchema {
                     p_item ->> 'group', (p_item ->> 'goal')::int, (p_item ->> 'ttl')::bigint,
                     p_item ->> 'member', p_item ->> 'incarnation', (p_item ->> 'weight')::int,
                     p_item ->> 'host', (p_item ->> 'pid')::int, p_item ->> 'phase', p_item ->> 'intent',
-                    (p_item ->> 'token')::bigint, (p_item ->> 'sent')::bigint, p_now
+                    (p_item ->> 'token')::bigint, (p_item ->> 'sent')::bigint, (p_item ->> 'seen')::bigint, p_now
                 )
             $fn$;
 

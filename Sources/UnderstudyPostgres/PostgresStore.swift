@@ -46,6 +46,9 @@ public final class PostgresStore: CoordinationStore, CustomStringConvertible {
     private let clock: (@Sendable () -> Instant)?
     private let logger: Logger
     private let roundTripCount = Atomic<Int>(0)
+    /// The largest token seen in each group's views: a heartbeat carries it, and a record that holds less has lost
+    /// commits (see `PostgresSchema`).
+    private let seenTokens = Mutex<[GroupName: FencingToken]>([:])
 
     /// How many heartbeat round trips this store has made so far (each may carry many heartbeats).
     public var roundTrips: Int { roundTripCount.load(ordering: .relaxed) }
@@ -236,7 +239,8 @@ public final class PostgresStore: CoordinationStore, CustomStringConvertible {
     // MARK: Round trips
 
     private func send(_ batch: [Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>] {
-        let items = batch.enumerated().map { index, heartbeat in BatchItem(index: index, heartbeat) }
+        let seen = seenTokens.withLock { seen in batch.map { seen[$0.group] } }
+        let items = batch.enumerated().map { index, heartbeat in BatchItem(index: index, heartbeat, seen: seen[index]) }
         let payload = String(decoding: try JSONEncoder().encode(items), as: UTF8.self)
         let text: String
         do {
@@ -247,7 +251,14 @@ public final class PostgresStore: CoordinationStore, CustomStringConvertible {
             logger.debug("a batch failed on the server; applying its heartbeats one by one", metadata: ["error": "\(error)"])
             text = try await apply(payload, isolated: true)
         }
-        return Self.replies(text, to: batch, location: location)
+        let replies = Self.replies(text, to: batch, location: location)
+        seenTokens.withLock { seen in
+            for case .success(let reply) in replies {
+                guard let token = reply.view.lastToken else { continue }
+                seen[reply.view.group] = max(seen[reply.view.group] ?? token, token)
+            }
+        }
+        return replies
     }
 
     /// The replies to `batch` in the server's answer `text`: a reply, or the error of a heartbeat whose part of the
@@ -359,8 +370,10 @@ public final class PostgresStore: CoordinationStore, CustomStringConvertible {
         var token: Int64?
         /// The member's send instant in µs on its own monotonic clock: the evidence that bounds the store clock.
         var sent: Int64?
+        /// The largest token of the group this store has seen.
+        var seen: Int64?
 
-        init(index: Int, _ heartbeat: Heartbeat) {
+        init(index: Int, _ heartbeat: Heartbeat, seen: FencingToken?) {
             i = index
             group = heartbeat.group.rawValue
             goal = heartbeat.activeGoal
@@ -372,6 +385,7 @@ public final class PostgresStore: CoordinationStore, CustomStringConvertible {
             pid = heartbeat.member.pid
             phase = heartbeat.phase.rawValue
             sent = heartbeat.sentAt.map { $0.nanoseconds / 1_000 }
+            self.seen = seen.map { Int64($0.rawValue) }
             switch heartbeat.intent {
             case .none: intent = "none"
             case .acquire: intent = "acquire"

@@ -30,9 +30,9 @@ struct PostgresDifferentialTests {
         let ids = ["m0", "m1", "m2"]
         var steps = 0, grants = 0, rejections = 0, shortPaths = 0, waits = 0
 
-        for round in 0..<400 {
+        for round in 0..<600 {
             clock.advance(by: .milliseconds([0, 250, 500, 1_000, 2_000][random.next(below: 5)]))
-            if round % 40 == 39 {
+            if round % 30 == 29 {
                 let group = groups[random.next(below: groups.count)]
                 try await withRawConnection(url) { raw in
                     try await raw.execute("UPDATE \(schema).groups SET identity = 'elsewhere' WHERE name = '\(group)'")
@@ -42,7 +42,7 @@ struct PostgresDifferentialTests {
             // Up to one heartbeat per group at this instant, sent together: groups are independent, so how the
             // store batches them cannot matter. Groups join the sequence one by one.
             var beats: [Heartbeat] = []
-            for group in groups.prefix(1 + round / 40) where random.next(below: 3) > 0 {
+            for group in groups.prefix(1 + round / 60) where random.next(below: 3) > 0 {
                 let id = ids[random.next(below: ids.count)]
                 let info = try MemberInfo(
                     id: MemberID(id), incarnation: "\(id)-\(random.next(below: 8) == 0 ? 2 : 1)",

@@ -136,6 +136,30 @@ struct PostgresHistoryTests {
         #expect(try await store.heartbeat(heartbeat(b, .acquire)).outcome.grantedToken.map { $0 > first } == true)
     }
 
+    @Test func recordThatLostAGrantSeenByAMember_grantsNothingForTAndTheCounterGoesOn() async throws {
+        // No token floor here: the counter alone must not repeat a token.
+        let url = try TestPostgres.freshSchemaURL()
+        let clock = ManualClock()
+        let store = try await PostgresStore(url: url, clock: clock.read)
+        try await TestPostgres.withoutFloorOrHistory(url)
+        let a = try member("a"), b = try member("b"), c = try member("c")
+        #expect(try await store.heartbeat(heartbeat(a, .acquire)).outcome == .granted(FencingToken(rawValue: 1)))
+        _ = try await store.heartbeat(heartbeat(a, .release(FencingToken(rawValue: 1))))
+        #expect(try await store.heartbeat(heartbeat(b, .acquire)).outcome == .granted(FencingToken(rawValue: 2)))
+        // Restored into the same schema from before b's grant: nothing about the server changed.
+        let schema = try PostgresLocation(url).schema
+        try await withRawConnection(url) { raw in
+            try await raw.execute("""
+                UPDATE \(schema).groups SET last_token = 1;
+                UPDATE \(schema).leases SET holder = NULL, incarnation = NULL, token = NULL, expires_at = NULL
+                """)
+        }
+        // This store saw token 2, so the record lost commits: b may still believe it holds its lease.
+        #expect(try await store.heartbeat(heartbeat(c, .acquire)).outcome == .notGranted)
+        clock.advance(by: .seconds(3))
+        #expect(try await store.heartbeat(heartbeat(c, .acquire)).outcome == .granted(FencingToken(rawValue: 3)))
+    }
+
     @Test func failoverToAReplicaThatLostCommits_nothingIsGrantedForTAndNoTokenRepeats() async throws {
         let url = try TestPostgres.freshSchemaURL()
         let schema = try PostgresLocation(url).schema
@@ -193,6 +217,11 @@ struct PostgresHistoryTests {
         #expect(try await migrated.heartbeat(beat(a, phase: .active, .renew(token), sent: 11)).outcome == .renewed)
         // Version 1's record counts as complete: a new group grants at once.
         #expect(try await migrated.heartbeat(heartbeat(member("b"), group: "new", .acquire)).outcome.grantedToken != nil)
+        // Members of version 1 still running during the upgrade call what they called, without send instants.
+        let item = #"{"i": 0, "group": "group", "goal": 1, "ttl": 3000000, "member": "a", "incarnation": "a-1", "weight": 50, "#
+            + #""host": "test-host", "pid": 42, "phase": "active", "intent": "renew", "token": \#(token.rawValue)}"#
+        let call = "SELECT 1 / (\(schema).understudy_heartbeats('[\(item)]'::jsonb, NULL) -> 0 -> 'result' ->> 'outcome' = 'renewed')::int"
+        #expect(TestPostgres.psqlSucceeds(url, call))
     }
 
     // MARK: Counters

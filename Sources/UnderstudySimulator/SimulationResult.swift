@@ -48,6 +48,8 @@ public struct SimulationResult: Hashable, Sendable {
     public var activations: Int
     /// How many times an active member was deactivated to make way for a heavier one.
     public var preemptions: Int
+    /// How many grants a member gave back without acting on them (a grant that came too late to be vouched for).
+    public var unusedGrants: Int
     /// Where the run stopped, on the simulator's real timeline.
     public var end: Instant
 }
@@ -64,6 +66,7 @@ public struct SimulationSummary: Hashable, Sendable {
     public var recoveries: [Duration]
     public var activations: Int
     public var preemptions: Int
+    public var unusedGrants: Int
     public var violationsByInvariant: [Invariant: Int]
     /// The trace hashes of all runs folded in seed order: equal for two summaries that took the same schedules.
     public var traceHash: TraceHash
@@ -77,6 +80,7 @@ public struct SimulationSummary: Hashable, Sendable {
         recoveries = []
         activations = 0
         preemptions = 0
+        unusedGrants = 0
         violationsByInvariant = [:]
         traceHash = TraceHash()
         for seed in seeds {
@@ -88,6 +92,7 @@ public struct SimulationSummary: Hashable, Sendable {
             if let recovery = result.recovery { recoveries.append(recovery) }
             activations += result.activations
             preemptions += result.preemptions
+            unusedGrants += result.unusedGrants
             if let violation = result.violation {
                 failures.append(result)
                 violationsByInvariant[violation.invariant, default: 0] += 1

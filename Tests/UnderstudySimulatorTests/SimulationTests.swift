@@ -90,6 +90,14 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
         #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
     }
 
+    @Test func test_watchdogGivenNoLeaseDeadlines_isCaughtWithinFiftySeeds() throws {
+        // Only the supervisor, a task of the member process, would then stop a work: a frozen one cannot.
+        let options = SimulationOptions(faults: [.pause], weakening: .watchdogIgnoresLeaseDeadlines)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
+    }
+
     @Test func test_afterFaults_goalAndRankingReturnWithinTheStatedBounds() throws {
         let options = SimulationOptions(members: 4, activeGoal: 2)
         for seed in UInt64(1)...100 {
@@ -115,12 +123,46 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
         }
     }
 
+    // MARK: The runtime's store client
+
+    @Test func test_roundTripsLongerThanTheHeartbeatInterval_areAwaited_andTheGoalHolds() throws {
+        // The shell waits for a round trip until its timeout (5 s), not for I: 300–390 ms round trips with
+        // I = 100 ms activate once and hold, as long as 2·RTT + 2·I stays below T.
+        let options = SimulationOptions(
+            heartbeatInterval: .milliseconds(100), activationInterval: .seconds(2),
+            storeLatency: .milliseconds(300) ... .milliseconds(390), faults: [], stabilityWindow: .seconds(20)
+        )
+        for seed in UInt64(1)...30 {
+            let result = try run(seed: seed, options)
+            #expect(result.violation == nil, report(result))
+            #expect(result.activations == 1, report(result))
+        }
+    }
+
+    @Test func test_oneSlowMemberAmongFastOnes_givesTooLateGrantsBack_andLivenessHolds() throws {
+        // m1's round trips, waiting behind the one under way, take 300–780 ms: on both sides of T − I = 400 ms.
+        // A grant that comes too late is given back (the member rests), and the fast members keep the goal.
+        let options = SimulationOptions(
+            heartbeatInterval: .milliseconds(100), activationInterval: .milliseconds(500),
+            storeLatency: .milliseconds(5) ... .milliseconds(50), slowMemberLatency: .milliseconds(300) ... .milliseconds(390),
+            faults: [.crash, .resign, .shutdown]
+        )
+        let summary = try SimulationSummary(seeds: 1...200, options: options)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.unusedGrants > 0, "the slow member never received a grant too late to use")
+    }
+
     @Test func test_invalidOptions_areRefusedWithAReason() {
         #expect(throws: SimulationOptionsError.membersOutOfRange(members: 1, activeGoal: 2)) {
             _ = try Simulation(seed: 1, options: SimulationOptions(members: 1, activeGoal: 2))
         }
         #expect(throws: SimulationOptionsError.self) {
             _ = try Simulation(seed: 1, options: SimulationOptions(heartbeatInterval: .seconds(2), activationInterval: .seconds(3)))
+        }
+        #expect(throws: SimulationOptionsError.nonPositiveCallTimeout) {
+            _ = try Simulation(seed: 1, options: SimulationOptions(callTimeout: .zero))
         }
     }
 }

@@ -36,6 +36,11 @@ public struct Simulation: Sendable {
     private var storeBusyUntil: Int64 = 0
     private var partitioned: Set<Int> = []
     private var outage = false
+    /// The store's wall clock at real time zero, in µs since 1970: its token floor moves with simulated time.
+    private let wallOrigin: UInt64
+    private var snapshot: (ledger: GroupLedger, at: Int64)?
+    /// Since when the store's record is complete again after a restore.
+    private var recordCompleteSince: Instant?
 
     private var grants: [FencingToken: Grant] = [:]
     private var highestToken: FencingToken?
@@ -53,6 +58,7 @@ public struct Simulation: Sendable {
     /// Tokens some work acted with, and tokens given back by a member that never acted with them.
     private var usedTokens: Set<FencingToken> = []
     private var unusedGrants: Set<FencingToken> = []
+    private var injected: [SimulatedFault: Int] = [:]
 
     /// Prepares the run of `seed`; nothing happens until ``run()``.
     public init(seed: UInt64, options: SimulationOptions) throws(SimulationOptionsError) {
@@ -63,11 +69,15 @@ public struct Simulation: Sendable {
         faultEnd = options.effectiveFaultWindow.nanoseconds
         end = faultEnd + options.settleBound.nanoseconds
         ledger = GroupLedger(group: configuration.name, activeGoal: configuration.activeGoal)
+        wallOrigin = 1_700_000_000_000_000 + UInt64(random.int(in: 0...100_000_000_000_000))
         members = []
         let weights = options.faults.contains(.reweight) ? Self.weightChoices : [50]
         for index in 0..<options.members {
             let drift = options.faults.contains(.drift) ? Int64(SimulationOptions.maximumDrift * 1_000_000) : 0
-            let clock = MemberClock(offset: random.int(in: 0...1_000_000_000_000), ratePPM: random.int(in: -drift...drift))
+            let day: Int64 = 86_400_000_000_000
+            let offsets = options.faults.contains(.skew) ? -day...day : 0...1_000_000_000_000
+            let clock = MemberClock(offset: random.int(in: offsets), ratePPM: random.int(in: -drift...drift))
+            if clock.offset < 0 { injected[.skew, default: 0] += 1 }
             let weight = weights[random.index(below: weights.count)]
             let info: MemberInfo
             do {
@@ -108,6 +118,7 @@ public struct Simulation: Sendable {
             activations: activations,
             preemptions: preemptions,
             unusedGrants: unusedGrants.count,
+            injected: injected,
             end: Instant(nanoseconds: now)
         )
     }
@@ -135,6 +146,15 @@ public struct Simulation: Sendable {
             resume(index, process: process)
         case .crashFault:
             crashFault()
+        case .processCrashFault:
+            processCrashFault()
+        case .watchdogRelease(let index, let process, let info, let token):
+            watchdogRelease(index, process: process, info, token)
+        case .snapshot:
+            snapshot = (ledger, now)
+            record(.snapshotTaken)
+        case .restoreFault:
+            restoreFault()
         case .pauseFault:
             pauseFault()
         case .partitionFault:
@@ -306,7 +326,8 @@ public struct Simulation: Sendable {
             if reason == .preempted { preemptions += 1 }
             let process = members[index].process
             if let work = members[index].work, works[work] != nil {
-                queue.schedule(.member(index, process: process, .gracefulStopDone(work)), at: now + gracefulStopDelay())
+                let stopsAt = hookOverrun(of: work, member: index) ?? now + gracefulStopDelay()
+                queue.schedule(.member(index, process: process, .gracefulStopDone(work)), at: stopsAt)
             } else {
                 queue.schedule(.member(index, process: process, .workExited(nil)), at: now)
             }
@@ -326,6 +347,17 @@ public struct Simulation: Sendable {
         if draw < 80 { return random.duration(in: .zero ... .milliseconds(50)).nanoseconds }
         if draw < 95 { return random.duration(in: .zero...interval).nanoseconds }
         return (interval * 2).nanoseconds
+    }
+
+    /// With ``SimulatedFault/hooks``, now and then the stopping work ignores SIGTERM and would run for up to 3·T;
+    /// the supervisor sends SIGKILL after its stop grace of 2·I (late if it is frozen), and the watchdog kills it
+    /// at the lease deadline. Returns when the work would end by itself, or `nil` when it does not overrun.
+    private mutating func hookOverrun(of work: Int, member index: Int) -> Int64? {
+        guard options.faults.contains(.hooks), faultsActive, random.chance(0.3) else { return nil }
+        injected[.hooks, default: 0] += 1
+        let interval = options.heartbeatInterval
+        queue.schedule(.member(index, process: members[index].process, .supervisorKill(work)), at: now + (interval * 2).nanoseconds)
+        return now + random.duration(in: (interval * 2)...(options.activationInterval * 3)).nanoseconds
     }
 
     private mutating func finish(_ index: Int, _ rejection: HeartbeatRejection?) {
@@ -443,7 +475,7 @@ public struct Simulation: Sendable {
         let batch = member.client.nextBatch
         members[index].client.waiting = []
         members[index].client.nextBatch += 1
-        members[index].client.inFlight = StoreClient.InFlight(batch: batch, ids: heartbeats.map(\.id))
+        members[index].client.inFlight = StoreClient.InFlight(batch: batch, ids: heartbeats.compactMap(\.id))
         let giveUpAt = member.clock.real(member.clock.local(now) + options.callTimeout)
         queue.schedule(.member(index, process: member.process, .batchFailed(batch: batch)), at: giveUpAt)
 
@@ -492,7 +524,12 @@ public struct Simulation: Sendable {
 
     /// Applies a round trip's heartbeats in order, in one transaction, and sends the answers back together.
     private mutating func storeApply(_ call: StoreCall) {
-        let storeNow = Instant(nanoseconds: now)
+        let floor = options.weakening == .restoreWithoutTokenFloor ? 0 : wallOrigin + UInt64(now / 1_000)
+        let moment = StoreMoment(
+            now: Instant(nanoseconds: now),
+            tokenFloor: FencingToken(rawValue: floor),
+            recordCompleteSince: recordCompleteSince
+        )
         var answers: [(MemberStateMachine.RequestID, Result<HeartbeatReply, HeartbeatRejection>)] = []
         for sent in call.heartbeats {
             var heartbeat = sent.heartbeat
@@ -502,7 +539,7 @@ public struct Simulation: Sendable {
             let result: Result<HeartbeatReply, HeartbeatRejection>
             let before = ledger
             do throws(HeartbeatRejection) {
-                result = .success(try ledger.apply(heartbeat, at: StoreMoment(now: storeNow)))
+                result = .success(try ledger.apply(heartbeat, at: moment))
             } catch {
                 result = .failure(error)
             }
@@ -519,7 +556,7 @@ public struct Simulation: Sendable {
                 record(.refused(sent.id, rejection), member: call.member)
             }
             guard violation == nil else { return }
-            answers.append((sent.id, result))
+            if let id = sent.id { answers.append((id, result)) }
         }
         if partitioned.contains(call.member) || call.replyLost {
             record(.replyLost(batch: call.batch), member: call.member)
@@ -570,6 +607,7 @@ public struct Simulation: Sendable {
         guard faultEnd > 0 else { return }
         let counts: [(SimulatedFault, Event, ClosedRange<Int64>)] = [
             (.crash, .crashFault, 0...2),
+            (.processCrash, .processCrashFault, 0...2),
             (.pause, .pauseFault, 0...2),
             (.partition, .partitionFault, 0...1),
             (.outage, .outageFault, 0...1),
@@ -580,6 +618,12 @@ public struct Simulation: Sendable {
             for _ in 0..<random.int(in: count) {
                 queue.schedule(event, at: random.int(in: 0...(faultEnd - 1)))
             }
+        }
+        if options.faults.contains(.restore), random.chance(0.5) {
+            let restoreAt = random.int(in: 0...(faultEnd - 1))
+            let age = random.duration(in: .zero...(options.activationInterval * 2)).nanoseconds
+            queue.schedule(.snapshot, at: max(0, restoreAt - age))
+            queue.schedule(.restoreFault, at: restoreAt)
         }
         queue.schedule(.faultsStop, at: faultEnd)
     }
@@ -600,6 +644,7 @@ public struct Simulation: Sendable {
     private mutating func crashFault() {
         guard let index = faultTarget(excludingPaused: false) else { return }
         record(.crashed, member: index)
+        injected[.crash, default: 0] += 1
         if let work = members[index].work, works[work] != nil {
             // Nothing proves the host's work dead: it may run on until it notices (within I) or its watchdog
             // kills it at the lease deadline.
@@ -609,6 +654,67 @@ public struct Simulation: Sendable {
         members[index].stop()
         let downtime = random.duration(in: (options.activationInterval / 5)...(options.activationInterval * 2))
         queue.schedule(.restart(index), at: min(now + downtime.nanoseconds, faultEnd))
+    }
+
+    private mutating func processCrashFault() {
+        guard let index = faultTarget(excludingPaused: false) else { return }
+        record(.processCrashed, member: index)
+        injected[.processCrash, default: 0] += 1
+        if let work = members[index].work, let acting = works[work] {
+            // The watchdog sees the control pipe close and kills the work at once; once it is dead, it gives the
+            // slot back in the dead process's name.
+            var killedAt = now + orphanDelay()
+            var releaseAt = killedAt
+            if options.weakening == .watchdogReleasesBeforeKill {
+                releaseAt = now
+                killedAt = now + random.duration(in: options.heartbeatInterval...(options.heartbeatInterval * 2)).nanoseconds
+            }
+            queue.schedule(.orphanNoticed(work), at: killedAt)
+            queue.schedule(.watchdogRelease(index, process: members[index].process, members[index].info, acting.token), at: releaseAt)
+        }
+        members[index].stop()
+        let downtime = random.duration(in: (options.activationInterval / 5)...(options.activationInterval * 2))
+        queue.schedule(.restart(index), at: min(now + downtime.nanoseconds, faultEnd))
+    }
+
+    /// The watchdog's one call after a process crash: `leave` releasing the dead work's token, in the name of
+    /// the dead incarnation, so the store frees the slot only if that incarnation still holds it with that token.
+    private mutating func watchdogRelease(_ index: Int, process: Int, _ info: MemberInfo, _ token: FencingToken) {
+        record(.proofOfDeathRelease(token), member: index)
+        let heartbeat = Heartbeat(
+            group: configuration.name,
+            activeGoal: configuration.activeGoal,
+            activationInterval: configuration.activationInterval,
+            member: info,
+            phase: .stopping,
+            intent: .leave(releasing: token)
+        )
+        let lossy = faultsActive && options.faults.contains(.loss)
+        if partitioned.contains(index) || (lossy && random.chance(options.storeModel.requestLoss)) {
+            record(.requestLost(batch: 0), member: index)
+            return
+        }
+        let call = StoreCall(
+            member: index,
+            process: process,
+            batch: 0,
+            heartbeats: [SentHeartbeat(id: nil, heartbeat: heartbeat)],
+            answeredLate: false,
+            replyLost: false
+        )
+        queue.schedule(.storeArrival(call), at: now + legLatency(for: index))
+    }
+
+    /// The store's record rolls back to its snapshot; from now on it holds grants for T, and its token floor
+    /// (its wall clock) is above every token it granted before.
+    private mutating func restoreFault() {
+        guard let snapshot else { return }
+        ledger = snapshot.ledger
+        injected[.restore, default: 0] += 1
+        if options.weakening != .restoreWithoutHold {
+            recordCompleteSince = Instant(nanoseconds: now)
+        }
+        record(.restored(snapshotAt: snapshot.at))
     }
 
     private mutating func pauseFault() {
@@ -690,6 +796,8 @@ public struct Simulation: Sendable {
         for work in works.values {
             let member = members[work.member]
             guard member.process == work.process, member.machine?.status == .active(work.token) else { return false }
+            // A slow member may win a slot, but it cannot count on renewing it: not settled while it holds one.
+            if work.member == 0, options.slowMemberCannotHold { return false }
             lightestActing = min(lightestActing, member.info.weight)
         }
         for (index, member) in members.enumerated() {
@@ -824,7 +932,8 @@ struct StoreClient: Sendable {
 }
 
 struct SentHeartbeat: Sendable {
-    var id: MemberStateMachine.RequestID
+    /// `nil` for the watchdog's release after a process crash, which no state machine waits for.
+    var id: MemberStateMachine.RequestID?
     var heartbeat: Heartbeat
 }
 
@@ -868,6 +977,10 @@ enum Event: Sendable {
     case orphanNoticed(Int)
     case resume(Int, process: Int)
     case crashFault
+    case processCrashFault
+    case watchdogRelease(Int, process: Int, MemberInfo, FencingToken)
+    case snapshot
+    case restoreFault
     case pauseFault
     case partitionFault
     case partitionHealed

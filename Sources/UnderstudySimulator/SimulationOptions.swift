@@ -2,9 +2,14 @@ import UnderstudyCore
 
 /// A kind of fault the simulator injects during the fault window of a run.
 public enum SimulatedFault: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
-    /// A member process dies and is restarted later. Its work is not killed with it: it runs on until it notices
-    /// or until the watchdog kills it at the lease deadline.
+    /// A member's host is lost, with no proof of death: its member process is gone and restarted later, while
+    /// its work may run on until it notices (within I) or its watchdog kills it at the lease deadline. The slot
+    /// is free only once the lease has expired.
     case crash
+    /// A member process dies with proof of death: its watchdog sees the control pipe close, kills the work at
+    /// once, and then gives the slot back on the store with a compare-and-set on the dead incarnation and its
+    /// token (a `leave` releasing the token, in the dead process's name). The process is restarted later.
+    case processCrash = "process-crash"
     /// A member process freezes (a GC pause, a stopped VM), often for longer than T, then resumes with stale
     /// beliefs. Its work keeps running; only the watchdog stops it.
     case pause
@@ -22,6 +27,18 @@ public enum SimulatedFault: String, Hashable, Sendable, CaseIterable, CustomStri
     case shutdown
     /// Members restart with another weight, so preemption comes into play.
     case reweight
+    /// The store loses data: its record rolls back to a snapshot taken up to 2·T earlier (a restore from a
+    /// backup, a failover to a replica that lost commits). The store then vouches for nothing it may have lost:
+    /// it grants no slot for T (``StoreMoment/recordCompleteSince``), and its token floor, its wall clock in µs,
+    /// exceeds every token granted before.
+    case restore
+    /// Members' clocks read far apart: offsets of up to a day either way, so that some read before zero. Only the
+    /// store's clock judges leases, so this must not matter.
+    case skew
+    /// Hooks overrun: on deactivation the command or the `on-deactivate` hook ignores SIGTERM and would run for
+    /// up to 3·T. The supervisor runs hooks inside the lease, so only its SIGKILL after the stop grace (2·I), or
+    /// the watchdog at the lease deadline, ends it.
+    case hooks
 
     public var description: String { rawValue }
 }
@@ -58,12 +75,21 @@ public enum ProtocolWeakening: Hashable, Sendable, CustomStringConvertible {
     /// The watchdog is given no lease deadlines: only the supervisor's kill at `stopWorkBy` stops a work, and a
     /// frozen supervisor sends it late.
     case watchdogIgnoresLeaseDeadlines
+    /// After a process crash, the watchdog gives the slot back before the work is dead (it dies I to 2·I later).
+    case watchdogReleasesBeforeKill
+    /// After a restore, the store grants slots at once instead of holding grants for T.
+    case restoreWithoutHold
+    /// The store has no token floor: after a restore, tokens continue from the restored counter.
+    case restoreWithoutTokenFloor
 
     public var description: String {
         switch self {
         case .shellIgnoresDeactivation: "shell-ignores-deactivation"
         case .storeGrantsBeforeExpiry(let margin): "store-grants-\(margin.formatted)-before-expiry"
         case .watchdogIgnoresLeaseDeadlines: "watchdog-ignores-lease-deadlines"
+        case .watchdogReleasesBeforeKill: "watchdog-releases-before-kill"
+        case .restoreWithoutHold: "restore-without-hold"
+        case .restoreWithoutTokenFloor: "restore-without-token-floor"
         }
     }
 }

@@ -10,8 +10,9 @@ struct TraceEntry: Sendable {
         case heartbeatSent(MemberStateMachine.RequestID, Heartbeat.Intent)
         case requestLost(batch: UInt64)
         case storeUnreachable(batch: UInt64)
-        case applied(MemberStateMachine.RequestID, HeartbeatReply.Outcome, slot: Int?)
-        case refused(MemberStateMachine.RequestID, HeartbeatRejection)
+        /// `nil`: the watchdog's release after a process crash.
+        case applied(MemberStateMachine.RequestID?, HeartbeatReply.Outcome, slot: Int?)
+        case refused(MemberStateMachine.RequestID?, HeartbeatRejection)
         case replyLost(batch: UInt64)
         case answerDiscarded(batch: UInt64)
         case replied(MemberStateMachine.RequestID)
@@ -29,6 +30,10 @@ struct TraceEntry: Sendable {
         case faultsStopped
         case settled
         case changeAnnounced
+        case processCrashed
+        case proofOfDeathRelease(FencingToken)
+        case snapshotTaken
+        case restored(snapshotAt: Int64)
     }
 
     var time: Int64
@@ -48,8 +53,8 @@ struct TraceEntry: Sendable {
         case .heartbeatSent(let id, let intent): hash.combine(5, id.rawValue, Self.code(intent))
         case .requestLost(let batch): hash.combine(6, batch)
         case .storeUnreachable(let batch): hash.combine(7, batch)
-        case .applied(let id, let outcome, let slot): hash.combine(8, id.rawValue, Self.code(outcome), UInt64(slot ?? 999))
-        case .refused(let id, _): hash.combine(9, id.rawValue)
+        case .applied(let id, let outcome, let slot): hash.combine(8, id?.rawValue ?? 0, Self.code(outcome), UInt64(slot ?? 999))
+        case .refused(let id, _): hash.combine(9, id?.rawValue ?? 0)
         case .replyLost(let batch): hash.combine(10, batch)
         case .answerDiscarded(let batch): hash.combine(26, batch)
         case .replied(let id): hash.combine(11, id.rawValue)
@@ -67,6 +72,10 @@ struct TraceEntry: Sendable {
         case .faultsStopped: hash.combine(23)
         case .settled: hash.combine(24)
         case .changeAnnounced: hash.combine(25)
+        case .processCrashed: hash.combine(27)
+        case .proofOfDeathRelease(let token): hash.combine(28, token.rawValue)
+        case .snapshotTaken: hash.combine(29)
+        case .restored(let snapshotAt): hash.combine(30, UInt64(bitPattern: snapshotAt))
         }
     }
 
@@ -85,8 +94,8 @@ struct TraceEntry: Sendable {
         case .requestLost(let batch): "lost the request of round trip \(batch)"
         case .storeUnreachable(let batch): "could not reach the store with round trip \(batch)"
         case .applied(let id, let outcome, let slot):
-            "applied \(id): \(Self.describe(outcome))" + (slot.map { " in slot \($0)" } ?? "")
-        case .refused(let id, let rejection): "refused \(id): \(rejection)"
+            "applied \(id.map { "\($0)" } ?? "the watchdog's release"): \(Self.describe(outcome))" + (slot.map { " in slot \($0)" } ?? "")
+        case .refused(let id, let rejection): "refused \(id.map { "\($0)" } ?? "the watchdog's release"): \(rejection)"
         case .replyLost(let batch): "lost the reply to round trip \(batch)"
         case .answerDiscarded(let batch): "discarded the answer to round trip \(batch): the shell gave up on it"
         case .replied(let id): "received the reply to \(id)"
@@ -104,6 +113,10 @@ struct TraceEntry: Sendable {
         case .faultsStopped: "faults stop"
         case .settled: "group settled"
         case .changeAnnounced: "heard a change announced"
+        case .processCrashed: "process crashed (its watchdog proves the work dead)"
+        case .proofOfDeathRelease(let token): "watchdog releases token \(token) for the dead process"
+        case .snapshotTaken: "snapshot of the store taken"
+        case .restored(let snapshotAt): "store restored to its snapshot of \(Instant(nanoseconds: snapshotAt)): no grants for T"
         }
     }
 

@@ -98,6 +98,63 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
         #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
     }
 
+    // MARK: Crashes, restores, clocks and hooks
+
+    @Test func test_processCrashWithProofOfDeath_failsOverFasterThanAHostLoss() throws {
+        // The watchdog kills the work at once and releases the slot: no waiting for the lease to expire.
+        let proven = try SimulationSummary(seeds: 1...200, options: SimulationOptions(faults: [.processCrash]))
+        let lost = try SimulationSummary(seeds: 1...200, options: SimulationOptions(faults: [.crash]))
+        for failure in (proven.failures + lost.failures).prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(proven.injected[.processCrash, default: 0] > 100)
+        let provenMedian = try #require(SimulationSummary.percentile(50, of: proven.shortfalls))
+        let lostMedian = try #require(SimulationSummary.percentile(50, of: lost.shortfalls))
+        #expect(provenMedian < .seconds(1), "a proven death frees the slot within a few store legs")
+        #expect(lostMedian > .seconds(1), "a lost host's slot is free only once its lease expires")
+    }
+
+    @Test func test_watchdogReleasingBeforeTheWorkIsDead_isCaughtWithinFiftySeeds() throws {
+        let options = SimulationOptions(faults: [.processCrash], weakening: .watchdogReleasesBeforeKill)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
+    }
+
+    @Test func test_storeRestoredToAnEarlierSnapshot_holdsGrantsAndRaisesTokens_everyInvariantHolds() throws {
+        let summary = try SimulationSummary(seeds: 1...300, options: SimulationOptions(faults: [.restore, .resign, .crash]))
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.injected[.restore, default: 0] > 100)
+    }
+
+    @Test(arguments: [ProtocolWeakening.restoreWithoutHold, .restoreWithoutTokenFloor])
+    func test_restoreWithoutHoldOrTokenFloor_isCaughtWithinFiftySeeds(weakening: ProtocolWeakening) throws {
+        let options = SimulationOptions(faults: [.restore, .resign], weakening: weakening)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal || $0 == .fencing }, "caught: \(caught)")
+    }
+
+    @Test func test_membersWithClocksFarApart_holdEveryInvariant() throws {
+        let options = SimulationOptions(faults: [.skew, .crash, .pause, .loss, .drift])
+        let summary = try SimulationSummary(seeds: 1...300, options: options)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.injected[.skew, default: 0] > 100, "few members had a clock reading before zero")
+    }
+
+    @Test func test_hooksThatOverrun_areEndedByTheLeaseDeadline() throws {
+        let options = SimulationOptions(faults: [.hooks, .pause, .partition, .reweight])
+        let summary = try SimulationSummary(seeds: 1...300, options: options)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.injected[.hooks, default: 0] > 30)
+    }
+
     @Test func test_afterFaults_goalAndRankingReturnWithinTheStatedBounds() throws {
         let options = SimulationOptions(members: 4, activeGoal: 2)
         for seed in UInt64(1)...100 {

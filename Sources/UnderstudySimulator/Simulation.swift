@@ -36,6 +36,11 @@ public struct Simulation: Sendable {
     private var storeBusyUntil: Int64 = 0
     private var partitioned: Set<Int> = []
     private var outage = false
+    /// The store's wall clock at real time zero, in µs since 1970: its token floor moves with simulated time.
+    private let wallOrigin: UInt64
+    private var snapshot: (ledger: GroupLedger, at: Int64)?
+    /// Since when the store's record is complete again after a restore.
+    private var recordCompleteSince: Instant?
 
     private var grants: [FencingToken: Grant] = [:]
     private var highestToken: FencingToken?
@@ -50,6 +55,10 @@ public struct Simulation: Sendable {
     private var settledAt: Int64?
     private var activations = 0
     private var preemptions = 0
+    /// Tokens some work acted with, and tokens given back by a member that never acted with them.
+    private var usedTokens: Set<FencingToken> = []
+    private var unusedGrants: Set<FencingToken> = []
+    private var injected: [SimulatedFault: Int] = [:]
 
     /// Prepares the run of `seed`; nothing happens until ``run()``.
     public init(seed: UInt64, options: SimulationOptions) throws(SimulationOptionsError) {
@@ -60,11 +69,15 @@ public struct Simulation: Sendable {
         faultEnd = options.effectiveFaultWindow.nanoseconds
         end = faultEnd + options.settleBound.nanoseconds
         ledger = GroupLedger(group: configuration.name, activeGoal: configuration.activeGoal)
+        wallOrigin = 1_700_000_000_000_000 + UInt64(random.int(in: 0...100_000_000_000_000))
         members = []
         let weights = options.faults.contains(.reweight) ? Self.weightChoices : [50]
         for index in 0..<options.members {
             let drift = options.faults.contains(.drift) ? Int64(SimulationOptions.maximumDrift * 1_000_000) : 0
-            let clock = MemberClock(offset: random.int(in: 0...1_000_000_000_000), ratePPM: random.int(in: -drift...drift))
+            let day: Int64 = 86_400_000_000_000
+            let offsets = options.faults.contains(.skew) ? -day...day : 0...1_000_000_000_000
+            let clock = MemberClock(offset: random.int(in: offsets), ratePPM: random.int(in: -drift...drift))
+            if clock.offset < 0 { injected[.skew, default: 0] += 1 }
             let weight = weights[random.index(below: weights.count)]
             let info: MemberInfo
             do {
@@ -104,6 +117,8 @@ public struct Simulation: Sendable {
             settling: settledAt.map { .nanoseconds($0 - faultEnd) },
             activations: activations,
             preemptions: preemptions,
+            unusedGrants: unusedGrants.count,
+            injected: injected,
             end: Instant(nanoseconds: now)
         )
     }
@@ -131,6 +146,15 @@ public struct Simulation: Sendable {
             resume(index, process: process)
         case .crashFault:
             crashFault()
+        case .processCrashFault:
+            processCrashFault()
+        case .watchdogRelease(let index, let process, let info, let token):
+            watchdogRelease(index, process: process, info, token)
+        case .snapshot:
+            snapshot = (ledger, now)
+            record(.snapshotTaken)
+        case .restoreFault:
+            restoreFault()
         case .pauseFault:
             pauseFault()
         case .partitionFault:
@@ -177,48 +201,77 @@ public struct Simulation: Sendable {
         switch input {
         case .tick(let generation) where generation != members[index].tickGeneration:
             return
-        case .reply(let id, _):
-            guard members[index].outstanding.remove(id) != nil else { return }
-            record(.replied(id), member: index)
-        case .callFailed(let id):
-            guard members[index].outstanding.remove(id) != nil else { return }
-            record(.failed(id), member: index)
+        case .batchAnswered(let batch, let answers):
+            guard members[index].client.inFlight?.batch == batch else {
+                // The shell gave up on this round trip already (its timeout): the answer is discarded.
+                record(.answerDiscarded(batch: batch), member: index)
+                return
+            }
+            members[index].client.inFlight = nil
+            // The batcher sends the heartbeats that waited before the member handles these answers.
+            flushStoreClient(of: index)
+            for (id, result) in answers {
+                guard violation == nil, members[index].machine != nil else { return }
+                record(.replied(id), member: index)
+                switch result {
+                case .success(let reply): runMachine(index) { machine, local in machine.heartbeatReplied(reply, to: id, now: local) }
+                case .failure(let rejection): runMachine(index) { machine, local in machine.heartbeatRejected(id, rejection, now: local) }
+                }
+            }
+            return
+        case .batchFailed(let batch):
+            guard let inFlight = members[index].client.inFlight, inFlight.batch == batch else { return }
+            members[index].client.inFlight = nil
+            flushStoreClient(of: index)
+            for id in inFlight.ids {
+                guard violation == nil, members[index].machine != nil else { return }
+                record(.failed(id), member: index)
+                runMachine(index) { machine, local in machine.heartbeatFailed(id, now: local) }
+            }
+            return
         case .gracefulStopDone(let work):
             stopWork(work, .graceful)
+            return
+        case .supervisorKill(let work):
+            stopWork(work, .supervisor)
             return
         case .changeAnnounced:
             record(.changeAnnounced, member: index)
         case .start, .tick, .workExited, .shutdownRequested:
             break
         }
+        runMachine(index) { machine, local in
+            switch input {
+            case .start:
+                machine.start(now: local)
+            case .tick:
+                machine.tick(now: local)
+            case .workExited(let token):
+                if let token, machine.status == .active(token) {
+                    machine.workEnded(now: local)
+                } else {
+                    machine.workStopped(now: local)
+                }
+            case .shutdownRequested:
+                machine.shutdownRequested(now: local)
+            case .changeAnnounced:
+                machine.changeAnnounced(now: local)
+            case .batchAnswered, .batchFailed, .gracefulStopDone, .supervisorKill:
+                []
+            }
+        }
+    }
+
+    /// Gives `body` the member's machine and its local time, and carries out the actions it returns.
+    private mutating func runMachine(
+        _ index: Int,
+        _ body: (inout MemberStateMachine, Instant) -> [MemberStateMachine.Action]
+    ) {
+        guard members[index].machine != nil else { return }
         let local = members[index].clock.local(now)
         // Taken out while it runs, so that mutating it does not copy its storage.
         var machine = members[index].machine.take()!
-        let actions: [MemberStateMachine.Action]
-        switch input {
-        case .start:
-            actions = machine.start(now: local)
-        case .tick:
-            actions = machine.tick(now: local)
-        case .reply(let id, .success(let reply)):
-            actions = machine.heartbeatReplied(reply, to: id, now: local)
-        case .reply(let id, .failure(let rejection)):
-            actions = machine.heartbeatRejected(id, rejection, now: local)
-        case .callFailed(let id):
-            actions = machine.heartbeatFailed(id, now: local)
-        case .workExited(let token):
-            if let token, machine.status == .active(token) {
-                actions = machine.workEnded(now: local)
-            } else {
-                actions = machine.workStopped(now: local)
-            }
-        case .shutdownRequested:
-            actions = machine.shutdownRequested(now: local)
-        case .changeAnnounced:
-            actions = machine.changeAnnounced(now: local)
-        case .gracefulStopDone:
-            actions = []
-        }
+        let actions = body(&machine, local)
         members[index].machine = machine
         execute(actions, for: index)
     }
@@ -232,14 +285,18 @@ public struct Simulation: Sendable {
             case .emit(let event):
                 emitted(event, by: index)
             case .stopWorkBy(let deadline):
+                // The supervisor, a task of the member process, sends SIGKILL at the deadline less its margin;
+                // a frozen process sends it late, a dead one never (its watchdog kills the work then).
                 guard options.weakening != .shellIgnoresDeactivation, let work = members[index].work, works[work] != nil else { break }
-                works[work]!.stopBy = min(works[work]!.stopBy ?? deadline, deadline)
-                queue.schedule(.watchdog(work), at: max(now, members[index].clock.real(deadline)))
+                let killAt = members[index].clock.real(deadline - options.killMargin)
+                queue.schedule(.member(index, process: members[index].process, .supervisorKill(work)), at: max(now, killAt))
             case .leaseValid(let until):
                 guard options.weakening != .shellIgnoresDeactivation, let work = members[index].work, works[work] != nil else { break }
+                guard works[work]!.leaseValidUntil.map({ until > $0 }) ?? true else { break }
                 works[work]!.leaseValidUntil = until
-                if works[work]!.stopBy == nil {
-                    queue.schedule(.watchdog(work), at: max(now, members[index].clock.real(until)))
+                if options.weakening != .watchdogIgnoresLeaseDeadlines {
+                    let killAt = members[index].clock.real(until - options.killMargin)
+                    queue.schedule(.watchdog(work), at: max(now, killAt))
                 }
             case .scheduleTick(let at):
                 members[index].tickGeneration += 1
@@ -269,7 +326,8 @@ public struct Simulation: Sendable {
             if reason == .preempted { preemptions += 1 }
             let process = members[index].process
             if let work = members[index].work, works[work] != nil {
-                queue.schedule(.member(index, process: process, .gracefulStopDone(work)), at: now + gracefulStopDelay())
+                let stopsAt = hookOverrun(of: work, member: index) ?? now + gracefulStopDelay()
+                queue.schedule(.member(index, process: process, .gracefulStopDone(work)), at: stopsAt)
             } else {
                 queue.schedule(.member(index, process: process, .workExited(nil)), at: now)
             }
@@ -289,6 +347,17 @@ public struct Simulation: Sendable {
         if draw < 80 { return random.duration(in: .zero ... .milliseconds(50)).nanoseconds }
         if draw < 95 { return random.duration(in: .zero...interval).nanoseconds }
         return (interval * 2).nanoseconds
+    }
+
+    /// With ``SimulatedFault/hooks``, now and then the stopping work ignores SIGTERM and would run for up to 3·T;
+    /// the supervisor sends SIGKILL after its stop grace of 2·I (late if it is frozen), and the watchdog kills it
+    /// at the lease deadline. Returns when the work would end by itself, or `nil` when it does not overrun.
+    private mutating func hookOverrun(of work: Int, member index: Int) -> Int64? {
+        guard options.faults.contains(.hooks), faultsActive, random.chance(0.3) else { return nil }
+        injected[.hooks, default: 0] += 1
+        let interval = options.heartbeatInterval
+        queue.schedule(.member(index, process: members[index].process, .supervisorKill(work)), at: now + (interval * 2).nanoseconds)
+        return now + random.duration(in: (interval * 2)...(options.activationInterval * 3)).nanoseconds
     }
 
     private mutating func finish(_ index: Int, _ rejection: HeartbeatRejection?) {
@@ -334,6 +403,7 @@ public struct Simulation: Sendable {
         works[work] = Work(member: index, process: members[index].process, token: token, slot: grant.slot)
         members[index].work = work
         activations += 1
+        usedTokens.insert(token)
         record(.workStarted(token), member: index)
         if works.count > configuration.activeGoal {
             let acting = works.values.map { "m\($0.member + 1) (token \($0.token))" }.sorted().joined(separator: ", ")
@@ -355,105 +425,148 @@ public struct Simulation: Sendable {
         }
     }
 
+    /// The watchdog kills the work once the newest lease deadline it was given, less the kill margin, has passed
+    /// on its host's clock.
     private mutating func watchdogFired(for id: Int) {
-        guard let work = works[id], let deadline = work.stopBy ?? work.leaseValidUntil else { return }
-        if members[work.member].clock.local(now) >= deadline {
+        guard let work = works[id], let deadline = work.leaseValidUntil else { return }
+        if members[work.member].clock.local(now) >= deadline - options.killMargin {
             stopWork(id, .watchdog)
         }
     }
 
-    /// How long an orphaned work runs before it notices its member process died (the watchdog may kill it first).
+    /// How long an orphaned work runs before it is stopped once its member process is gone: the watchdog sees its
+    /// control pipe close and kills it at once. (On a lost host nothing is known; see ``crashFault()``.)
     private mutating func orphanDelay() -> Int64 {
         if options.weakening == .shellIgnoresDeactivation {
             return random.duration(in: options.activationInterval...(options.activationInterval * 2)).nanoseconds
         }
-        return random.duration(in: .zero...options.heartbeatInterval).nanoseconds
+        return random.duration(in: .zero ... .milliseconds(5)).nanoseconds
     }
 
     // MARK: Network and store
 
     private var faultsActive: Bool { now < faultEnd }
 
-    /// One leg of a store call: half of a round trip drawn from the configured latency.
-    private mutating func legLatency() -> Int64 {
+    /// One leg of a store call of `member`: half of a round trip drawn from its latency.
+    private mutating func legLatency(for member: Int) -> Int64 {
         let factor = options.storeModel.latencyFactor
-        let range = options.storeLatency
+        let range = options.storeLatency(of: member)
         return random.int(in: range.lowerBound.nanoseconds * factor...range.upperBound.nanoseconds * factor) / 2
     }
 
+    /// The shell hands the heartbeat to its store client, which sends it at once if no round trip is under way,
+    /// or with the next one otherwise (see ``StoreClient``).
     private mutating func send(_ heartbeat: Heartbeat, _ id: MemberStateMachine.RequestID, from index: Int) {
-        let member = members[index]
-        members[index].outstanding.insert(id)
         record(.heartbeatSent(id, heartbeat.intent), member: index)
-        let giveUpAt = member.clock.real(member.clock.local(now) + options.heartbeatInterval)
-        queue.schedule(.member(index, process: member.process, .callFailed(id)), at: giveUpAt)
+        if case .release(let token) = heartbeat.intent, !usedTokens.contains(token),
+            let grant = grants[token], grant.member == index, grant.process == members[index].process {
+            unusedGrants.insert(token)
+        }
+        members[index].client.waiting.append(SentHeartbeat(id: id, heartbeat: heartbeat))
+        if members[index].client.inFlight == nil { flushStoreClient(of: index) }
+    }
+
+    /// Sends every waiting heartbeat of the member in one round trip (one transaction), and gives up on it after
+    /// the shell's timeout, measured on the member's clock.
+    private mutating func flushStoreClient(of index: Int) {
+        guard members[index].client.inFlight == nil, !members[index].client.waiting.isEmpty else { return }
+        let member = members[index]
+        let heartbeats = member.client.waiting
+        let batch = member.client.nextBatch
+        members[index].client.waiting = []
+        members[index].client.nextBatch += 1
+        members[index].client.inFlight = StoreClient.InFlight(batch: batch, ids: heartbeats.compactMap(\.id))
+        let giveUpAt = member.clock.real(member.clock.local(now) + options.callTimeout)
+        queue.schedule(.member(index, process: member.process, .batchFailed(batch: batch)), at: giveUpAt)
 
         let lossy = faultsActive && options.faults.contains(.loss)
         let model = options.storeModel
         if partitioned.contains(index) || (lossy && random.chance(model.requestLoss)) {
-            record(.requestLost(id), member: index)
+            record(.requestLost(batch: batch), member: index)
             return
         }
-        let call = StoreCall(
+        var call = StoreCall(
             member: index,
             process: member.process,
-            id: id,
-            heartbeat: heartbeat,
+            batch: batch,
+            heartbeats: heartbeats,
             answeredLate: lossy && random.chance(model.lateAnswers),
             replyLost: lossy && random.chance(model.replyLoss)
         )
-        queue.schedule(.storeArrival(call), at: now + legLatency())
+        var arrival = now + legLatency(for: index)
+        // A third of the late calls are held up on the way in (a lock wait, a stalled connection) until after the
+        // caller gave up, so they are applied after heartbeats the member sent later. Only those that still land
+        // within the fault window, so that the faults end when their effects do.
+        let stuck = options.callTimeout + options.activationInterval
+        if call.answeredLate, random.chance(1.0 / 3), now + stuck.nanoseconds < faultEnd {
+            call.answeredLate = false
+            arrival += random.duration(in: options.callTimeout...stuck).nanoseconds
+        }
+        queue.schedule(.storeArrival(call), at: arrival)
     }
 
     private mutating func storeReceived(_ call: StoreCall) {
         if outage {
-            record(.storeUnreachable(call.id), member: call.member)
+            record(.storeUnreachable(batch: call.batch), member: call.member)
             if random.chance(0.5) {
                 // Connection refused: the caller hears of it at once; otherwise it waits for its timeout.
-                queue.schedule(.member(call.member, process: call.process, .callFailed(call.id)), at: now + legLatency())
+                queue.schedule(.member(call.member, process: call.process, .batchFailed(batch: call.batch)), at: now + legLatency(for: call.member))
             }
             return
         }
-        let service = random.duration(in: .microseconds(50)...StoreTiming.longestService).nanoseconds
+        var service: Int64 = 0
+        for _ in call.heartbeats {
+            service += random.duration(in: .microseconds(50)...StoreTiming.longestService).nanoseconds
+        }
         storeBusyUntil = max(now, storeBusyUntil) + service
         queue.schedule(.storeApply(call), at: storeBusyUntil)
     }
 
+    /// Applies a round trip's heartbeats in order, in one transaction, and sends the answers back together.
     private mutating func storeApply(_ call: StoreCall) {
-        let storeNow = Instant(nanoseconds: now)
-        var heartbeat = call.heartbeat
-        if case .storeGrantsBeforeExpiry(let margin) = options.weakening {
-            heartbeat.activationInterval -= margin
-        }
-        let result: Result<HeartbeatReply, HeartbeatRejection>
-        let before = ledger
-        do throws(HeartbeatRejection) {
-            result = .success(try ledger.apply(heartbeat, now: storeNow))
-        } catch {
-            result = .failure(error)
-        }
-        if ledger.shouldAnnounce(heartbeat, from: before) { announceChange(by: call.member) }
-        switch result {
-        case .success(let reply):
-            var slot: Int?
-            if case .granted(let token) = reply.outcome {
-                slot = ledger.leases.firstIndex { $0.holder?.token == token }
-                granted(token, slot: slot ?? -1, to: call)
+        let floor = options.weakening == .restoreWithoutTokenFloor ? 0 : wallOrigin + UInt64(now / 1_000)
+        let moment = StoreMoment(
+            now: Instant(nanoseconds: now),
+            tokenFloor: FencingToken(rawValue: floor),
+            recordCompleteSince: recordCompleteSince
+        )
+        var answers: [(MemberStateMachine.RequestID, Result<HeartbeatReply, HeartbeatRejection>)] = []
+        for sent in call.heartbeats {
+            var heartbeat = sent.heartbeat
+            if case .storeGrantsBeforeExpiry(let margin) = options.weakening {
+                heartbeat.activationInterval -= margin
             }
-            record(.applied(call.id, reply.outcome, slot: slot), member: call.member)
-        case .failure(let rejection):
-            record(.refused(call.id, rejection), member: call.member)
+            let result: Result<HeartbeatReply, HeartbeatRejection>
+            let before = ledger
+            do throws(HeartbeatRejection) {
+                result = .success(try ledger.apply(heartbeat, at: moment))
+            } catch {
+                result = .failure(error)
+            }
+            if ledger.shouldAnnounce(heartbeat, from: before) { announceChange(by: call.member) }
+            switch result {
+            case .success(let reply):
+                var slot: Int?
+                if case .granted(let token) = reply.outcome {
+                    slot = ledger.leases.firstIndex { $0.holder?.token == token }
+                    granted(token, slot: slot ?? -1, to: call)
+                }
+                record(.applied(sent.id, reply.outcome, slot: slot), member: call.member)
+            case .failure(let rejection):
+                record(.refused(sent.id, rejection), member: call.member)
+            }
+            guard violation == nil else { return }
+            if let id = sent.id { answers.append((id, result)) }
         }
-        guard violation == nil else { return }
         if partitioned.contains(call.member) || call.replyLost {
-            record(.replyLost(call.id), member: call.member)
+            record(.replyLost(batch: call.batch), member: call.member)
             return
         }
-        var delay = legLatency()
+        var delay = legLatency(for: call.member)
         if call.answeredLate {
             delay += random.duration(in: options.heartbeatInterval...options.longestLateAnswer).nanoseconds
         }
-        queue.schedule(.member(call.member, process: call.process, .reply(call.id, result)), at: now + delay)
+        queue.schedule(.member(call.member, process: call.process, .batchAnswered(batch: call.batch, answers)), at: now + delay)
     }
 
     /// The store tells every other running member that a slot was freed or a member joined; like any message, an
@@ -462,7 +575,7 @@ public struct Simulation: Sendable {
         let lossy = faultsActive && options.faults.contains(.loss)
         for index in members.indices where index != sender && members[index].machine != nil {
             if partitioned.contains(index) || (lossy && random.chance(options.storeModel.replyLoss)) { continue }
-            queue.schedule(.member(index, process: members[index].process, .changeAnnounced), at: now + legLatency())
+            queue.schedule(.member(index, process: members[index].process, .changeAnnounced), at: now + legLatency(for: index))
         }
     }
 
@@ -494,6 +607,7 @@ public struct Simulation: Sendable {
         guard faultEnd > 0 else { return }
         let counts: [(SimulatedFault, Event, ClosedRange<Int64>)] = [
             (.crash, .crashFault, 0...2),
+            (.processCrash, .processCrashFault, 0...2),
             (.pause, .pauseFault, 0...2),
             (.partition, .partitionFault, 0...1),
             (.outage, .outageFault, 0...1),
@@ -504,6 +618,12 @@ public struct Simulation: Sendable {
             for _ in 0..<random.int(in: count) {
                 queue.schedule(event, at: random.int(in: 0...(faultEnd - 1)))
             }
+        }
+        if options.faults.contains(.restore), random.chance(0.5) {
+            let restoreAt = random.int(in: 0...(faultEnd - 1))
+            let age = random.duration(in: .zero...(options.activationInterval * 2)).nanoseconds
+            queue.schedule(.snapshot, at: max(0, restoreAt - age))
+            queue.schedule(.restoreFault, at: restoreAt)
         }
         queue.schedule(.faultsStop, at: faultEnd)
     }
@@ -524,12 +644,77 @@ public struct Simulation: Sendable {
     private mutating func crashFault() {
         guard let index = faultTarget(excludingPaused: false) else { return }
         record(.crashed, member: index)
+        injected[.crash, default: 0] += 1
         if let work = members[index].work, works[work] != nil {
-            queue.schedule(.orphanNoticed(work), at: now + orphanDelay())
+            // Nothing proves the host's work dead: it may run on until it notices (within I) or its watchdog
+            // kills it at the lease deadline.
+            let noticed = options.weakening == .shellIgnoresDeactivation ? orphanDelay() : random.duration(in: .zero...options.heartbeatInterval).nanoseconds
+            queue.schedule(.orphanNoticed(work), at: now + noticed)
         }
         members[index].stop()
         let downtime = random.duration(in: (options.activationInterval / 5)...(options.activationInterval * 2))
         queue.schedule(.restart(index), at: min(now + downtime.nanoseconds, faultEnd))
+    }
+
+    private mutating func processCrashFault() {
+        guard let index = faultTarget(excludingPaused: false) else { return }
+        record(.processCrashed, member: index)
+        injected[.processCrash, default: 0] += 1
+        if let work = members[index].work, let acting = works[work] {
+            // The watchdog sees the control pipe close and kills the work at once; once it is dead, it gives the
+            // slot back in the dead process's name.
+            var killedAt = now + orphanDelay()
+            var releaseAt = killedAt
+            if options.weakening == .watchdogReleasesBeforeKill {
+                releaseAt = now
+                killedAt = now + random.duration(in: options.heartbeatInterval...(options.heartbeatInterval * 2)).nanoseconds
+            }
+            queue.schedule(.orphanNoticed(work), at: killedAt)
+            queue.schedule(.watchdogRelease(index, process: members[index].process, members[index].info, acting.token), at: releaseAt)
+        }
+        members[index].stop()
+        let downtime = random.duration(in: (options.activationInterval / 5)...(options.activationInterval * 2))
+        queue.schedule(.restart(index), at: min(now + downtime.nanoseconds, faultEnd))
+    }
+
+    /// The watchdog's one call after a process crash: `leave` releasing the dead work's token, in the name of
+    /// the dead incarnation, so the store frees the slot only if that incarnation still holds it with that token.
+    private mutating func watchdogRelease(_ index: Int, process: Int, _ info: MemberInfo, _ token: FencingToken) {
+        record(.proofOfDeathRelease(token), member: index)
+        let heartbeat = Heartbeat(
+            group: configuration.name,
+            activeGoal: configuration.activeGoal,
+            activationInterval: configuration.activationInterval,
+            member: info,
+            phase: .stopping,
+            intent: .leave(releasing: token)
+        )
+        let lossy = faultsActive && options.faults.contains(.loss)
+        if partitioned.contains(index) || (lossy && random.chance(options.storeModel.requestLoss)) {
+            record(.requestLost(batch: 0), member: index)
+            return
+        }
+        let call = StoreCall(
+            member: index,
+            process: process,
+            batch: 0,
+            heartbeats: [SentHeartbeat(id: nil, heartbeat: heartbeat)],
+            answeredLate: false,
+            replyLost: false
+        )
+        queue.schedule(.storeArrival(call), at: now + legLatency(for: index))
+    }
+
+    /// The store's record rolls back to its snapshot; from now on it holds grants for T, and its token floor
+    /// (its wall clock) is above every token it granted before.
+    private mutating func restoreFault() {
+        guard let snapshot else { return }
+        ledger = snapshot.ledger
+        injected[.restore, default: 0] += 1
+        if options.weakening != .restoreWithoutHold {
+            recordCompleteSince = Instant(nanoseconds: now)
+        }
+        record(.restored(snapshotAt: snapshot.at))
     }
 
     private mutating func pauseFault() {
@@ -611,12 +796,17 @@ public struct Simulation: Sendable {
         for work in works.values {
             let member = members[work.member]
             guard member.process == work.process, member.machine?.status == .active(work.token) else { return false }
+            // A slow member may win a slot, but it cannot count on renewing it: not settled while it holds one.
+            if work.member == 0, options.slowMemberCannotHold { return false }
             lightestActing = min(lightestActing, member.info.weight)
         }
-        for member in members {
-            guard let machine = member.machine, member.pausedUntil == nil, machine.phase != .resting,
+        for (index, member) in members.enumerated() {
+            guard let machine = member.machine, member.pausedUntil == nil,
                 ledger.members[member.info.id]?.info.incarnation == member.info.incarnation
             else { return false }
+            // A member too slow to hold a lease is not counted on to hold one: it may rest, and may outweigh.
+            if index == 0, options.slowMemberCannotHold { continue }
+            if machine.phase == .resting { return false }
             if configuration.preemption, member.work == nil, member.info.weight > lightestActing { return false }
         }
         return true
@@ -682,8 +872,8 @@ struct SimulatedMember: Sendable {
     var pausedUntil: Int64?
     var deferred: [MemberInput] = []
     var tickGeneration: UInt64 = 0
-    /// Store calls the shell still waits for.
-    var outstanding: Set<MemberStateMachine.RequestID> = []
+    /// The process's store client: its heartbeats waiting for a round trip, and the round trip under way.
+    var client = StoreClient()
     /// The work this process started, while it acts.
     var work: Int?
 
@@ -697,7 +887,7 @@ struct SimulatedMember: Sendable {
         machine = nil
         pausedUntil = nil
         deferred = []
-        outstanding = []
+        client = StoreClient()
         work = nil
     }
 }
@@ -708,9 +898,8 @@ struct Work: Sendable {
     var process: Int
     var token: FencingToken
     var slot: Int
+    /// The newest lease deadline the watchdog was given, on the member's clock.
     var leaseValidUntil: Instant?
-    /// The earliest `stopWorkBy` deadline, on the member's clock; once set, the lease deadline no longer counts.
-    var stopBy: Instant?
 
     init(member: Int, process: Int, token: FencingToken, slot: Int) {
         self.member = member
@@ -727,11 +916,33 @@ struct Grant: Sendable {
     var slot: Int
 }
 
+/// What a member process's store client does, as `HeartbeatBatcher` does it for SQLite and PostgreSQL: one round
+/// trip (one transaction) at a time per process; heartbeats handed over while it is under way wait, and travel
+/// together in the next. The shell gives up on a round trip after ``SimulationOptions/callTimeout`` and then sends
+/// the next; an answer that comes after that is discarded.
+struct StoreClient: Sendable {
+    struct InFlight: Sendable {
+        var batch: UInt64
+        var ids: [MemberStateMachine.RequestID]
+    }
+
+    var waiting: [SentHeartbeat] = []
+    var inFlight: InFlight?
+    var nextBatch: UInt64 = 1
+}
+
+struct SentHeartbeat: Sendable {
+    /// `nil` for the watchdog's release after a process crash, which no state machine waits for.
+    var id: MemberStateMachine.RequestID?
+    var heartbeat: Heartbeat
+}
+
+/// One round trip to the store: the heartbeats of one member process that travel together.
 struct StoreCall: Sendable {
     var member: Int
     var process: Int
-    var id: MemberStateMachine.RequestID
-    var heartbeat: Heartbeat
+    var batch: UInt64
+    var heartbeats: [SentHeartbeat]
     /// The store answers only after the caller gave up.
     var answeredLate: Bool
     var replyLost: Bool
@@ -741,11 +952,14 @@ struct StoreCall: Sendable {
 enum MemberInput: Sendable {
     case start
     case tick(UInt64)
-    case reply(MemberStateMachine.RequestID, Result<HeartbeatReply, HeartbeatRejection>)
-    /// The call timed out or the store could not be reached.
-    case callFailed(MemberStateMachine.RequestID)
+    /// The store's answers to the heartbeats of round trip `batch`, in the order they were sent.
+    case batchAnswered(batch: UInt64, [(MemberStateMachine.RequestID, Result<HeartbeatReply, HeartbeatRejection>)])
+    /// Round trip `batch` timed out or the store could not be reached.
+    case batchFailed(batch: UInt64)
     /// The application finished stopping work number `Int` after a deactivation.
     case gracefulStopDone(Int)
+    /// The supervisor's SIGKILL for work number `Int` at its `stopWorkBy` deadline (less the kill margin).
+    case supervisorKill(Int)
     /// The work stopped; `token` is its token, or `nil` when it had stopped before the deactivation.
     case workExited(FencingToken?)
     case shutdownRequested
@@ -763,6 +977,10 @@ enum Event: Sendable {
     case orphanNoticed(Int)
     case resume(Int, process: Int)
     case crashFault
+    case processCrashFault
+    case watchdogRelease(Int, process: Int, MemberInfo, FencingToken)
+    case snapshot
+    case restoreFault
     case pauseFault
     case partitionFault
     case partitionHealed

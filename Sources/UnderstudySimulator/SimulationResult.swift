@@ -48,6 +48,11 @@ public struct SimulationResult: Hashable, Sendable {
     public var activations: Int
     /// How many times an active member was deactivated to make way for a heavier one.
     public var preemptions: Int
+    /// How many grants a member gave back without acting on them (a grant that came too late to be vouched for).
+    public var unusedGrants: Int
+    /// How many times some faults struck: crashes, process crashes, restores, overrunning hooks, and members
+    /// whose clock reads before zero (``SimulatedFault/skew``).
+    public var injected: [SimulatedFault: Int]
     /// Where the run stopped, on the simulator's real timeline.
     public var end: Instant
 }
@@ -64,6 +69,9 @@ public struct SimulationSummary: Hashable, Sendable {
     public var recoveries: [Duration]
     public var activations: Int
     public var preemptions: Int
+    public var unusedGrants: Int
+    /// The ``SimulationResult/injected`` counts of all runs added up.
+    public var injected: [SimulatedFault: Int]
     public var violationsByInvariant: [Invariant: Int]
     /// The trace hashes of all runs folded in seed order: equal for two summaries that took the same schedules.
     public var traceHash: TraceHash
@@ -77,6 +85,8 @@ public struct SimulationSummary: Hashable, Sendable {
         recoveries = []
         activations = 0
         preemptions = 0
+        unusedGrants = 0
+        injected = [:]
         violationsByInvariant = [:]
         traceHash = TraceHash()
         for seed in seeds {
@@ -88,6 +98,8 @@ public struct SimulationSummary: Hashable, Sendable {
             if let recovery = result.recovery { recoveries.append(recovery) }
             activations += result.activations
             preemptions += result.preemptions
+            unusedGrants += result.unusedGrants
+            injected.merge(result.injected, uniquingKeysWith: +)
             if let violation = result.violation {
                 failures.append(result)
                 violationsByInvariant[violation.invariant, default: 0] += 1

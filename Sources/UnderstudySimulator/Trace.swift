@@ -8,11 +8,13 @@ struct TraceEntry: Sendable {
         case paused(until: Int64)
         case resumed
         case heartbeatSent(MemberStateMachine.RequestID, Heartbeat.Intent)
-        case requestLost(MemberStateMachine.RequestID)
-        case storeUnreachable(MemberStateMachine.RequestID)
-        case applied(MemberStateMachine.RequestID, HeartbeatReply.Outcome, slot: Int?)
-        case refused(MemberStateMachine.RequestID, HeartbeatRejection)
-        case replyLost(MemberStateMachine.RequestID)
+        case requestLost(batch: UInt64)
+        case storeUnreachable(batch: UInt64)
+        /// `nil`: the watchdog's release after a process crash.
+        case applied(MemberStateMachine.RequestID?, HeartbeatReply.Outcome, slot: Int?)
+        case refused(MemberStateMachine.RequestID?, HeartbeatRejection)
+        case replyLost(batch: UInt64)
+        case answerDiscarded(batch: UInt64)
         case replied(MemberStateMachine.RequestID)
         case failed(MemberStateMachine.RequestID)
         case emitted(MemberEvent)
@@ -28,6 +30,10 @@ struct TraceEntry: Sendable {
         case faultsStopped
         case settled
         case changeAnnounced
+        case processCrashed
+        case proofOfDeathRelease(FencingToken)
+        case snapshotTaken
+        case restored(snapshotAt: Int64)
     }
 
     var time: Int64
@@ -45,11 +51,12 @@ struct TraceEntry: Sendable {
         case .paused(let until): hash.combine(3, UInt64(bitPattern: until))
         case .resumed: hash.combine(4)
         case .heartbeatSent(let id, let intent): hash.combine(5, id.rawValue, Self.code(intent))
-        case .requestLost(let id): hash.combine(6, id.rawValue)
-        case .storeUnreachable(let id): hash.combine(7, id.rawValue)
-        case .applied(let id, let outcome, let slot): hash.combine(8, id.rawValue, Self.code(outcome), UInt64(slot ?? 999))
-        case .refused(let id, _): hash.combine(9, id.rawValue)
-        case .replyLost(let id): hash.combine(10, id.rawValue)
+        case .requestLost(let batch): hash.combine(6, batch)
+        case .storeUnreachable(let batch): hash.combine(7, batch)
+        case .applied(let id, let outcome, let slot): hash.combine(8, id?.rawValue ?? 0, Self.code(outcome), UInt64(slot ?? 999))
+        case .refused(let id, _): hash.combine(9, id?.rawValue ?? 0)
+        case .replyLost(let batch): hash.combine(10, batch)
+        case .answerDiscarded(let batch): hash.combine(26, batch)
         case .replied(let id): hash.combine(11, id.rawValue)
         case .failed(let id): hash.combine(12, id.rawValue)
         case .emitted(let event): hash.combine(13, Self.code(event))
@@ -65,6 +72,10 @@ struct TraceEntry: Sendable {
         case .faultsStopped: hash.combine(23)
         case .settled: hash.combine(24)
         case .changeAnnounced: hash.combine(25)
+        case .processCrashed: hash.combine(27)
+        case .proofOfDeathRelease(let token): hash.combine(28, token.rawValue)
+        case .snapshotTaken: hash.combine(29)
+        case .restored(let snapshotAt): hash.combine(30, UInt64(bitPattern: snapshotAt))
         }
     }
 
@@ -80,12 +91,13 @@ struct TraceEntry: Sendable {
         case .paused(let until): "paused until \(Instant(nanoseconds: until))"
         case .resumed: "resumed"
         case .heartbeatSent(let id, let intent): "sent heartbeat \(id) \(Self.describe(intent))"
-        case .requestLost(let id): "lost request \(id)"
-        case .storeUnreachable(let id): "could not reach the store with \(id)"
+        case .requestLost(let batch): "lost the request of round trip \(batch)"
+        case .storeUnreachable(let batch): "could not reach the store with round trip \(batch)"
         case .applied(let id, let outcome, let slot):
-            "applied \(id): \(Self.describe(outcome))" + (slot.map { " in slot \($0)" } ?? "")
-        case .refused(let id, let rejection): "refused \(id): \(rejection)"
-        case .replyLost(let id): "lost the reply to \(id)"
+            "applied \(id.map { "\($0)" } ?? "the watchdog's release"): \(Self.describe(outcome))" + (slot.map { " in slot \($0)" } ?? "")
+        case .refused(let id, let rejection): "refused \(id.map { "\($0)" } ?? "the watchdog's release"): \(rejection)"
+        case .replyLost(let batch): "lost the reply to round trip \(batch)"
+        case .answerDiscarded(let batch): "discarded the answer to round trip \(batch): the shell gave up on it"
         case .replied(let id): "received the reply to \(id)"
         case .failed(let id): "gave up on \(id)"
         case .emitted(let event): "emitted \(event)"
@@ -101,6 +113,10 @@ struct TraceEntry: Sendable {
         case .faultsStopped: "faults stop"
         case .settled: "group settled"
         case .changeAnnounced: "heard a change announced"
+        case .processCrashed: "process crashed (its watchdog proves the work dead)"
+        case .proofOfDeathRelease(let token): "watchdog releases token \(token) for the dead process"
+        case .snapshotTaken: "snapshot of the store taken"
+        case .restored(let snapshotAt): "store restored to its snapshot of \(Instant(nanoseconds: snapshotAt)): no grants for T"
         }
     }
 
@@ -162,12 +178,14 @@ struct TraceEntry: Sendable {
 enum WorkStop: Int, Sendable, CustomStringConvertible {
     /// After a deactivation, at the pace of the application.
     case graceful
-    /// Killed by the watchdog at the lease deadline or the `stopWorkBy` deadline.
+    /// Killed by the watchdog at the newest lease deadline it was given.
     case watchdog
     /// Ended by itself (the ``SimulatedFault/resign`` fault).
     case ended
-    /// Noticed that its supervising process died.
+    /// Its member process died and the watchdog killed it.
     case orphaned
+    /// Killed by the supervisor at the `stopWorkBy` deadline.
+    case supervisor
 
     var description: String {
         switch self {
@@ -175,6 +193,7 @@ enum WorkStop: Int, Sendable, CustomStringConvertible {
         case .watchdog: "killed by the watchdog"
         case .ended: "ended by itself"
         case .orphaned: "its member process died"
+        case .supervisor: "killed by the supervisor"
         }
     }
 }

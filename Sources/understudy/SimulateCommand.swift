@@ -38,6 +38,12 @@ struct Simulate: ParsableCommand {
     @Option(name: .customLong("store-latency"), parsing: .unconditional, help: "Round-trip time of a store call, as a range: 5ms..200ms.")
     var storeLatency = "5ms..200ms"
 
+    @Option(name: .customLong("slow-member-latency"), parsing: .unconditional, help: "Round-trip time of member m1's store calls, as a range, when it is slower than the others.")
+    var slowMemberLatency: String?
+
+    @Option(name: .customLong("call-timeout"), parsing: .unconditional, help: "How long a member waits for a store round trip before giving up (PostgreSQL's default: 5s).")
+    var callTimeout = "5s"
+
     @Option(name: .customLong("store-model"), help: "\(StoreModel.allCases.map(\.rawValue).joined(separator: " or ")).")
     var storeModel = StoreModel.singleStore.rawValue
 
@@ -85,7 +91,9 @@ struct Simulate: ParsableCommand {
             activationInterval: try duration(activation, option: "--activation"),
             preparationInterval: try preparation.map { try duration($0, option: "--preparation") },
             preemption: !noPreempt,
-            storeLatency: try latencyRange(),
+            storeLatency: try latencyRange(storeLatency, option: "--store-latency"),
+            slowMemberLatency: try slowMemberLatency.map { try latencyRange($0, option: "--slow-member-latency") },
+            callTimeout: try duration(callTimeout, option: "--call-timeout"),
             faults: try faultSet(),
             storeModel: try model()
         )
@@ -105,15 +113,15 @@ struct Simulate: ParsableCommand {
         }
     }
 
-    private func latencyRange() throws -> ClosedRange<Duration> {
-        let bounds = storeLatency.split(separator: "..", omittingEmptySubsequences: false)
+    private func latencyRange(_ text: String, option: String) throws -> ClosedRange<Duration> {
+        let bounds = text.split(separator: "..", omittingEmptySubsequences: false)
         guard bounds.count == 2 else {
-            throw ValidationError("--store-latency: invalid range \"\(storeLatency)\": write two durations joined by .., such as 5ms..200ms")
+            throw ValidationError("\(option): invalid range \"\(text)\": write two durations joined by .., such as 5ms..200ms")
         }
-        let lower = try duration(String(bounds[0]), option: "--store-latency")
-        let upper = try duration(String(bounds[1]), option: "--store-latency")
+        let lower = try duration(String(bounds[0]), option: option)
+        let upper = try duration(String(bounds[1]), option: option)
         guard lower <= upper else {
-            throw ValidationError("--store-latency: invalid range \"\(storeLatency)\": the lower bound is above the upper bound")
+            throw ValidationError("\(option): invalid range \"\(text)\": the lower bound is above the upper bound")
         }
         return lower...upper
     }
@@ -154,6 +162,8 @@ struct Simulate: ParsableCommand {
             preparation.map { "--preparation \($0)" },
             noPreempt ? "--no-preempt" : nil,
             "--store-latency \(storeLatency)",
+            slowMemberLatency.map { "--slow-member-latency \($0)" },
+            "--call-timeout \(callTimeout)",
             "--store-model \(storeModel)",
             "--faults \(faults.isEmpty ? "none" : faults)",
         ].compactMap { $0 }.joined(separator: " ")
@@ -167,7 +177,8 @@ struct Simulate: ParsableCommand {
         print(
             "simulated \(summary.runs) seed\(summary.runs == 1 ? "" : "s"): \(options.members) members, active goal \(options.activeGoal), "
                 + "heartbeat \(options.heartbeatInterval.formatted), activation \(options.activationInterval.formatted), "
-                + "store latency \(storeLatency), \(options.storeModel), faults \(faultNames)"
+                + "store latency \(storeLatency)" + (slowMemberLatency.map { " (m1: \($0))" } ?? "")
+                + ", call timeout \(options.callTimeout.formatted), \(options.storeModel), faults \(faultNames)"
         )
         print("invariants:")
         for invariant in Invariant.allCases {
@@ -178,7 +189,7 @@ struct Simulate: ParsableCommand {
         print("  liveness bounds: goal met within \(options.goalBound.formatted), settled within \(options.settleBound.formatted) of the faults stopping")
         print("failover time (periods below the goal): " + distribution(summary.shortfalls))
         print("recovery once faults stop:              " + distribution(summary.recoveries))
-        print("activations: \(summary.activations); actives preempted by a heavier member: \(summary.preemptions)")
+        print("activations: \(summary.activations); actives preempted by a heavier member: \(summary.preemptions); grants given back unused (too late): \(summary.unusedGrants)")
         if let result = summary.failures.first, let violation = result.violation {
             print("")
             print("seed \(result.seed): \(violation)")
@@ -222,6 +233,7 @@ struct Simulate: ParsableCommand {
             var settleBoundNanoseconds: Int64
             var failover: Distribution
             var recovery: Distribution
+            var unusedGrants: Int
             var failures: [Failure]
             var traceHash: String
         }
@@ -240,6 +252,7 @@ struct Simulate: ParsableCommand {
             settleBoundNanoseconds: summary.options.settleBound.nanoseconds,
             failover: distribution(summary.shortfalls),
             recovery: distribution(summary.recoveries),
+            unusedGrants: summary.unusedGrants,
             failures: summary.failures.compactMap { result in
                 result.violation.map {
                     Failure(

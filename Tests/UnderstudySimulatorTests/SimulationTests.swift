@@ -90,6 +90,71 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
         #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
     }
 
+    @Test func test_watchdogGivenNoLeaseDeadlines_isCaughtWithinFiftySeeds() throws {
+        // Only the supervisor, a task of the member process, would then stop a work: a frozen one cannot.
+        let options = SimulationOptions(faults: [.pause], weakening: .watchdogIgnoresLeaseDeadlines)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
+    }
+
+    // MARK: Crashes, restores, clocks and hooks
+
+    @Test func test_processCrashWithProofOfDeath_failsOverFasterThanAHostLoss() throws {
+        // The watchdog kills the work at once and releases the slot: no waiting for the lease to expire.
+        let proven = try SimulationSummary(seeds: 1...200, options: SimulationOptions(faults: [.processCrash]))
+        let lost = try SimulationSummary(seeds: 1...200, options: SimulationOptions(faults: [.crash]))
+        for failure in (proven.failures + lost.failures).prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(proven.injected[.processCrash, default: 0] > 100)
+        let provenMedian = try #require(SimulationSummary.percentile(50, of: proven.shortfalls))
+        let lostMedian = try #require(SimulationSummary.percentile(50, of: lost.shortfalls))
+        #expect(provenMedian < .seconds(1), "a proven death frees the slot within a few store legs")
+        #expect(lostMedian > .seconds(1), "a lost host's slot is free only once its lease expires")
+    }
+
+    @Test func test_watchdogReleasingBeforeTheWorkIsDead_isCaughtWithinFiftySeeds() throws {
+        let options = SimulationOptions(faults: [.processCrash], weakening: .watchdogReleasesBeforeKill)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
+    }
+
+    @Test func test_storeRestoredToAnEarlierSnapshot_holdsGrantsAndRaisesTokens_everyInvariantHolds() throws {
+        let summary = try SimulationSummary(seeds: 1...300, options: SimulationOptions(faults: [.restore, .resign, .crash]))
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.injected[.restore, default: 0] > 100)
+    }
+
+    @Test(arguments: [ProtocolWeakening.restoreWithoutHold, .restoreWithoutTokenFloor])
+    func test_restoreWithoutHoldOrTokenFloor_isCaughtWithinFiftySeeds(weakening: ProtocolWeakening) throws {
+        let options = SimulationOptions(faults: [.restore, .resign], weakening: weakening)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal || $0 == .fencing }, "caught: \(caught)")
+    }
+
+    @Test func test_membersWithClocksFarApart_holdEveryInvariant() throws {
+        let options = SimulationOptions(faults: [.skew, .crash, .pause, .loss, .drift])
+        let summary = try SimulationSummary(seeds: 1...300, options: options)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.injected[.skew, default: 0] > 100, "few members had a clock reading before zero")
+    }
+
+    @Test func test_hooksThatOverrun_areEndedByTheLeaseDeadline() throws {
+        let options = SimulationOptions(faults: [.hooks, .pause, .partition, .reweight])
+        let summary = try SimulationSummary(seeds: 1...300, options: options)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.injected[.hooks, default: 0] > 30)
+    }
+
     @Test func test_afterFaults_goalAndRankingReturnWithinTheStatedBounds() throws {
         let options = SimulationOptions(members: 4, activeGoal: 2)
         for seed in UInt64(1)...100 {
@@ -115,12 +180,46 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
         }
     }
 
+    // MARK: The runtime's store client
+
+    @Test func test_roundTripsLongerThanTheHeartbeatInterval_areAwaited_andTheGoalHolds() throws {
+        // The shell waits for a round trip until its timeout (5 s), not for I: 300–390 ms round trips with
+        // I = 100 ms activate once and hold, as long as 2·RTT + 2·I stays below T.
+        let options = SimulationOptions(
+            heartbeatInterval: .milliseconds(100), activationInterval: .seconds(2),
+            storeLatency: .milliseconds(300) ... .milliseconds(390), faults: [], stabilityWindow: .seconds(20)
+        )
+        for seed in UInt64(1)...30 {
+            let result = try run(seed: seed, options)
+            #expect(result.violation == nil, report(result))
+            #expect(result.activations == 1, report(result))
+        }
+    }
+
+    @Test func test_oneSlowMemberAmongFastOnes_givesTooLateGrantsBack_andLivenessHolds() throws {
+        // m1's round trips, waiting behind the one under way, take 300–780 ms: on both sides of T − I = 400 ms.
+        // A grant that comes too late is given back (the member rests), and the fast members keep the goal.
+        let options = SimulationOptions(
+            heartbeatInterval: .milliseconds(100), activationInterval: .milliseconds(500),
+            storeLatency: .milliseconds(5) ... .milliseconds(50), slowMemberLatency: .milliseconds(300) ... .milliseconds(390),
+            faults: [.crash, .resign, .shutdown]
+        )
+        let summary = try SimulationSummary(seeds: 1...200, options: options)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.unusedGrants > 0, "the slow member never received a grant too late to use")
+    }
+
     @Test func test_invalidOptions_areRefusedWithAReason() {
         #expect(throws: SimulationOptionsError.membersOutOfRange(members: 1, activeGoal: 2)) {
             _ = try Simulation(seed: 1, options: SimulationOptions(members: 1, activeGoal: 2))
         }
         #expect(throws: SimulationOptionsError.self) {
             _ = try Simulation(seed: 1, options: SimulationOptions(heartbeatInterval: .seconds(2), activationInterval: .seconds(3)))
+        }
+        #expect(throws: SimulationOptionsError.nonPositiveCallTimeout) {
+            _ = try Simulation(seed: 1, options: SimulationOptions(callTimeout: .zero))
         }
     }
 }

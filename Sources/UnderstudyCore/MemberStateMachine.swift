@@ -234,6 +234,13 @@ public struct MemberStateMachine: Sendable {
         plan = GroupPlan(view: reply.view, preemption: configuration.preemption, preparationInterval: configuration.preparationInterval)
 
         var actions: [Action] = []
+        if case .standby = state, now >= request.sentAt + (activationInterval - heartbeatInterval) {
+            // Answered too late for any grant to be vouched for (a store round trip, or the wait behind the one
+            // under way, of T − I or more): the member rests, reporting itself `resting`, so that it neither
+            // takes a slot it cannot hold nor outranks, and so preempts, a member that can.
+            restingUntil = max(restingUntil ?? now, now + restAfterResigning)
+            withdrawPreparation(into: &actions)
+        }
         apply(reply.outcome, of: request, now: now, into: &actions)
         followPlan(view: reply.view, now: now, into: &actions)
         if case .finished = state { return actions }

@@ -8,13 +8,15 @@ import UnderstudyCore
 ///   simulator's real timeline.
 /// - **Each member's clock** is the real timeline scaled by the member's drift plus an offset: every `now`
 ///   passed to a member, and every instant it returns, is on its own local monotonic clock.
-/// - **The shell** carries out the actions: it sends heartbeats (giving up after I), starts the work on
-///   ``MemberEvent/activate(_:)``, stops it at the application's pace after ``MemberEvent/deactivate(_:)``, and
-///   reports ``MemberStateMachine/workStopped(now:)``.
-/// - **The watchdog** is a separate process that kills the work at the deadline of the newest
-///   ``MemberStateMachine/Action/leaseValid(until:)``, or of ``MemberStateMachine/Action/stopWorkBy(_:)`` once
-///   one was given. It runs even while the member process is paused or after it crashed: that is the guarantee
-///   the real CLI gives with its independent watchdog, and what makes a GC pause safe.
+/// - **The shell** carries out the actions: it hands heartbeats to a store client that, like the runtime's
+///   `HeartbeatBatcher`, has one round trip under way at a time and gives up on it after
+///   ``SimulationOptions/callTimeout``; it starts the work on ``MemberEvent/activate(_:)``, stops it at the
+///   application's pace after ``MemberEvent/deactivate(_:)``, and reports ``MemberStateMachine/workStopped(now:)``.
+///   Its supervisor sends SIGKILL at ``MemberStateMachine/Action/stopWorkBy(_:)`` less I/4, late if frozen.
+/// - **The watchdog** is a separate process that is given only lease deadlines: it kills the work I/4 before the
+///   newest ``MemberStateMachine/Action/leaseValid(until:)``, and at once when the member process dies. It runs
+///   while the member process is paused: that is the guarantee the real CLI gives with its independent watchdog,
+///   and what makes a GC pause safe.
 ///
 /// A member "acts" from its ``MemberEvent/activate(_:)`` until its work has stopped. The invariants are checked
 /// after every event; the first violation ends the run.
@@ -943,7 +945,7 @@ struct StoreCall: Sendable {
     var process: Int
     var batch: UInt64
     var heartbeats: [SentHeartbeat]
-    /// The store answers only after the caller gave up.
+    /// The answer comes I to 2·I late, while the caller still waits.
     var answeredLate: Bool
     var replyLost: Bool
 }

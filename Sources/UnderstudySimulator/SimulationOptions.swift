@@ -15,7 +15,8 @@ public enum SimulatedFault: String, Hashable, Sendable, CaseIterable, CustomStri
     case pause
     /// Members' clocks run fast or slow by up to ``SimulationOptions/maximumDrift``.
     case drift
-    /// Store calls are lost (request or reply) or answered only after the caller gave up.
+    /// Store round trips lose their request or reply (the caller waits for its timeout), are answered late, or are
+    /// held up on the way in until after the caller gave up, and applied after heartbeats sent later.
     case loss
     /// Some members cannot reach the store for a while.
     case partition
@@ -48,7 +49,7 @@ public enum SimulatedFault: String, Hashable, Sendable, CaseIterable, CustomStri
 public enum StoreModel: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
     /// One serializing store (SQLite on a shared disk, one PostgreSQL primary) on a good network: latency within
     /// the configured range; with ``SimulatedFault/loss``, 2% of calls lose their request, 2% their reply and 3%
-    /// are answered after the caller gave up; outages last 0.5·T to 2·T.
+    /// are late (see ``SimulatedFault/loss``); outages last 0.5·T to 2·T.
     case singleStore = "single-store"
     /// The same serializing store behind a slow and lossy link: latency up to twice the configured range, 5% of
     /// calls lose their request, 5% their reply, 10% are answered late, and outages last up to 4·T.

@@ -268,6 +268,22 @@ struct MemberStateMachineTests {
         #expect(next.heartbeats.map(\.heartbeat.phase) == [.resting])
     }
 
+    /// A standby answered T − I or more after it sent (a slow store, or a wait behind the round trip under way)
+    /// could not use a grant sent at that pace: it rests, neither acquiring a free slot nor reporting itself
+    /// eligible, so it does not take, or preempt a member out of, a slot it cannot hold.
+    @Test func answerTooLateToVouchForAGrant_makesAStandbyRest_insteadOfAcquiring() throws {
+        let configuration = try Fixture.configuration()  // I = 1 s, T = 3 s
+        var machine = MemberStateMachine(configuration: configuration, member: me)
+        let join = try #require(machine.start(now: .zero).onlyHeartbeat())
+        // The slot is free: an answer in time would make this member acquire at once.
+        let late = machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: aloneView()), to: join.id, now: at(.seconds(2)))
+        #expect(late.intents.isEmpty)
+        #expect(machine.phase == .resting)
+        let next = machine.tick(now: at(.seconds(3)))
+        #expect(next.intents == [.none])
+        #expect(next.heartbeats.map(\.heartbeat.phase) == [.resting])
+    }
+
     @Test func selfFenced_stopsRenewing_andReleasesAfterWorkStopped() throws {
         var machine = try activeMachine()
         _ = machine.tick(now: at(.seconds(1)))

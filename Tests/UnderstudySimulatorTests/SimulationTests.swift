@@ -102,12 +102,12 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
 
     @Test func test_processCrashWithProofOfDeath_failsOverFasterThanAHostLoss() throws {
         // The watchdog kills the work at once and releases the slot: no waiting for the lease to expire.
-        let proven = try SimulationSummary(seeds: 1...200, options: SimulationOptions(faults: [.processCrash]))
-        let lost = try SimulationSummary(seeds: 1...200, options: SimulationOptions(faults: [.crash]))
+        let proven = try SimulationSummary(seeds: 1...100, options: SimulationOptions(faults: [.processCrash]))
+        let lost = try SimulationSummary(seeds: 1...100, options: SimulationOptions(faults: [.crash]))
         for failure in (proven.failures + lost.failures).prefix(3) {
             Issue.record(report(failure))
         }
-        #expect(proven.injected[.processCrash, default: 0] > 100)
+        #expect(proven.injected[.processCrash, default: 0] > 50)
         let provenMedian = try #require(SimulationSummary.percentile(50, of: proven.shortfalls))
         let lostMedian = try #require(SimulationSummary.percentile(50, of: lost.shortfalls))
         #expect(provenMedian < .seconds(1), "a proven death frees the slot within a few store legs")
@@ -122,11 +122,11 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
     }
 
     @Test func test_storeRestoredToAnEarlierSnapshot_holdsGrantsAndRaisesTokens_everyInvariantHolds() throws {
-        let summary = try SimulationSummary(seeds: 1...300, options: SimulationOptions(faults: [.restore, .resign, .crash]))
+        let summary = try SimulationSummary(seeds: 1...150, options: SimulationOptions(faults: [.restore, .resign, .crash]))
         for failure in summary.failures.prefix(3) {
             Issue.record(report(failure))
         }
-        #expect(summary.injected[.restore, default: 0] > 100)
+        #expect(summary.injected[.restore, default: 0] > 50)
     }
 
     @Test(arguments: [ProtocolWeakening.restoreWithoutHold, .restoreWithoutTokenFloor])
@@ -139,7 +139,7 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
 
     @Test func test_membersWithClocksFarApart_holdEveryInvariant() throws {
         let options = SimulationOptions(faults: [.skew, .crash, .pause, .loss, .drift])
-        let summary = try SimulationSummary(seeds: 1...300, options: options)
+        let summary = try SimulationSummary(seeds: 1...150, options: options)
         for failure in summary.failures.prefix(3) {
             Issue.record(report(failure))
         }
@@ -148,11 +148,11 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
 
     @Test func test_hooksThatOverrun_areEndedByTheLeaseDeadline() throws {
         let options = SimulationOptions(faults: [.hooks, .pause, .partition, .reweight])
-        let summary = try SimulationSummary(seeds: 1...300, options: options)
+        let summary = try SimulationSummary(seeds: 1...150, options: options)
         for failure in summary.failures.prefix(3) {
             Issue.record(report(failure))
         }
-        #expect(summary.injected[.hooks, default: 0] > 30)
+        #expect(summary.injected[.hooks, default: 0] > 15)
     }
 
     @Test func test_afterFaults_goalAndRankingReturnWithinTheStatedBounds() throws {
@@ -196,19 +196,35 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
         }
     }
 
-    @Test func test_oneSlowMemberAmongFastOnes_givesTooLateGrantsBack_andLivenessHolds() throws {
-        // m1's round trips, waiting behind the one under way, take 300–780 ms: on both sides of T − I = 400 ms.
-        // A grant that comes too late is given back (the member rests), and the fast members keep the goal.
+    @Test(arguments: [(Int64(300), Int64(390)), (420, 490)])
+    func test_oneSlowMemberAmongFastOnes_givesTooLateGrantsBack_andLivenessHolds(roundTrip: (Int64, Int64)) throws {
+        // m1's round trips take 300–390 or 420–490 ms, and as much again when they wait behind the one under way:
+        // about or beyond T − I = 400 ms. A grant that comes too late is given back (the member rests), and the
+        // fast members keep the goal. No pauses: the slow store alone makes grants late.
         let options = SimulationOptions(
             heartbeatInterval: .milliseconds(100), activationInterval: .milliseconds(500),
-            storeLatency: .milliseconds(5) ... .milliseconds(50), slowMemberLatency: .milliseconds(300) ... .milliseconds(390),
-            faults: [.crash, .resign, .shutdown]
+            storeLatency: .milliseconds(5) ... .milliseconds(50), slowMemberLatency: .milliseconds(roundTrip.0) ... .milliseconds(roundTrip.1),
+            faults: [.crash, .resign, .shutdown, .loss, .partition]
         )
-        let summary = try SimulationSummary(seeds: 1...200, options: options)
+        let summary = try SimulationSummary(seeds: 1...100, options: options)
         for failure in summary.failures.prefix(3) {
             Issue.record(report(failure))
         }
         #expect(summary.unusedGrants > 0, "the slow member never received a grant too late to use")
+    }
+
+    @Test func test_slowMemberThatOutweighsTheOthers_doesNotPreemptThemOverAndOver() throws {
+        // Round trips between T − I and T: a heavier m1 that preempted a fast active would get the slot too late
+        // to use, give it back, and preempt again after its rest, for ever. It rests while its answers come late.
+        let options = SimulationOptions(
+            heartbeatInterval: .milliseconds(100), activationInterval: .milliseconds(500),
+            storeLatency: .milliseconds(5) ... .milliseconds(50), slowMemberLatency: .milliseconds(420) ... .milliseconds(490),
+            faults: [.crash, .resign, .shutdown, .reweight, .outage, .partition, .loss]
+        )
+        let summary = try SimulationSummary(seeds: 1...100, options: options)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
     }
 
     @Test func test_invalidOptions_areRefusedWithAReason() {

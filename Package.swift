@@ -101,6 +101,7 @@ let package = Package(
             dependencies: [
                 "Understudy",
                 "UnderstudyPostgres",
+                "UnderstudySimulator",
                 "understudy-fixture",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),

@@ -2,14 +2,14 @@
 ///
 /// Every random choice of a run (latencies, faults, clock drift, work-stop delays) is drawn from one generator in
 /// the order the events happen, so one seed gives exactly one schedule.
-struct SimulationRandom: RandomNumberGenerator, Sendable {
+public struct SimulationRandom: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
-    init(seed: UInt64) {
+    public init(seed: UInt64) {
         state = seed
     }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

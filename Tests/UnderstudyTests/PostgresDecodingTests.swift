@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudySimulator
 @testable import UnderstudyPostgres
 
 /// Every value the PostgreSQL store reads is range-checked: a corrupt row fails its own group's heartbeats, naming
@@ -49,7 +50,7 @@ struct PostgresDecodingTests {
              {"i": 1, "result": {"outcome": "not-granted", "token": null, "view": {"group": "h", "goal": 2, "lastToken": 0, "members": [], "leases": []}}}]
             """#
         #expect(PostgresStore.replies(valid, to: batch, location: location).allSatisfy { (try? $0.get()) != nil })
-        var random = SplitMix64(seed: 12)
+        var random = SimulationRandom(seed: 12)
         let extremes = ["9223372036854775807", "-9223372036854775808", "9223372036854775808", "-1", "0", "1e308", "2147483648",
                         "-2147483649", "1.5", "null", "[]", "{}", "\"x\"", "true", "1001"]
         let bytes = Array(valid.utf8)
@@ -86,16 +87,7 @@ struct PostgresDecodingTests {
 }
 
 
-/// A small seeded generator, so a failing mutation can be replayed.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next(below bound: Int) -> Int {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return Int((z ^ (z >> 31)) % UInt64(bound))
-    }
+extension SimulationRandom {
+    /// A value in `0..<bound`: the simulator's generator, so a failing mutation or round can be replayed.
+    mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudySimulator
 import UnderstudyPostgres
 
 /// `understudy_heartbeat` (SQL) against `GroupLedger.apply(_:at:)` (Swift), the specification it implements: the
@@ -18,7 +19,7 @@ struct PostgresDifferentialTests {
         let schema = try PostgresLocation(url).schema
         let store = try await PostgresStore(url: url, batchWindow: .milliseconds(5), clock: clock.read)
         try await TestPostgres.withoutFloorOrHistory(url)
-        var random = SplitMix64(seed: seed)
+        var random = SimulationRandom(seed: seed)
         var ledgers: [GroupName: GroupLedger] = [:]
         // The store's moment per group, as the SQL computes it: a group's record counts as complete from its first
         // heartbeat less that heartbeat's T (the schema's record has been complete for ever), and from the first

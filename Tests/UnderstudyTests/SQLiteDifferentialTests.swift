@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudySimulator
 
 /// The SQLite store's load, diff and write layer against the ledger it stores: the same long random sequences
 /// of heartbeats (several groups and members, goals 1–3, joins, weight changes, renewals with right and wrong
@@ -16,7 +17,7 @@ struct SQLiteDifferentialTests {
         let store = try SQLiteStore(path: directory.file("differential.db"), clock: clock.host())
         let createdAt = clock.now
         var ledgers: [GroupName: GroupLedger] = [:]
-        var random = SplitMix(seed: seed)
+        var random = SimulationRandom(seed: seed)
         func pick<T>(_ values: [T]) -> T { values[Int(random.next() % UInt64(values.count))] }
 
         let groups = try ["g1", "g2", "g3"].map(GroupName.init)

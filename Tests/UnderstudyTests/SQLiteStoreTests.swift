@@ -3,6 +3,7 @@ import Testing
 import Understudy
 import UnderstudyCore
 import GRDB
+import UnderstudySimulator
 
 @Suite("SQLite store", .timeLimit(.minutes(2)))
 struct SQLiteStoreTests {
@@ -252,7 +253,7 @@ struct SQLiteStoreTests {
     /// Random values of every type in every column of every row: a heartbeat and a read either succeed or fail
     /// as corrupt, and never trap.
     @Test func rowDecoder_fuzzedRows_neverTrap() async throws {
-        var random = SplitMix(seed: 0x5eed)
+        var random = SimulationRandom(seed: 0x5eed)
         let columns = [
             ("groups", ["active_goal", "last_token", "next_join"]),
             ("members", ["member_id", "incarnation", "weight", "host", "pid", "join_seq", "phase", "heartbeat_at", "expires_at"]),
@@ -286,18 +287,5 @@ struct SQLiteStoreTests {
             do { _ = try await store.groups() } catch let error as StoreError { #expect(error.kind == .corrupt) }
             try await store.close()
         }
-    }
-}
-
-/// A small seeded generator, so a failing round replays.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

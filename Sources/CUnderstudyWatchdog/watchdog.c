@@ -10,7 +10,8 @@
 //
 // The guard is the watchdog's stand-in inside the tree: if the watchdog dies (even by SIGKILL, even with the
 // supervisor), the guard learns it from its parent-death signal and kills the whole tree: the cgroup with
-// cgroup.kill, or without a cgroup every descendant (all of them are reparented to it, it is a subreaper).
+// cgroup.kill, or without a cgroup every descendant (all of them are reparented to it, it is a subreaper). The
+// watchdog forwards it every deadline, so it also kills the tree when watchdog and supervisor freeze together.
 // Both the watchdog and the guard are single-threaded, so a parent-death signal fires exactly when the
 // parent process dies.
 #define _GNU_SOURCE

@@ -284,6 +284,9 @@ static void guard(pid_t watchdog, const char *leaf, char **command, int report, 
             uint64_t expirations;
             while (read(timer, &expirations, sizeof expirations) > 0) {}
             deadline_passed = now_ns() >= kill_at;
+            // The timer can expire a hair before clock_gettime() reaches the same instant: wait again, never
+            // give up the deadline.
+            if (!deadline_passed) arm(timer, kill_at);
         }
         if (exited) {
             // Whatever COMMAND left behind goes with it.
@@ -491,7 +494,7 @@ int understudy_watchdog_main(int argc, char **argv) {
                 if (kill_tree(leaf, guard_pid, command_pid, &status)) release_slot(release);
                 return 137;
             }
-            arm(timer, deadline - margin);
+            arm(timer, deadline - margin);  // Not yet (an extension, or a timer a hair early): wait again.
         }
     }
 }

@@ -10,7 +10,8 @@
 //
 // The guard is the watchdog's stand-in inside the tree: if the watchdog dies (even by SIGKILL, even with the
 // supervisor), the guard learns it from its parent-death signal and kills the whole tree: the cgroup with
-// cgroup.kill, or without a cgroup every descendant (all of them are reparented to it, it is a subreaper).
+// cgroup.kill, or without a cgroup every descendant (all of them are reparented to it, it is a subreaper). The
+// watchdog forwards it every deadline, so it also kills the tree when watchdog and supervisor freeze together.
 // Both the watchdog and the guard are single-threaded, so a parent-death signal fires exactly when the
 // parent process dies.
 #define _GNU_SOURCE
@@ -47,8 +48,18 @@ static void fail(const char *what) {
     exit(125);
 }
 
-/// Closes every descriptor from `lowest` up, except `keep` and `also`.
+/// Closes every descriptor from `lowest` up, except `keep` and `also`: with close_range(2) (Linux 5.9), since a
+/// close(2) per possible descriptor costs milliseconds with a high RLIMIT_NOFILE, on every start and release.
 static void close_from(int lowest, int keep, int also) {
+    int kept[2] = {keep < also ? keep : also, keep < also ? also : keep};
+    int from = lowest;
+    int ranges_ok = 1;
+    for (int index = 0; index < 2 && ranges_ok; index++) {
+        if (kept[index] < from) continue;
+        if (kept[index] > from) ranges_ok = syscall(SYS_close_range, (unsigned)from, (unsigned)kept[index] - 1, 0) == 0;
+        from = kept[index] + 1;
+    }
+    if (ranges_ok && syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0) return;
     long limit = sysconf(_SC_OPEN_MAX);
     if (limit < 0 || limit > 65536) limit = 65536;
     for (int fd = lowest; fd < limit; fd++) {
@@ -196,8 +207,17 @@ int understudy_memfd(const void *bytes, size_t length) {
     return fd;
 }
 
-/// The guard: joins the leaf, starts COMMAND, and kills the tree when COMMAND exits or the watchdog dies.
-static void guard(pid_t watchdog, const char *leaf, char **command, int report) {
+static void arm(int timer, int64_t at) {
+    if (at <= 0) at = 1;  // A zero it_value would disarm the timer.
+    struct itimerspec spec = {.it_value = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000}};
+    if (at == INT64_MAX) spec.it_value.tv_sec = INT32_MAX;
+    timerfd_settime(timer, TFD_TIMER_ABSTIME, &spec, NULL);
+}
+
+/// The guard: joins the leaf, starts COMMAND, and kills the tree when COMMAND exits, when the watchdog dies, and
+/// when the kill instant the watchdog forwards on `deadlines` (int64 CLOCK_BOOTTIME nanoseconds) passes: so a
+/// watchdog frozen together with its supervisor does not keep the tree alive past the lease either.
+static void guard(pid_t watchdog, const char *leaf, char **command, int report, int deadlines, int64_t kill_at) {
     prctl(PR_SET_PDEATHSIG, SIGUSR1);
     if (getppid() != watchdog) _exit(137);
     if (leaf != NULL) {
@@ -214,8 +234,11 @@ static void guard(pid_t watchdog, const char *leaf, char **command, int report) 
     sigemptyset(&mine);
     sigaddset(&mine, SIGCHLD);
     sigaddset(&mine, SIGUSR1);
-    int signals = signalfd(-1, &mine, SFD_CLOEXEC);
-    if (signals < 0) _exit(125);
+    int signals = signalfd(-1, &mine, SFD_CLOEXEC | SFD_NONBLOCK);
+    int timer = timerfd_create(CLOCK_BOOTTIME, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (signals < 0 || timer < 0) _exit(125);
+    fcntl(deadlines, F_SETFL, fcntl(deadlines, F_GETFL) | O_NONBLOCK);
+    arm(timer, kill_at);
     pid_t self = getpid();
     pid_t child = fork();
     if (child < 0) _exit(125);
@@ -224,6 +247,8 @@ static void guard(pid_t watchdog, const char *leaf, char **command, int report) 
         if (getppid() != self) _exit(137);
         setpgid(0, 0);
         close(signals);
+        close(timer);
+        close(deadlines);
         close(report);
         for (int number = 1; number < NSIG; number++) signal(number, SIG_DFL);
         sigset_t none;
@@ -238,21 +263,17 @@ static void guard(pid_t watchdog, const char *leaf, char **command, int report) 
     while (write(report, &child, sizeof child) < 0 && errno == EINTR) {}
     close(report);
     for (;;) {
+        struct pollfd fds[3] = {
+            {.fd = signals, .events = POLLIN}, {.fd = deadlines, .events = POLLIN}, {.fd = timer, .events = POLLIN},
+        };
+        if (poll(fds, 3, -1) < 0 && errno != EINTR) _exit(125);
+        int watchdog_gone = 0, deadline_passed = 0, exited = 0, child_status = 0;
         struct signalfd_siginfo info;
-        ssize_t count = read(signals, &info, sizeof info);
-        if (count != (ssize_t)sizeof info) {
-            if (count < 0 && errno == EINTR) continue;
-            _exit(125);
+        while (read(signals, &info, sizeof info) == (ssize_t)sizeof info) {
+            // SIGUSR1 is the parent-death signal only if the parent is indeed gone.
+            if (info.ssi_signo == SIGUSR1 && getppid() != watchdog) watchdog_gone = 1;
         }
-        if (info.ssi_signo == SIGUSR1) {
-            if (getppid() == watchdog) continue;  // Not the parent-death signal.
-            // The watchdog died: nobody else will kill the tree.
-            if (leaf != NULL) write_file(leaf, "cgroup.kill", "1");
-            kill(-child, SIGKILL);
-            kill_all_children(0, NULL);
-            _exit(137);
-        }
-        int status, child_status = 0, exited = 0;
+        int status;
         pid_t reaped;
         while ((reaped = waitpid(-1, &status, WNOHANG)) > 0) {
             if (reaped == child) {
@@ -260,11 +281,35 @@ static void guard(pid_t watchdog, const char *leaf, char **command, int report) 
                 child_status = status;
             }
         }
+        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+            int64_t forwarded;
+            ssize_t count;
+            while ((count = read(deadlines, &forwarded, sizeof forwarded)) == (ssize_t)sizeof forwarded) {
+                if (forwarded > kill_at) kill_at = forwarded;
+            }
+            if (count == 0) watchdog_gone = 1;  // End of file: the watchdog died.
+            arm(timer, kill_at);
+        }
+        if (fds[2].revents & POLLIN) {
+            uint64_t expirations;
+            while (read(timer, &expirations, sizeof expirations) > 0) {}
+            deadline_passed = now_ns() >= kill_at;
+            // The timer can expire a hair before clock_gettime() reaches the same instant: wait again, never
+            // give up the deadline.
+            if (!deadline_passed) arm(timer, kill_at);
+        }
         if (exited) {
             // Whatever COMMAND left behind goes with it.
             kill(-child, SIGKILL);
             kill_all_children(0, NULL);
             _exit(exit_code(child_status));
+        }
+        if (watchdog_gone || deadline_passed) {
+            // Nobody else may be able to kill the tree: the watchdog is dead, or frozen past the lease.
+            if (leaf != NULL) write_file(leaf, "cgroup.kill", "1");
+            kill(-child, SIGKILL);
+            kill_all_children(0, NULL);
+            _exit(137);
         }
     }
 }
@@ -328,12 +373,6 @@ static void release_slot(int release) {
     while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
 }
 
-static void arm(int timer, int64_t at) {
-    if (at <= 0) at = 1;  // A zero it_value would disarm the timer.
-    struct itimerspec spec = {.it_value = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000}};
-    if (at == INT64_MAX) spec.it_value.tv_sec = INT32_MAX;
-    timerfd_settime(timer, TFD_TIMER_ABSTIME, &spec, NULL);
-}
 
 int understudy_watchdog_main(int argc, char **argv) {
     if (argc < 7) {
@@ -367,8 +406,8 @@ int understudy_watchdog_main(int argc, char **argv) {
     if (children < 0) fail("signalfd");
     int timer = timerfd_create(CLOCK_BOOTTIME, TFD_CLOEXEC | TFD_NONBLOCK);
     if (timer < 0) fail("timerfd_create");
-    int report[2];
-    if (pipe2(report, O_CLOEXEC) != 0) fail("pipe");
+    int report[2], deadlines[2];
+    if (pipe2(report, O_CLOEXEC) != 0 || pipe2(deadlines, O_CLOEXEC) != 0) fail("pipe");
 
     // Block every signal across the fork: the child inherits our ignored SIGTERM until it resets its handlers,
     // and a SIGTERM sent to its group in between would be lost. Blocked, it stays pending (Linux never discards
@@ -384,14 +423,18 @@ int understudy_watchdog_main(int argc, char **argv) {
         close(children);
         close(timer);
         close(report[0]);
+        close(deadlines[1]);
         if (release >= 0) close(release);
-        guard(watchdog, leaf, command, report[1]);
+        guard(watchdog, leaf, command, report[1], deadlines[0], deadline - margin);
     }
     sigprocmask(SIG_SETMASK, &watchdog_mask, NULL);
     close(report[1]);
     pid_t command_pid = 0;
     while (read(report[0], &command_pid, sizeof command_pid) < 0 && errno == EINTR) {}
     close(report[0]);
+    close(deadlines[0]);
+    int guard_deadlines = deadlines[1];
+    fcntl(guard_deadlines, F_SETFL, fcntl(guard_deadlines, F_GETFL) | O_NONBLOCK);
     fcntl(control, F_SETFL, fcntl(control, F_GETFL) | O_NONBLOCK);
     // The deadline is a CLOCK_BOOTTIME instant, like the store's clock: time suspended counts.
     arm(timer, deadline - margin);
@@ -409,9 +452,11 @@ int understudy_watchdog_main(int argc, char **argv) {
             struct signalfd_siginfo info;
             while (read(children, &info, sizeof info) > 0) {}
             if (waitpid(guard_pid, &status, WNOHANG) == guard_pid) {
-                // COMMAND exited and the guard killed what it left; the cgroup proves it.
+                // COMMAND exited and the guard killed what it left, or the guard killed the tree at the deadline;
+                // the cgroup (or the subreaper's empty child list) proves it.
                 if (leaf != NULL) understudy_cgroup_kill(leaf);
                 else kill_all_children(0, NULL);
+                if (now_ns() >= deadline - margin) release_slot(release);
                 return exit_code(status);
             }
         }
@@ -433,6 +478,9 @@ int understudy_watchdog_main(int argc, char **argv) {
                         if (extended > deadline) {
                             deadline = extended;
                             arm(timer, deadline - margin);
+                            int64_t kill_at = deadline - margin;
+                            // The guard's own copy; should its pipe ever be full, it already has a later one.
+                            (void)!write(guard_deadlines, &kill_at, sizeof kill_at);
                         }
                     } else if (line[0] == 't') {
                         terminate_tree(leaf, guard_pid, command_pid);
@@ -456,7 +504,7 @@ int understudy_watchdog_main(int argc, char **argv) {
                 if (kill_tree(leaf, guard_pid, command_pid, &status)) release_slot(release);
                 return 137;
             }
-            arm(timer, deadline - margin);
+            arm(timer, deadline - margin);  // Not yet (an extension, or a timer a hair early): wait again.
         }
     }
 }

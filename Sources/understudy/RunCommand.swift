@@ -17,7 +17,8 @@ struct Run: AsyncParsableCommand {
             freezes, proves it dead, and only then releases the slot. The tree is a cgroup v2 leaf when one can \
             be made (--containment).
 
-            SIGTERM or SIGINT: stop the command, release the slot at once, exit 0. A second SIGINT exits at once (130).
+            SIGTERM or SIGINT: stop the command, release the slot at once, exit 0. A second SIGINT kills the command's tree \
+            at once, releases the slot once it is dead and exits (130).
 
             \(ExitStatus.help)
             """

@@ -17,6 +17,7 @@ struct StoreReading: ParsableArguments {
 
     /// The store, opened for reading, and the group asked for.
     func open() async throws(CLIError) -> (location: StoreLocation, store: any CoordinationStore, group: GroupName?) {
+        hidePasswordsInArguments()
         let location: StoreLocation
         do {
             location = try StoreLocation.parse(store).resolvingPassword(passwordFile: passwordFile, environment: ProcessInfo.processInfo.environment)

@@ -129,6 +129,19 @@ final class Launched {
 
     func signal(_ number: Int32) { kill(pid, number) }
 
+    /// SIGSTOP, at a moment when the process holds no write lock (a SQLite transaction frozen half-way would
+    /// stop every other member of the store, which is not what a test of a frozen supervisor means).
+    func freeze() async throws {
+        for _ in 0..<100 {
+            kill(pid, SIGSTOP)
+            guard try await eventually(timeout: .seconds(2), { processState(pid) == "T" }) else { continue }
+            if !holdsWriteLock(pid) { return }
+            kill(pid, SIGCONT)
+            try await Task.sleep(for: .milliseconds(Int.random(in: 1...20)))
+        }
+        Issue.record("could not freeze \(pid) outside a write transaction")
+    }
+
     /// Waits for the exit; returns the exit status, or `nil` if still running at the deadline.
     func exitStatus(within timeout: Duration = .seconds(15)) async throws -> Int32? {
         guard try await eventually(timeout: timeout, { !self.process.isRunning }) else { return nil }
@@ -166,6 +179,22 @@ func isAlive(_ pid: pid_t) -> Bool {
     guard kill(pid, 0) == 0 else { return false }
     let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
     return !stat.contains(") Z ")
+}
+
+/// The state letter of /proc/PID/stat (`R`, `S`, `T`, `Z`, …).
+func processState(_ pid: pid_t) -> String {
+    let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+    guard let end = stat.lastIndex(of: ")") else { return "" }
+    return String(stat[stat.index(after: end)...].dropFirst().prefix(1))
+}
+
+/// Whether `pid` holds a POSIX write lock (SQLite's writer and checkpointer locks), from /proc/locks.
+func holdsWriteLock(_ pid: pid_t) -> Bool {
+    let locks = (try? String(contentsOfFile: "/proc/locks", encoding: .utf8)) ?? ""
+    return locks.split(separator: "\n").contains { line in
+        let fields = line.split(separator: " ")
+        return fields.contains("WRITE") && fields.contains(Substring("\(pid)"))
+    }
 }
 
 /// One line of the child's log.

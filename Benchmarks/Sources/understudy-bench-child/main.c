@@ -1,5 +1,6 @@
 // The child that benchmarks supervise: appends "<CLOCK_BOOTTIME ns> <pid> <label> <token>\n" to FILE the moment
-// it runs, then sleeps until it is killed. Exits by itself after ten minutes, so it cannot outlive an interrupted
+// it runs, then sleeps until it is killed. With a third argument `escape`, it also starts a `setsid` grandchild
+// (its pid appended to FILE.escapers) that sleeps too. Exits by itself after ten minutes, so it cannot outlive an interrupted
 // benchmark by long.
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -27,6 +28,21 @@ int main(int argc, char **argv) {
         return 1;
     }
     close(fd);
+    if (argc > 3 && strcmp(argv[3], "escape") == 0) {
+        // A grandchild that leaves the process group and the session, as a daemon would, and records its pid
+        // in FILE.escapers so that the benchmark can check whether it outlived the lease.
+        pid_t escaper = fork();
+        if (escaper == 0) {
+            setsid();
+            char path[4096], record[128];
+            snprintf(path, sizeof path, "%s.escapers", argv[1]);
+            int escapers = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+            int size = snprintf(record, sizeof record, "%d %s\n", (int)getpid(), argv[2]);
+            if (escapers >= 0) (void)!write(escapers, record, (size_t)size);
+            alarm(600);
+            for (;;) pause();
+        }
+    }
     alarm(600);
     for (;;) pause();
 }

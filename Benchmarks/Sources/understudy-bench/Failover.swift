@@ -74,8 +74,10 @@ struct UnderstudyContender: Contender {
     var activation: Duration
     var activationText: String
     var logDirectory: String
+    /// Every child starts a `setsid` escaper.
+    var escaper = false
 
-    var name: String { "understudy (\(store.kind))" }
+    var name: String { "understudy (\(store.kind))" + (escaper ? " + setsid escaper" : "") }
     var leaseLength: Duration { activation }
     var supportsWeights: Bool { true }
 
@@ -84,7 +86,7 @@ struct UnderstudyContender: Contender {
             binary, "run", "--group", group, "--store", store.url, "--id", label, "--weight", "\(weight)",
             "--heartbeat", heartbeat, "--activation", activationText, "--stop-grace", "2s",
             "--", child, stampFile, label,
-        ], log: "\(logDirectory)/\(label).log")
+        ] + (escaper ? ["escape"] : []), log: "\(logDirectory)/\(label).log")
     }
 
     func terminate(_ pid: pid_t) { kill(pid, SIGTERM) }
@@ -120,7 +122,8 @@ struct ScenarioResult: Codable, Sendable {
     var distribution: Distribution?
     var samplesMilliseconds: [Double]
     var timeouts: Int
-    /// Crash only: in how many rounds the killed supervisor's child was still running when the next child started.
+    /// Crash and freeze: in how many rounds the old child (or its escaper) was still running when the next child
+    /// started.
     var oldChildStillRunning: Int?
     var tokensIncreasing: Bool?
     var targetMilliseconds: Double?
@@ -158,8 +161,11 @@ struct Failover: ParsableCommand {
 
     @OptionGroup var supervisor: SupervisorOptions
 
-    @Option(help: "Scenarios: crash, graceful, preemption (comma-separated).")
+    @Option(help: "Scenarios: crash, graceful, preemption, freeze (SIGSTOP of the active supervisor and its watchdog) (comma-separated).")
     var scenarios = "crash,graceful,preemption"
+
+    @Flag(help: "Also run every Understudy store with children that start a `setsid` escaper (crash and freeze count escapers still running).")
+    var escaper = false
 
     @Flag(help: "Also run the crash and graceful scenarios against `etcdctl lock` on a single-node etcd (installed when missing).")
     var etcd = false
@@ -182,11 +188,14 @@ struct Failover: ParsableCommand {
 
         var contenders: [any Contender] = []
         for (index, spec) in store.enumerated() {
-            contenders.append(UnderstudyContender(
-                binary: binary, child: child, store: try BenchStore.resolve(spec), group: "bench-\(index)",
-                heartbeat: supervisor.heartbeat, activation: activationInterval, activationText: supervisor.activation,
-                logDirectory: logDirectory
-            ))
+            let resolved = try BenchStore.resolve(spec)
+            for escaping in escaper ? [false, true] : [false] {
+                contenders.append(UnderstudyContender(
+                    binary: binary, child: child, store: resolved, group: "bench-\(index)\(escaping ? "-escaper" : "")",
+                    heartbeat: supervisor.heartbeat, activation: activationInterval, activationText: supervisor.activation,
+                    logDirectory: logDirectory, escaper: escaping
+                ))
+            }
         }
         if etcd {
             contenders.append(EtcdContender(etcd: try Etcd.start(), child: child, ttl: etcdTTL, logDirectory: logDirectory))
@@ -198,7 +207,7 @@ struct Failover: ParsableCommand {
                 contender: contender, members: members, rounds: rounds, heartbeat: heartbeatInterval,
                 activation: activationInterval, stampFile: StampFile(path: "\(logDirectory)/stamps-\(index).txt"), prefix: "c\(index)"
             )
-            results += try runner.run(scenarios: ["crash", "graceful", "preemption"].filter(wanted.contains))
+            results += try runner.run(scenarios: ["crash", "graceful", "preemption", "freeze"].filter(wanted.contains))
         }
         let report = FailoverReport(
             machine: .current(), command: CommandLine.arguments.joined(separator: " "),
@@ -219,7 +228,7 @@ struct Failover: ParsableCommand {
             }
             let met = result.targetMilliseconds.map { d.p99 <= $0 ? "met" : "MISSED" } ?? ""
             var notes: [String] = []
-            if let alive = result.oldChildStillRunning { notes.append("old child running after kill -9: \(alive)/\(d.samples)") }
+            if let alive = result.oldChildStillRunning { notes.append("old child or escaper running at the next start: \(alive)/\(d.samples)") }
             if result.timeouts > 0 { notes.append("\(result.timeouts) timeouts") }
             if result.tokensIncreasing == false { notes.append("TOKENS NOT INCREASING") }
             return [
@@ -246,6 +255,29 @@ struct ScenarioRunner {
     var stampFile: StampFile
     var prefix: String
 
+    /// The pids of the escapers that the children of `label` started.
+    func escapers(of label: String) -> [pid_t] {
+        let text = (try? String(contentsOfFile: stampFile.path + ".escapers", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            return fields.count == 2 && fields[1] == label ? pid_t(fields[0]) : nil
+        }
+    }
+
+    /// The running children of `supervisor` that are watchdogs (`understudy __watchdog`).
+    func childrenRunning(watchdogOf supervisor: pid_t) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { pid_t($0) }.filter { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")"),
+                  let parent = stat[stat.index(after: close)...].split(separator: " ").dropFirst().first.flatMap({ pid_t($0) }),
+                  parent == supervisor,
+                  let command = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))
+            else { return false }
+            return String(decoding: command, as: UTF8.self).contains("__watchdog")
+        }
+    }
+
     private final class State {
         var supervisors: [String: pid_t] = [:]
         var started = 0
@@ -266,6 +298,7 @@ struct ScenarioRunner {
             }
             stampFile.refresh()
             for stamp in stampFile.stamps where isRunning(stamp.pid) { kill(stamp.pid, SIGKILL) }
+            for stamp in stampFile.stamps { for escaper in escapers(of: stamp.label) where isRunning(escaper) { kill(escaper, SIGKILL) } }
         }
 
         note("\(contender.name): starting \(members) members")
@@ -296,13 +329,31 @@ struct ScenarioRunner {
                 guard let activeIndex = stampFile.stamps.indices.last else { break }
                 let active = stampFile.stamps[activeIndex]
                 switch scenario {
+                case "freeze":
+                    guard let pid = state.supervisors[active.label] else { throw BenchError("\(contender.name): lost track of \(active.label)") }
+                    let watchdogs = childrenRunning(watchdogOf: pid)
+                    let faultAt = boottime()
+                    kill(pid, SIGSTOP)
+                    for watchdog in watchdogs { kill(watchdog, SIGSTOP) }
+                    if let next = stampFile.wait(after: activeIndex, timeout: timeout, matching: { $0.label != active.label })?.stamp {
+                        samples.append(Double(next.at - faultAt) / 1e6)
+                        if isRunning(active.pid) || escapers(of: active.label).contains(where: isRunning) { stillRunning += 1 }
+                    } else {
+                        timeouts += 1
+                    }
+                    for watchdog in watchdogs { kill(watchdog, SIGCONT) }
+                    kill(pid, SIGCONT)
+                    contender.terminate(pid)
+                    reap(pid, timeout: .seconds(15))
+                    state.supervisors[active.label] = nil
+                    _ = try startMember()
                 case "crash", "graceful":
                     guard let pid = state.supervisors[active.label] else { throw BenchError("\(contender.name): lost track of \(active.label)") }
                     let faultAt = boottime()
                     if scenario == "crash" { kill(pid, SIGKILL) } else { contender.terminate(pid) }
                     if let next = stampFile.wait(after: activeIndex, timeout: timeout, matching: { $0.label != active.label })?.stamp {
                         samples.append(Double(next.at - faultAt) / 1e6)
-                        if scenario == "crash", isRunning(active.pid) {
+                        if scenario == "crash", isRunning(active.pid) || escapers(of: active.label).contains(where: isRunning) {
                             stillRunning += 1
                             kill(active.pid, SIGKILL)
                         }
@@ -328,7 +379,7 @@ struct ScenarioRunner {
                     reap(pid, timeout: .seconds(15))
                     state.supervisors[label] = nil
                 default:
-                    throw BenchError("unknown scenario \(scenario): crash, graceful or preemption")
+                    throw BenchError("unknown scenario \(scenario): crash, graceful, preemption or freeze")
                 }
                 sleep(milliseconds: settle)
             }
@@ -338,14 +389,17 @@ struct ScenarioRunner {
             let understudy = contender is UnderstudyContender
             let isPostgres = contender.name.contains("PostgreSQL")
             let target: (Double, String)? = switch (scenario, understudy) {
-            case ("crash", true): (t + i + 50, "≤ T + I + 50 = \(format(t + i + 50))")
+            // Proof-of-death failover: the watchdog releases the slot once the tree is dead, no waiting for T.
+            case ("crash", true): (50, "≤ 50")
+            // Frozen with its watchdog, nobody can release: the lease expires; the guard killed the tree before.
+            case ("freeze", true): (t + i + 50, "≤ T + I + 50 = \(format(t + i + 50))")
             case ("graceful", true): isPostgres ? (100, "≤ 100") : (i + 20, "≤ I + 20 = \(format(i + 20))")
             default: nil
             }
             results.append(ScenarioResult(
                 system: contender.name, scenario: scenario, leaseMilliseconds: contender.leaseLength.milliseconds,
                 distribution: Distribution(milliseconds: samples), samplesMilliseconds: samples, timeouts: timeouts,
-                oldChildStillRunning: scenario == "crash" ? stillRunning : nil,
+                oldChildStillRunning: scenario == "crash" || scenario == "freeze" ? stillRunning : nil,
                 tokensIncreasing: tokens.isEmpty ? nil : zip(tokens, tokens.dropFirst()).allSatisfy { $0 < $1 },
                 targetMilliseconds: target?.0, target: target?.1
             ))

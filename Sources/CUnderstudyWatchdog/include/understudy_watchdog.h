@@ -11,8 +11,9 @@
 /// child subreaper). RELEASE_FD is a descriptor to hand to `understudy __release-slot` as descriptor 3 once
 /// the tree is confirmed dead, or -1.
 ///
-/// Forks a guard (in LEAF, a child subreaper, told of the watchdog's death by its parent-death signal), which
-/// forks COMMAND in a new process group. Then obeys the control pipe CONTROL_FD, one line per message:
+/// Forks a guard (in LEAF, a child subreaper, told of the watchdog's death by its parent-death signal and of
+/// every deadline through a pipe, so that it kills the tree if the watchdog dies or freezes), which forks
+/// COMMAND in a new process group. Then obeys the control pipe CONTROL_FD, one line per message:
 ///   `d NS`  the lease is vouched for until NS (CLOCK_BOOTTIME nanoseconds); deadlines only move forward.
 ///   `t`     send SIGTERM to COMMAND's tree (every process of LEAF; without LEAF, COMMAND's process group).
 ///   `k`     kill COMMAND's tree with SIGKILL and confirm it is gone.

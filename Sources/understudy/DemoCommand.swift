@@ -9,7 +9,7 @@ struct Demo: AsyncParsableCommand {
         abstract: "Watch failover, handover and preemption with three real members (about 15 seconds).",
         discussion: """
             Starts three `understudy run` members of group "demo" on a temporary SQLite store, each supervising \
-            a shell loop that prints ticks; kills the active supervisor with SIGKILL, hands over gracefully with \
+            a shell loop that prints ticks; kills the active member (supervisor and watchdog) with SIGKILL, hands over gracefully with \
             SIGTERM, lets a member of higher weight preempt, and prints the measured timings. Nothing to set up; \
             everything is removed at the end.
             """
@@ -67,15 +67,18 @@ private final class Tour: @unchecked Sendable {
         try await observe(for: .seconds(2))
         let initial = first.member
 
-        heading("2. kill -9 the supervisor of the active member (\(initial))")
+        // The demo holds each member under a watchdog of its own, so that nothing outlives it; killing one kills the
+        // member's whole tree, supervisor and watchdog alike, which is what a host loss looks like.
+        heading("2. kill -9 the active member (\(initial)): supervisor and watchdog together, as when its host dies")
         let killedAt = MonotonicClock.now()
         members[initial]?.process.kill()
         members[initial] = nil
         let takeover = try await waitForActivation(by: nil, after: killedAt)
         let failover = takeover.at - killedAt
-        timings.append(("failover after SIGKILL", failover))
+        timings.append(("failover after a host-like loss", failover))
         say(style.green("takeover by \(takeover.member) (token \(takeover.token)) after \(failover.formatted)")
-            + ": its watchdog killed the command, proved it dead and released the slot (no waiting for T = 500ms)")
+            + ": nobody was left to prove the command dead, so the lease ran out (T = 500ms). When only the supervisor "
+            + "dies, its watchdog proves the command dead and releases the slot: about 30 ms (docs/benchmarks.md, 3b)")
         try await observe(for: .seconds(2))
 
         heading("3. SIGTERM \(takeover.member): graceful handover, the slot is released at once")

@@ -92,7 +92,7 @@ struct MultiProcessTests {
         #expect(second.pid != first.pid)
 
         // Freeze the new active past T, then let it go on: it must not have acted past its lease.
-        kill(second.pid, SIGSTOP)
+        try await freezeOutsideWriteLock(second.pid)
         let third = try #require(try await activation(after: second.token))
         #expect(third.pid != second.pid)
         kill(second.pid, SIGCONT)

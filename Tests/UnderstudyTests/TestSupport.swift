@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Synchronization
+import Testing
 import Understudy
 import UnderstudyCore
 
@@ -123,4 +124,26 @@ func runToCompletion(_ path: String, _ arguments: [String], environment: [String
     var status: Int32 = 0
     while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
     return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}
+
+/// SIGSTOP `pid` at a moment when it holds no POSIX write lock (/proc/locks): a member frozen half-way through a
+/// SQLite transaction stops every other member of the store, which is not what a test of a frozen member means.
+func freezeOutsideWriteLock(_ pid: pid_t) async throws {
+    func stopped() -> Bool {
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        guard let end = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: end)...].dropFirst().first == "T"
+    }
+    func holdsWriteLock() -> Bool {
+        let locks = (try? String(contentsOfFile: "/proc/locks", encoding: .utf8)) ?? ""
+        return locks.split(separator: "\n").contains { $0.split(separator: " ").contains("WRITE") && $0.split(separator: " ").contains(Substring("\(pid)")) }
+    }
+    for _ in 0..<100 {
+        kill(pid, SIGSTOP)
+        guard try await eventually(timeout: .seconds(2), stopped) else { continue }
+        if !holdsWriteLock() { return }
+        kill(pid, SIGCONT)
+        try await Task.sleep(for: .milliseconds(Int.random(in: 1...20)))
+    }
+    Issue.record("could not freeze \(pid) outside a write transaction")
 }

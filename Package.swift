@@ -14,13 +14,17 @@ let supervisorReleaseLinkerFlags = [
     "-Xlinker", "--no-export-dynamic",
 ]
 
+// Linux only: the watchdog, cgroups and the boot clock are Linux's (`Sources/CUnderstudyWatchdog` and
+// `UnderstudyStore`'s clocks refuse to build elsewhere). The pure core and the simulator are portable Swift.
 let package = Package(
     name: "Understudy",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "UnderstudyCore", targets: ["UnderstudyCore"]),
-        .library(name: "Understudy", targets: ["Understudy"]),
+        .library(name: "UnderstudyStore", targets: ["UnderstudyStore"]),
+        .library(name: "UnderstudySQLite", targets: ["UnderstudySQLite"]),
         .library(name: "UnderstudyPostgres", targets: ["UnderstudyPostgres"]),
+        .library(name: "Understudy", targets: ["Understudy"]),
+        .library(name: "UnderstudySupervisor", targets: ["UnderstudySupervisor"]),
         .executable(name: "understudy", targets: ["understudy"]),
     ],
     dependencies: [
@@ -37,46 +41,80 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
-        // Sans-IO election, membership and lease logic. Depends on nothing.
+        // The layers, each depending only on those above it (docs/design.md):
+        // 1. Sans-IO election, membership and lease logic. Depends on nothing.
         .target(name: "UnderstudyCore"),
         // Deterministic simulator: the real core against a simulated store, clock and faults.
         .target(name: "UnderstudySimulator", dependencies: ["UnderstudyCore"]),
-        // Runtime that drives the core with real time, plus the store backends.
+        // 2. The store contract and its kit: capability protocols, errors, clocks, the heartbeat batcher, change
+        //    subscribers and the in-memory backend.
+        .target(name: "UnderstudyStore", dependencies: ["UnderstudyCore"]),
+        // 3. One target per backend, so a user builds only the database client it uses.
         .target(
-            name: "Understudy",
+            name: "UnderstudySQLite",
             dependencies: [
                 "UnderstudyCore",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "UnderstudyStore",
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "CoreMetrics", package: "swift-metrics"),
-                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The watchdog between `understudy run` and its child: plain C, single-threaded, independent of Swift.
-        .target(name: "CUnderstudyWatchdog"),
-        // The PostgreSQL store, in its own target so the library's other users do not build postgres-nio.
         .target(
             name: "UnderstudyPostgres",
             dependencies: [
-                "Understudy",
+                "UnderstudyCore",
+                "UnderstudyStore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(
-            name: "understudy",
+        // 4. The runtime: a `Member` drives the core with real time and any store.
+        .target(
+            name: "Understudy",
             dependencies: [
+                "UnderstudyCore",
+                "UnderstudyStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ]
+        ),
+        // The watchdog between a supervisor and its command: plain C, single-threaded, independent of Swift.
+        .target(name: "CUnderstudyWatchdog"),
+        // 5. Supervising commands under the watchdog, with hooks, status and HTTP routes: no process-wide side
+        //    effects, so one process can supervise many.
+        .target(
+            name: "UnderstudySupervisor",
+            dependencies: [
+                "UnderstudyCore",
+                "UnderstudyStore",
                 "Understudy",
-                "UnderstudyPostgres",
                 "CUnderstudyWatchdog",
-                "UnderstudySimulator",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        // 6. The `understudy` executable: commands, arguments, signals, exit codes and process set-up.
+        .executableTarget(
+            name: "understudy",
+            dependencies: [
+                "UnderstudyCore",
+                "UnderstudyStore",
+                "UnderstudySQLite",
+                "UnderstudyPostgres",
+                "Understudy",
+                "UnderstudySupervisor",
+                "UnderstudySimulator",
+                "CUnderstudyWatchdog",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
@@ -85,13 +123,13 @@ let package = Package(
         ),
         .executableTarget(
             name: "singleton-job",
-            dependencies: ["Understudy"],
+            dependencies: ["Understudy", "UnderstudySQLite"],
             path: "examples/singleton-job"
         ),
         // A member process for the multi-process tests: logs each activation with its token.
         .executableTarget(
             name: "understudy-fixture",
-            dependencies: ["Understudy", "UnderstudyPostgres", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Understudy", "UnderstudySQLite", "UnderstudyPostgres", .product(name: "Logging", package: "swift-log")],
             path: "Tests/Fixtures/understudy-fixture"
         ),
         .testTarget(name: "UnderstudyCoreTests", dependencies: ["UnderstudyCore"]),
@@ -99,8 +137,10 @@ let package = Package(
         .testTarget(
             name: "UnderstudyTests",
             dependencies: [
-                "Understudy",
+                "UnderstudyStore",
+                "UnderstudySQLite",
                 "UnderstudyPostgres",
+                "Understudy",
                 "UnderstudySimulator",
                 "understudy-fixture",
                 .product(name: "GRDB", package: "GRDB.swift"),

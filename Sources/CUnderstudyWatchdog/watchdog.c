@@ -14,6 +14,9 @@
 // watchdog forwards it every deadline, so it also kills the tree when watchdog and supervisor freeze together.
 // Both the watchdog and the guard are single-threaded, so a parent-death signal fires exactly when the
 // parent process dies.
+#ifndef __linux__
+#error "the watchdog is Linux-only: pidfds, cgroup v2, prctl, CLOCK_BOOTTIME timerfds"
+#endif
 #define _GNU_SOURCE
 #include "understudy_watchdog.h"
 

@@ -2,12 +2,13 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import UnderstudyCore
+import UnderstudyStore
 
 /// One member of a fault-tolerance group: joins the group through a store, and is told when to prepare,
 /// activate and deactivate.
 ///
 /// `Member` drives the sans-IO ``MemberStateMachine`` with the host's monotonic clock and a
-/// ``CoordinationStore``. It is a swift-service-lifecycle `Service`: on graceful shutdown (or cancellation of
+/// ``LeaseStore``. It is a swift-service-lifecycle `Service`: on graceful shutdown (or cancellation of
 /// ``run()``) an active member stops its work and releases its slot at once, so a standby takes over without
 /// waiting for the lease to expire.
 ///
@@ -25,7 +26,7 @@ public actor Member: Service {
     /// Prepare, activate and deactivate events, in order. Single consumer; the newest 1,024 are buffered.
     public nonisolated let events: AsyncStream<MemberEvent>
 
-    private let store: any CoordinationStore
+    private let store: any LeaseStore
     private var logger: Logger
     private var machine: MemberStateMachine
     private var work: (@Sendable (Activation) async throws -> Void)?
@@ -73,7 +74,7 @@ public actor Member: Service {
         group configuration: GroupConfiguration,
         id: MemberID? = nil,
         weight: Int = 50,
-        store: any CoordinationStore,
+        store: any LeaseStore,
         restAfterResigning: Duration? = nil,
         logger: Logger = Logger(label: "understudy")
     ) throws(ConfigurationError) {
@@ -167,7 +168,8 @@ public actor Member: Service {
     // MARK: Loop
 
     private func loop() async throws {
-        let announcements = store.changes(of: configuration.name).map { changes in
+        let changes: AsyncStream<Void>? = (store as? any ChangeAnnouncing)?.changes(of: configuration.name)
+        let announcements = changes.map { changes in
             Task { [inputs] in
                 for await _ in changes { inputs.yield(.changeAnnounced) }
             }

@@ -1,6 +1,7 @@
 import HeapModule
 import Synchronization
 import UnderstudyCore
+import UnderstudyStore
 
 /// One timer for all the members of a process: each member has at most one tick pending, and the scheduler
 /// sleeps until the earliest, then fires every tick that is due.

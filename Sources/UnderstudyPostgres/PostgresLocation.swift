@@ -1,7 +1,7 @@
 import Foundation
 import NIOSSL
 import PostgresNIO
-import Understudy
+import UnderstudyStore
 
 /// A PostgreSQL store's address: `postgres://user:password@host:port/database?schema=NAME&sslmode=MODE`.
 ///

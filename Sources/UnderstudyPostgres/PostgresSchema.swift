@@ -125,10 +125,6 @@ enum PostgresSchema {
                 UPDATE "\(s)".understudy_meta SET value = '\(version)' WHERE key = 'schema_version';
             END IF;
 
-            -- What members of version 1 read as the server's clock.
-            CREATE OR REPLACE FUNCTION "\(s)".understudy_now() RETURNS bigint LANGUAGE sql VOLATILE AS
-                $fn$ SELECT "\(s)".understudy_wall() $fn$;
-
             -- The store clock of a group for a reader that applies no heartbeat (status): extrapolated by the wall
             -- clock, never behind the last heartbeat.
             CREATE OR REPLACE FUNCTION "\(s)".understudy_group_now(p_group text) RETURNS bigint LANGUAGE sql VOLATILE AS $fn$
@@ -388,9 +384,9 @@ enum PostgresSchema {
             END
             $fn$;
 
-            -- What members of earlier builds call, so they keep working during a rolling upgrade.
-            CREATE OR REPLACE FUNCTION "\(s)".understudy_heartbeats(p_batch jsonb, p_now bigint) RETURNS jsonb
-            LANGUAGE sql AS $fn$ SELECT "\(s)".understudy_heartbeats(p_batch, p_now, true) $fn$;
+            -- Functions of development builds that no client calls any more.
+            DROP FUNCTION IF EXISTS "\(s)".understudy_heartbeats(jsonb, bigint);
+            DROP FUNCTION IF EXISTS "\(s)".understudy_now();
         END
         $do$;
         """

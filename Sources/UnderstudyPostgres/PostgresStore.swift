@@ -3,7 +3,7 @@ import Logging
 import NIOSSL
 import PostgresNIO
 import Synchronization
-import Understudy
+import UnderstudyStore
 import UnderstudyCore
 
 /// A store on a PostgreSQL server, for members on several machines.
@@ -24,7 +24,7 @@ import UnderstudyCore
 /// The role needs, on first start, `CREATE` on the database (to create the schema), or an existing schema it
 /// owns; afterwards `USAGE` on the schema, `SELECT, INSERT, UPDATE, DELETE` on its tables and `EXECUTE` on its
 /// functions.
-public final class PostgresStore: CoordinationStore, CustomStringConvertible {
+public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, CustomStringConvertible {
     /// Where the server is, parsed from `postgres://user:password@host:5432/database?schema=understudy&sslmode=…`.
     public let location: PostgresLocation
     /// How long a heartbeat waits for others to share its round trip. Zero by default: heartbeats due together
@@ -60,14 +60,27 @@ public final class PostgresStore: CoordinationStore, CustomStringConvertible {
     ///     schema MUST use the same clock.
     /// - Throws: ``StoreError`` when the URL is malformed, the server cannot be reached, the schema belongs to
     ///   another application, or it was written by a newer Understudy.
-    public init(
+    public convenience init(
         url: String,
         batchWindow: Duration = .zero,
         timeout: Duration = .seconds(5),
         clock: (@Sendable () -> Instant)? = nil,
         logger: Logger = Logger(label: "understudy.postgres")
     ) async throws {
-        let location = try PostgresLocation(url)
+        try await self.init(location: try PostgresLocation(url), batchWindow: batchWindow, timeout: timeout, clock: clock, logger: logger)
+    }
+
+    /// Connects to a location already parsed, then creates or checks the schema.
+    ///
+    /// - Throws: ``StoreError`` when the server cannot be reached, the schema belongs to another application, or
+    ///   it was written by a newer Understudy.
+    public init(
+        location: PostgresLocation,
+        batchWindow: Duration = .zero,
+        timeout: Duration = .seconds(5),
+        clock: (@Sendable () -> Instant)? = nil,
+        logger: Logger = Logger(label: "understudy.postgres")
+    ) async throws {
         self.location = location
         self.batchWindow = batchWindow
         self.timeout = timeout
@@ -156,20 +169,8 @@ public final class PostgresStore: CoordinationStore, CustomStringConvertible {
         try await batcher.submit(heartbeat) { batch in try await self.send(batch) }
     }
 
-    public func groups() async throws -> [GroupView] {
-        let schema = location.schema
-        let now = clock.map { $0().nanoseconds / 1_000 }
-        do {
-            return try await withPool { client in try await self.fetchGroups(client, schema: schema, now: now) }
-        } catch let error as StoreError {
-            throw error
-        } catch {
-            throw Self.storeError(error, location: location, opening: false)
-        }
-    }
-
     /// One indexed read of the group's rows; a corrupt row of another group does not matter here.
-    public func group(_ name: GroupName) async throws -> GroupView? {
+    public func group(named name: GroupName) async throws -> GroupView? {
         let (schema, location) = (location.schema, location)
         let now = clock.map { $0().nanoseconds / 1_000 }
         do {
@@ -191,11 +192,15 @@ public final class PostgresStore: CoordinationStore, CustomStringConvertible {
         }
     }
 
-    public func groupNames() async throws -> [GroupName] {
+    public func groupNames(after cursor: GroupName?, limit: Int) async throws -> [GroupName] {
         let (schema, location) = (location.schema, location)
+        let (after, limit) = (cursor?.rawValue ?? "", max(0, limit))
         do {
             return try await withPool { client in
-                let rows = try await client.query(#"SELECT name FROM "\#(unescaped: schema)".groups ORDER BY name"#, logger: self.logger)
+                let rows = try await client.query(
+                    #"SELECT name FROM "\#(unescaped: schema)".groups WHERE name > \#(after) ORDER BY name LIMIT \#(limit)"#,
+                    logger: self.logger
+                )
                 var names: [GroupName] = []
                 for try await name in rows.decode(String.self) { if let name = try? GroupName(name) { names.append(name) } }
                 return names
@@ -205,28 +210,7 @@ public final class PostgresStore: CoordinationStore, CustomStringConvertible {
         }
     }
 
-    private func fetchGroups(_ client: PostgresClient, schema: String, now: Int64?) async throws -> [GroupView] {
-        do {
-            let rows = try await client.query(
-                """
-                SELECT "\(unescaped: schema)".understudy_view(name, coalesce(\(now), "\(unescaped: schema)".understudy_group_now(name)))::text
-                FROM "\(unescaped: schema)".groups ORDER BY name
-                """,
-                logger: logger
-            )
-            var views: [GroupView] = []
-            for try await text in rows.decode(String.self) {
-                views.append(try Self.decodeView(text, location: location))
-            }
-            return views
-        } catch let error as StoreError {
-            throw error
-        } catch {
-            throw Self.storeError(error, location: location, opening: false)
-        }
-    }
-
-    public func changes(of group: GroupName) -> AsyncStream<Void>? {
+    public func changes(of group: GroupName) -> AsyncStream<Void> {
         subscribers.subscribe(to: group)
     }
 

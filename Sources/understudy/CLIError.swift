@@ -1,56 +1,50 @@
 import ArgumentParser
 import Foundation
+import UnderstudySupervisor
 
-/// The exit codes of `understudy`, documented in `--help`, the README and docs/cli.md.
-enum ExitStatus: Int32 {
-    /// `status`: a listed group is below its goal.
+/// The exit codes of `understudy`: the one list behind `--help` and docs/cli.md (a test holds the two together).
+enum ExitStatus: Int32, CaseIterable {
+    case success = 0
     case belowGoal = 1
-    /// `status` and `watch`: the store cannot be read.
     case statusError = 2
-    /// A malformed command line: a missing `--` or command, an unknown option.
     case usage = 64
-    /// A duration that is not a positive number with a unit (`100ms`, `2s`).
     case invalidDuration = 65
-    /// Settings that cannot work together: T ≤ 2·I, an invalid group name or member id, a weight or goal out of range.
     case invalidConfiguration = 66
-    /// A store URL with a scheme Understudy does not support.
     case unknownStoreScheme = 67
-    /// The store cannot be created, opened or written.
     case storeUnavailable = 68
-    /// Another live process already uses this member id in the group.
     case memberIDInUse = 69
-    /// `--http`: the port is in use, or the address cannot be listened on.
     case httpUnavailable = 70
-    /// The group runs with another active goal.
     case activeGoalMismatch = 71
-    /// `--password-file` cannot be read.
     case passwordFileUnreadable = 72
-    /// The command exists but cannot be executed.
     case commandNotExecutable = 126
-    /// The command is not found.
     case commandNotFound = 127
-    /// A second SIGINT stopped the supervisor at once.
     case interrupted = 130
 
+    /// What the code means, one line.
+    var meaning: String {
+        switch self {
+        case .success: "success (`run`: stopped by a signal; `run --once`: COMMAND's status)"
+        case .belowGoal: "`status`: a listed group is below its goal"
+        case .statusError: "`status`, `watch`: the store cannot be read, or the group is unknown"
+        case .usage: "usage: missing `--` or command, unknown option, bad `--http`"
+        case .invalidDuration: "invalid duration (use a number and a unit: `100ms`, `2s`, `1m`)"
+        case .invalidConfiguration: "invalid settings: T <= 2·I, P >= T, bad name, id, weight or goal"
+        case .unknownStoreScheme: "unknown store scheme, or a store that looks like a URL but is not"
+        case .storeUnavailable: "the store cannot be created, opened or written"
+        case .memberIDInUse: "the member id is alive in the group (the message names host and pid)"
+        case .httpUnavailable: "`--http`: the port is in use, or the address cannot be listened on"
+        case .activeGoalMismatch: "the group runs with another active goal"
+        case .passwordFileUnreadable: "`--password-file` cannot be read"
+        case .commandNotExecutable: "COMMAND not executable"
+        case .commandNotFound: "COMMAND not found"
+        case .interrupted: "second SIGINT: stopped at once"
+        }
+    }
+
     /// The table shown by `--help`.
-    static let help = """
-        EXIT CODES:
-          0    success; `run --once`: the command's own status
-          1    `status`: a listed group is below its goal
-          2    `status`, `watch`: the store cannot be read
-          64   usage: missing `--` or command, unknown option, malformed --http
-          65   invalid duration (use a number and a unit: 100ms, 2s, 1m)
-          66   invalid settings: T <= 2 x I, bad name, id, weight or goal
-          67   unknown store scheme
-          68   store not writable or not usable
-          69   member id already alive in the group
-          70   --http: the port is in use or the address cannot be listened on
-          71   the group runs with another active goal
-          72   --password-file cannot be read
-          126  command not executable
-          127  command not found
-          130  second SIGINT: stopped at once
-        """
+    static var help: String {
+        "EXIT CODES:\n" + allCases.map { "  \(String($0.rawValue).padding(toLength: 5, withPad: " ", startingAt: 0))\($0.meaning)" }.joined(separator: "\n")
+    }
 }
 
 /// A mistake or failure reported as one line on stderr and a documented exit code.
@@ -61,6 +55,27 @@ struct CLIError: Error {
     init(_ status: ExitStatus, _ message: String) {
         self.status = status
         self.message = message
+    }
+}
+
+extension ExitStatus {
+    /// The exit status of a supervisor that could not start or go on.
+    init(_ kind: SupervisorError.Kind) {
+        self = switch kind {
+        case .invalidConfiguration: .invalidConfiguration
+        case .storeUnavailable: .storeUnavailable
+        case .memberIDInUse: .memberIDInUse
+        case .activeGoalMismatch: .activeGoalMismatch
+        case .invalidHTTPAddress: .usage
+        case .httpUnavailable: .httpUnavailable
+        case .commandNotExecutable: .commandNotExecutable
+        }
+    }
+}
+
+extension CLIError {
+    init(_ error: SupervisorError) {
+        self.init(ExitStatus(error.kind), error.message)
     }
 }
 

@@ -2,6 +2,9 @@ import ArgumentParser
 import Foundation
 import Understudy
 import UnderstudyCore
+import UnderstudySQLite
+import UnderstudyStore
+import UnderstudySupervisor
 
 /// `understudy demo`: a guided tour with three real members on a temporary SQLite store.
 struct Demo: AsyncParsableCommand {

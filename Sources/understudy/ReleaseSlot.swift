@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Understudy
 import UnderstudyCore
+import UnderstudySupervisor
 
 /// `understudy __release-slot`: the watchdog's one-shot release of a slot, run once it has killed the tree of a
 /// supervisor that died or froze, and proven it gone (proof-of-death failover).
@@ -35,7 +36,7 @@ enum ReleaseSlot {
         do {
             let heartbeat = try release.heartbeat()
             let store = try await StoreLocation.parse(release.store).openForWriting()
-            let before = try await store.group(heartbeat.group)
+            let before = try await store.group(named: heartbeat.group)
             let held = before?.leases.contains { $0.holder == heartbeat.member.id && $0.token.rawValue == release.token } ?? false
             do {
                 _ = try await store.heartbeat(heartbeat)
@@ -52,61 +53,12 @@ enum ReleaseSlot {
         } catch let error as CLIError {
             logger.warning("cannot release the slot, it expires by itself", metadata: ["error": "\(error.message)"])
             return error.status.rawValue
+        } catch let error as SupervisorError {
+            logger.warning("cannot release the slot, it expires by itself", metadata: ["error": "\(error.message)"])
+            return ExitStatus(error.kind).rawValue
         } catch {
             logger.warning("cannot release the slot, it expires by itself", metadata: ["error": "\(error)"])
             return ExitStatus.storeUnavailable.rawValue
         }
-    }
-}
-
-/// What ``ReleaseSlot`` needs to release one activation's slot, passed by the supervisor to its watchdogs.
-struct SlotRelease: Codable, Sendable {
-    /// The store's location, with credentials.
-    var store: String
-    var group: String
-    var activeGoal: Int
-    var activationNanoseconds: Int64
-    var member: String
-    var incarnation: String
-    var weight: Int
-    var host: String
-    var pid: Int32
-    var token: UInt64
-    var logFormat: String
-    /// Why the watchdog released, for the log line.
-    var reason: String?
-
-    /// The heartbeat that leaves the group releasing the token.
-    func heartbeat() throws(CLIError) -> Heartbeat {
-        do {
-            return Heartbeat(
-                group: try GroupName(group),
-                activeGoal: activeGoal,
-                activationInterval: .nanoseconds(activationNanoseconds),
-                member: try MemberInfo(id: MemberID(member), incarnation: incarnation, weight: weight, host: host, pid: pid),
-                phase: .stopping,
-                intent: .leave(releasing: FencingToken(rawValue: token))
-            )
-        } catch {
-            throw CLIError(.invalidConfiguration, error.description)
-        }
-    }
-
-    var bytes: [UInt8] { Array((try? JSONEncoder().encode(self)) ?? Data()) }
-
-    /// Reads and closes `descriptor`.
-    static func read(from descriptor: Int32) -> SlotRelease? {
-        defer { close(descriptor) }
-        var data = Data()
-        var buffer = [UInt8](repeating: 0, count: 4_096)
-        var offset: off_t = 0
-        while true {
-            let count = pread(descriptor, &buffer, buffer.count, offset)
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { break }
-            data.append(contentsOf: buffer[..<count])
-            offset += off_t(count)
-        }
-        return try? JSONDecoder().decode(SlotRelease.self, from: data)
     }
 }

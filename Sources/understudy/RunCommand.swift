@@ -3,6 +3,8 @@ import Foundation
 import Logging
 import Understudy
 import UnderstudyCore
+import UnderstudySupervisor
+import UnixSignals
 
 /// `understudy run`: takes part in a group and runs COMMAND while this member is active.
 struct Run: AsyncParsableCommand {
@@ -94,10 +96,34 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         hidePasswordsInArguments()
+        // A closed pipe (an HTTP client gone, a log reader gone) is an error to handle, not a reason to die.
+        signal(SIGPIPE, SIG_IGN)
         let settings = try await settings()
-        let supervisor = Supervisor(settings: settings)
-        let status = try await supervisor.run()
-        throw ExitCode(status)
+        let supervisor = Supervisor(settings: settings, metrics: settings.http.map { _ in bootstrapMetrics() })
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
+        let handler = Task {
+            var interrupts = 0
+            for await signal in signals {
+                if signal == .sigint { interrupts += 1 }
+                if supervisor.shutdown(reason: "\(signal)") { continue }
+                if interrupts == 2 {
+                    await supervisor.stopAtOnce()
+                    Glibc.exit(ExitStatus.interrupted.rawValue)
+                }
+            }
+        }
+        defer { handler.cancel() }
+        let outcome: Supervisor.Outcome
+        do {
+            outcome = try await supervisor.run()
+        } catch {
+            throw CLIError(error)
+        }
+        switch outcome {
+        case .left: throw ExitCode(0)
+        case .ranOnce(let status): throw ExitCode(status)
+        case .stoppedAtOnce: throw ExitCode(ExitStatus.interrupted.rawValue)
+        }
     }
 
     /// Validates every option; each mistake is a ``CLIError`` with its own exit status.
@@ -112,7 +138,9 @@ struct Run: AsyncParsableCommand {
         let grace = try Self.duration(stopGrace, option: "stop-grace", allowZero: true)
         let hookTimeout = try hookTimeout.map { text throws(CLIError) in try Self.duration(text, option: "hook-timeout") }
         let backoff = try restartBackoff.map { text throws(CLIError) in try Self.duration(text, option: "restart-backoff", allowZero: true) }
-        let httpAddress = try http.map { text throws(CLIError) in try HTTPAddress.parse(text) }
+        let httpAddress = try http.map { text throws(CLIError) in
+            do throws(SupervisorError) { return try HTTPAddress.parse(text) } catch { throw CLIError(error) }
+        }
         let environment = ProcessInfo.processInfo.environment
         let location = try StoreLocation.parse(store).resolvingPassword(passwordFile: passwordFile, environment: environment)
         let configuration: GroupConfiguration
@@ -131,14 +159,15 @@ struct Run: AsyncParsableCommand {
         } catch {
             throw CLIError(.invalidConfiguration, error.description)
         }
-        let containment = try Containment.choose(self.containment)
+        let containment: Containment
+        do throws(SupervisorError) { containment = try Containment.choose(self.containment) } catch { throw CLIError(error) }
         let store = try await location.openForWriting()
         return Supervisor.Settings(
             configuration: configuration,
             memberID: memberID,
             weight: weight,
             store: store,
-            location: location,
+            releaseStoreURL: location.urlWithCredentials,
             containment: containment,
             environment: location.strippingCredentials(from: environment),
             command: [executable] + command.dropFirst(),
@@ -206,3 +235,6 @@ struct Run: AsyncParsableCommand {
         return "\(getpid())@\(String(host.prefix(100)))"
     }
 }
+
+extension LogFormat: ExpressibleByArgument {}
+extension Containment.Choice: ExpressibleByArgument {}

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Understudy
 import UnderstudyCore
+import UnderstudySupervisor
 
 /// `understudy status`: every group (or one), its goal and its members.
 struct Status: AsyncParsableCommand {
@@ -74,98 +75,5 @@ struct Status: AsyncParsableCommand {
             }
         }
         return output
-    }
-}
-
-/// The stable JSON form of `understudy status --json` (schema version 1).
-struct StatusDocument: Encodable {
-    struct Group: Encodable {
-        var group: String
-        var activeGoal: Int
-        var activeCount: Int
-        var meetsGoal: Bool
-        var lastToken: UInt64?
-        var members: [Member]
-
-        enum CodingKeys: CodingKey { case group, activeGoal, activeCount, meetsGoal, lastToken, members }
-
-        // Written out so that a missing token is `null`, not an absent key.
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(group, forKey: .group)
-            try container.encode(activeGoal, forKey: .activeGoal)
-            try container.encode(activeCount, forKey: .activeCount)
-            try container.encode(meetsGoal, forKey: .meetsGoal)
-            try container.encode(lastToken, forKey: .lastToken)
-            try container.encode(members, forKey: .members)
-        }
-    }
-
-    struct Member: Encodable {
-        var rank: Int
-        var id: String
-        var weight: Int
-        var state: String
-        var host: String
-        var pid: Int32
-        var heartbeatAgeMs: Double
-        var token: UInt64?
-
-        enum CodingKeys: CodingKey { case rank, id, weight, state, host, pid, heartbeatAgeMs, token }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(rank, forKey: .rank)
-            try container.encode(id, forKey: .id)
-            try container.encode(weight, forKey: .weight)
-            try container.encode(state, forKey: .state)
-            try container.encode(host, forKey: .host)
-            try container.encode(pid, forKey: .pid)
-            try container.encode(heartbeatAgeMs, forKey: .heartbeatAgeMs)
-            try container.encode(token, forKey: .token)
-        }
-    }
-
-    /// A group whose rows cannot be read, with the reason.
-    struct Unreadable: Encodable {
-        var group: String
-        var error: String
-    }
-
-    var schemaVersion = 1
-    var store: String
-    var groups: [Group]
-    var unreadableGroups: [Unreadable] = []
-
-    init(store: String, statuses: [GroupStatus]) {
-        self.store = store
-        groups = statuses.map { status in
-            Group(
-                group: status.group.rawValue,
-                activeGoal: status.activeGoal,
-                activeCount: status.activeCount,
-                meetsGoal: status.meetsGoal,
-                lastToken: status.lastToken?.rawValue,
-                members: status.members.map { member in
-                    Member(
-                        rank: member.rank,
-                        id: member.id.rawValue,
-                        weight: member.weight,
-                        state: member.state.rawValue,
-                        host: member.host,
-                        pid: member.pid,
-                        heartbeatAgeMs: Double(member.heartbeatAge.nanoseconds / 1_000) / 1_000,
-                        token: member.token?.rawValue
-                    )
-                }
-            )
-        }
-    }
-
-    func encoded() -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        // Encoding plain strings and numbers cannot fail.
-        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 }

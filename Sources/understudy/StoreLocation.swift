@@ -1,6 +1,8 @@
 import Foundation
 import Understudy
 import UnderstudyPostgres
+import UnderstudySQLite
+import UnderstudyStore
 
 /// Where the members of a group meet: `--store URL`, else `UNDERSTUDY_STORE`, else the embedded SQLite database.
 enum StoreLocation: CustomStringConvertible {
@@ -131,9 +133,9 @@ enum StoreLocation: CustomStringConvertible {
     }
 
     private func openPostgres(failingWith status: ExitStatus) async throws(CLIError) -> any CoordinationStore {
-        guard case .postgres(_, let url) = self else { throw CLIError(status, "not a PostgreSQL store: \(self)") }
+        guard case .postgres(let location, _) = self else { throw CLIError(status, "not a PostgreSQL store: \(self)") }
         do {
-            return try await PostgresStore(url: url)
+            return try await PostgresStore(location: location)
         } catch {
             throw CLIError(status, "the store is not usable: \(error)")
         }

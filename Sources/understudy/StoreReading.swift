@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Understudy
 import UnderstudyCore
+import UnderstudyStore
 
 /// The options `status` and `watch` share: the store to read, and optionally one group of it. Every failure is
 /// ``ExitStatus/statusError``.
@@ -44,7 +45,7 @@ struct StoreReading: ParsableArguments {
     ) async throws(CLIError) -> (views: [GroupView], unreadable: [(group: GroupName, error: String)]) {
         let names: [GroupName]
         do {
-            if let group { names = [group] } else { names = try await store.groupNames() }
+            if let group { names = [group] } else { names = try await store.allGroupNames() }
         } catch {
             throw CLIError(.statusError, "cannot read the store \(location): \(error)")
         }
@@ -52,7 +53,7 @@ struct StoreReading: ParsableArguments {
         var unreadable: [(group: GroupName, error: String)] = []
         for name in names {
             do {
-                if let view = try await store.group(name) { views.append(view) }
+                if let view = try await store.group(named: name) { views.append(view) }
             } catch let error as StoreError where error.kind == .corrupt {
                 unreadable.append((name, error.message))
             } catch {

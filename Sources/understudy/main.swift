@@ -1,5 +1,6 @@
 import CUnderstudyWatchdog
 import Foundation
+import UnderstudySupervisor
 
 // `understudy run` starts its child through a copy of this executable acting as the watchdog. It must take over
 // before anything else runs, while the process still has a single thread.

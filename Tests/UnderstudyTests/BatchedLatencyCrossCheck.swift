@@ -1,8 +1,10 @@
 import Foundation
 import Synchronization
 import Testing
-@testable import Understudy
+import Understudy
 import UnderstudyCore
+import UnderstudyStore
+@testable import Understudy
 
 /// A cross-check of the simulator's store client against the real one: real ``Member``s, each behind its own
 /// ``HeartbeatBatcher`` (as every SQLite and PostgreSQL store is), sharing one in-memory ledger reached through a
@@ -12,7 +14,7 @@ import UnderstudyCore
 @Suite("Batched latency cross-check", .enabled(if: ProcessInfo.processInfo.environment["UNDERSTUDY_CROSSCHECK"] == "1"))
 struct BatchedLatencyCrossCheck {
     /// One member process's store: its own batcher, then half a round trip there and half back.
-    final class DelayedStore: CoordinationStore {
+    final class DelayedStore: LeaseStore {
         let ledger: InMemoryStore
         let latency: ClosedRange<Int64>
         let batcher = HeartbeatBatcher(window: .zero)
@@ -37,7 +39,6 @@ struct BatchedLatencyCrossCheck {
             }
         }
 
-        func groups() async throws -> [GroupView] { try await ledger.groups() }
         func close() async throws {}
     }
 

@@ -1,6 +1,7 @@
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudyStore
 
 @Suite("Heartbeat batcher", .timeLimit(.minutes(1)))
 struct HeartbeatBatcherTests {

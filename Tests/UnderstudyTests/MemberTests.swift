@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudyStore
 
 /// The runtime against a real clock and an in-memory store (or SQLite, where announcements between processes are
 /// tested). Tests await events; the lease (T = 10 s or more) is far longer than any of them should take, so a
@@ -54,7 +55,7 @@ struct MemberTests {
         try await running.value
         #expect(tokens.withLock { $0 } == [FencingToken(rawValue: 1)])
         #expect(cancelled.withLock { $0 })
-        #expect(try await store.group(GroupName("jobs"))?.members.isEmpty == true)
+        #expect(try await store.group(named: GroupName("jobs"))?.members.isEmpty == true)
     }
 
     @Test func gracefulShutdown_ofTheService_deactivatesReleasesAndLeaves() async throws {
@@ -68,7 +69,7 @@ struct MemberTests {
             #expect(await Self.next(&events) == .deactivate(.shutdown))
             try await running.value
         }
-        let view = try #require(try await store.group(GroupName("jobs")))
+        let view = try #require(try await store.group(named: GroupName("jobs")))
         #expect(view.members.isEmpty && view.leases.isEmpty)
     }
 
@@ -180,7 +181,7 @@ struct MemberTests {
         let members = try (0..<3).map { try Member(group: Self.configuration(goal: 2), id: MemberID("m\($0)"), store: store) }
         let runs = members.map { member in Task { try await member.run() } }
         let met = try await waitUntil {
-            (try await store.group(GroupName("jobs"))).map { GroupStatus(view: $0) }?.activeCount == 2
+            (try await store.group(named: GroupName("jobs"))).map { GroupStatus(view: $0) }?.activeCount == 2
         }
         #expect(met)
         // What a member serves is the view of its newest store answer: it catches up within a heartbeat.

@@ -3,6 +3,8 @@ import Testing
 import Understudy
 import UnderstudyCore
 import UnderstudyPostgres
+import UnderstudySQLite
+import UnderstudyStore
 
 /// Three real member processes on one SQLite file, with real signals. Each logs when it starts and stops
 /// acting, on the host's boot-time clock, and the end of the last lease it had confirmed.
@@ -115,7 +117,7 @@ struct MultiProcessTests {
                 )
             }
             let store = try await PostgresStore(url: database)
-            #expect(try await waitUntil { try await store.group(GroupName("failover")).map(GroupStatus.init)?.meetsGoal == true })
+            #expect(try await waitUntil { try await store.group(named: GroupName("failover")).map(GroupStatus.init)?.meetsGoal == true })
             // The server goes away past T: every active fences itself; once it is back, a member activates again.
             try TestPostgres.control("stop")
             #expect(try await eventually { try Self.activations(in: log).allSatisfy { $0.stop != nil || $0.token == first.token } })
@@ -171,13 +173,13 @@ struct MultiProcessTests {
         var heartbeats = 0
         var lastAge: Duration?
         #expect(try await waitUntil {
-            guard let view = try await reader.group(GroupName("clocks")),
+            guard let view = try await reader.group(named: GroupName("clocks")),
                   let age = view.members.first(where: { $0.info.id.rawValue == "elsewhere" })?.heartbeatAge else { return false }
             if let lastAge, age < lastAge { heartbeats += 1 }
             lastAge = age
             return heartbeats >= 5  // time enough to acquire, had it been allowed to
         })
-        let view = try #require(try await reader.group(GroupName("clocks")))
+        let view = try #require(try await reader.group(named: GroupName("clocks")))
         #expect(view.leases.map(\.holder.rawValue) == ["here"])
         #expect(try Self.activations(in: log).count == 1, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
         try await reader.close()

@@ -2,7 +2,9 @@ import Foundation
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudyPostgres
 import UnderstudySimulator
+import UnderstudyStore
 @testable import UnderstudyPostgres
 
 /// Every value the PostgreSQL store reads is range-checked: a corrupt row fails its own group's heartbeats, naming

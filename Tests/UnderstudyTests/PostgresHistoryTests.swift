@@ -2,6 +2,8 @@ import Foundation
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudyPostgres
+import UnderstudyStore
 @testable import UnderstudyPostgres
 
 /// The PostgreSQL store against what happens to servers: clock steps, a dropped schema, a failover to a replica
@@ -220,7 +222,7 @@ struct PostgresHistoryTests {
         // Members of version 1 still running during the upgrade call what they called, without send instants.
         let item = #"{"i": 0, "group": "group", "goal": 1, "ttl": 3000000, "member": "a", "incarnation": "a-1", "weight": 50, "#
             + #""host": "test-host", "pid": 42, "phase": "active", "intent": "renew", "token": \#(token.rawValue)}"#
-        let call = "SELECT 1 / (\(schema).understudy_heartbeats('[\(item)]'::jsonb, NULL) -> 0 -> 'result' ->> 'outcome' = 'renewed')::int"
+        let call = "SELECT 1 / (\(schema).understudy_heartbeats('[\(item)]'::jsonb, NULL, true) -> 0 -> 'result' ->> 'outcome' = 'renewed')::int"
         #expect(TestPostgres.psqlSucceeds(url, call))
     }
 

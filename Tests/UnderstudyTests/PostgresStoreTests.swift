@@ -3,6 +3,7 @@ import Testing
 import Understudy
 import UnderstudyCore
 import UnderstudyPostgres
+import UnderstudyStore
 
 @Suite("PostgreSQL store", .serialized, .timeLimit(.minutes(2)))
 struct PostgresStoreTests {
@@ -99,7 +100,7 @@ struct PostgresStoreTests {
         #expect(try await fine.value.outcome == .granted(FencingToken(rawValue: 1)))
         // One batch: tried whole, rolled back, applied again heartbeat by heartbeat.
         #expect(store.roundTrips - roundTripsBefore == 2)
-        let members = try await store.group(GroupName("fine"))?.members.map { $0.info.id.rawValue }
+        let members = try await store.group(named: GroupName("fine"))?.members.map { $0.info.id.rawValue }
         #expect(members?.sorted() == ["a", "b"])
     }
 
@@ -210,7 +211,7 @@ struct PostgresStoreTests {
         let base = try TestPostgres.baseURL
         let url = base + (base.contains("?") ? "&" : "?") + "schema=\(schema)"
         let (joiner, listener) = (try await PostgresStore(url: url), try await PostgresStore(url: url))
-        var changes = try #require(listener.changes(of: GroupName("long"))).makeAsyncIterator()
+        var changes = try listener.changes(of: GroupName("long")).makeAsyncIterator()
         _ = try await joiner.heartbeat(heartbeat(member("a"), group: "long", .none))
         #expect(await changes.next() != nil)
         try await joiner.close()

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudySQLite
 import UnderstudySimulator
 
 /// The SQLite store's load, diff and write layer against the ledger it stores: the same long random sequences
@@ -60,7 +61,7 @@ struct SQLiteDifferentialTests {
             guard normalized(actual) == normalized(expected) else { return }
         }
         for group in groups {
-            #expect(try await store.group(group).map(sorted) == ledgers[group].map { sorted($0.view(now: clock.now)) })
+            #expect(try await store.group(named: group).map(sorted) == ledgers[group].map { sorted($0.view(now: clock.now)) })
         }
         try await store.close()
     }

@@ -1,9 +1,11 @@
 import Foundation
+import GRDB
 import Testing
 import Understudy
 import UnderstudyCore
-import GRDB
+import UnderstudySQLite
 import UnderstudySimulator
+import UnderstudyStore
 
 @Suite("SQLite store", .timeLimit(.minutes(2)))
 struct SQLiteStoreTests {
@@ -28,7 +30,7 @@ struct SQLiteStoreTests {
         _ = try await first.heartbeat(heartbeat(member("a"), .acquire))
         try await first.close()
         let reopened = try SQLiteStore(path: path, clock: clock.host())
-        let view = try #require(try await reopened.group(GroupName("group")))
+        let view = try #require(try await reopened.group(named: GroupName("group")))
         #expect(view.leases.map(\.holder.rawValue) == ["a"])
         #expect(view.lastToken == FencingToken(rawValue: 1))
     }
@@ -39,7 +41,7 @@ struct SQLiteStoreTests {
         try await before.close()
         // The next boot began after the last row was written: its clock restarted near zero.
         let after = try SQLiteStore(path: path, clock: Self.rebooted)
-        let view = try #require(try await after.group(GroupName("group")))
+        let view = try #require(try await after.group(named: GroupName("group")))
         #expect(view.members.isEmpty)
         #expect(view.leases.isEmpty)
         let reply = try await after.heartbeat(heartbeat(member("b"), .acquire))
@@ -74,7 +76,7 @@ struct SQLiteStoreTests {
         _ = try await before.heartbeat(heartbeat(member("a"), .acquire))
         try await before.close()
         let reader = try SQLiteStore(path: path, clock: Self.rebooted, readOnly: true)
-        let view = try #require(try await reader.group(GroupName("group")))
+        let view = try #require(try await reader.group(named: GroupName("group")))
         #expect(view.leases.isEmpty && view.members.isEmpty)
         try await reader.close()
         let raw = try DatabaseQueue(path: path)
@@ -188,7 +190,7 @@ struct SQLiteStoreTests {
 
     @Test func announcementFile_ofGarbageOrGrownLarge_isSurvived() async throws {
         let listener = try newStore()
-        let releases = try #require(listener.changes(of: GroupName("group")))
+        let releases = try listener.changes(of: GroupName("group"))
         // Garbage and names that are not group names are skipped; the file is emptied once it grows large.
         let garbage = String(repeating: "not a group name!\n\u{0}\u{7f}\n", count: 4_000)
         let handle = try #require(FileHandle(forWritingAtPath: path + "-changes"))
@@ -208,11 +210,11 @@ struct SQLiteStoreTests {
     @Test func announcementFile_thatCannotBeWritten_leavesHeartbeatsWorking() async throws {
         try FileManager.default.createDirectory(atPath: path + "-changes", withIntermediateDirectories: true)
         let store = try newStore()
-        _ = try #require(store.changes(of: GroupName("group")))
+        _ = try store.changes(of: GroupName("group"))
         let a = try member("a")
         #expect(try await store.heartbeat(heartbeat(a, .acquire)).outcome == .granted(FencingToken(rawValue: 1)))
         #expect(try await store.heartbeat(heartbeat(a, .release(FencingToken(rawValue: 1)))).outcome == .released)
-        #expect(try await store.group(GroupName("group"))?.leases.isEmpty == true)
+        #expect(try await store.group(named: GroupName("group"))?.leases.isEmpty == true)
     }
 
     @Test func heartbeat_onACorruptRow_failsWithoutTrappingAndLeavesTheRowAlone() async throws {

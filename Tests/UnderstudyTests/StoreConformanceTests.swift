@@ -3,8 +3,13 @@ import Testing
 import Understudy
 import UnderstudyCore
 import UnderstudyPostgres
+import UnderstudySQLite
+import UnderstudyStore
 
-/// The behaviour every ``CoordinationStore`` backend must show. Each backend runs with a store clock the test
+/// A store with every capability: leases, the directory and announcements.
+typealias AnnouncingStore = LeaseStore & GroupDirectory & ChangeAnnouncing
+
+/// The behaviour every backend must show, capability by capability. Each backend runs with a store clock the test
 /// moves by hand, so expiry is tested exactly and without waiting.
 enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case inMemory = "in-memory"
@@ -14,7 +19,7 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     var testDescription: String { rawValue }
 
     /// `count` handles on one store of this backend (separate connections, as separate processes would have).
-    func makeStores(count: Int = 1, clock: ManualClock, directory: TemporaryDirectory) async throws -> [any CoordinationStore] {
+    func makeStores(count: Int = 1, clock: ManualClock, directory: TemporaryDirectory) async throws -> [any AnnouncingStore] {
         switch self {
         case .inMemory:
             let store = InMemoryStore(clock: clock.read, wallMicroseconds: { 0 })
@@ -28,7 +33,7 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
             return stores
         case .postgres:
             let url = try TestPostgres.freshSchemaURL()
-            var stores: [any CoordinationStore] = []
+            var stores: [any AnnouncingStore] = []
             for _ in 0..<count { stores.append(try await PostgresStore(url: url, clock: clock.read)) }
             // The ledger as the other backends apply it: no token floor, no wait after a new record (both have
             // tests of their own in PostgresHistoryTests).
@@ -38,41 +43,26 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     }
 }
 
-@Suite("Store conformance", .timeLimit(.minutes(2)))
-struct StoreConformanceTests {
+/// What every test of a capability starts from: a clock moved by hand and a scratch directory.
+protocol ConformanceSuite {
+    var clock: ManualClock { get }
+    var directory: TemporaryDirectory { get }
+}
+
+extension ConformanceSuite {
+    func store(_ backend: Backend) async throws -> any AnnouncingStore {
+        try await backend.makeStores(clock: clock, directory: directory)[0]
+    }
+}
+
+/// ``LeaseStore``: the semantics of `GroupLedger.apply(_:at:)`.
+@Suite("Lease store conformance", .timeLimit(.minutes(2)))
+struct LeaseStoreConformanceTests: ConformanceSuite {
     let clock = ManualClock()
     let directory: TemporaryDirectory
 
     init() throws {
         directory = try TemporaryDirectory()
-    }
-
-    func store(_ backend: Backend) async throws -> any CoordinationStore {
-        try await backend.makeStores(clock: clock, directory: directory)[0]
-    }
-
-    @Test(arguments: Backend.allCases)
-    func joinsAndReleases_areAnnouncedToOtherHandles_andOnlyToTheirGroup(_ backend: Backend) async throws {
-        let stores = try await backend.makeStores(count: 2, clock: clock, directory: directory)
-        let (holder, listener) = (stores[0], stores[1])
-        var announced = try #require(listener.changes(of: GroupName("announced"))).makeAsyncIterator()
-        let elsewhere = try #require(listener.changes(of: GroupName("elsewhere")))
-        var elsewhereChanges = elsewhere.makeAsyncIterator()
-        let a = try member("a")
-        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .acquire))
-        #expect(await elsewhereChanges.next() != nil)  // a joined "elsewhere"
-        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .acquire))
-        #expect(await announced.next() != nil)  // a joined "announced"
-        // Renewing, and releasing a token that is not held, change nothing others must hear of at once.
-        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .renew(FencingToken(rawValue: 1))))
-        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .release(FencingToken(rawValue: 7))))
-        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .release(FencingToken(rawValue: 1))))
-        #expect(await announced.next() != nil)  // a's slot is free
-        // Announcements arrive in order, so anything more for "elsewhere" would be waiting by now.
-        try await listener.close()
-        var more = 0
-        while await elsewhereChanges.next() != nil { more += 1 }
-        #expect(more == 0)
     }
 
     @Test(arguments: Backend.allCases)
@@ -224,23 +214,13 @@ struct StoreConformanceTests {
         _ = try await store.heartbeat(heartbeat(a, .none))
         _ = try await store.heartbeat(heartbeat(b, .none))
         _ = try await store.heartbeat(heartbeat(a, .none))
-        var view = try #require(try await store.group(GroupName("group")))
+        var view = try #require(try await store.group(named: GroupName("group")))
         let order = view.members.sorted { $0.joinSequence < $1.joinSequence }.map(\.info.id)
         #expect(order == [a.id, b.id])
         _ = try await store.heartbeat(heartbeat(a, .leave(releasing: nil)))
         _ = try await store.heartbeat(heartbeat(a, .none))
-        view = try #require(try await store.group(GroupName("group")))
+        view = try #require(try await store.group(named: GroupName("group")))
         #expect(view.members.sorted { $0.joinSequence < $1.joinSequence }.map(\.info.id) == [b.id, a.id])
-    }
-
-    @Test(arguments: Backend.allCases)
-    func groups_listsEveryGroupByName(_ backend: Backend) async throws {
-        let store = try await store(backend)
-        _ = try await store.heartbeat(heartbeat(member("a"), group: "zeta", .none))
-        _ = try await store.heartbeat(heartbeat(member("a"), group: "alpha", goal: 2, .acquire))
-        let groups = try await store.groups()
-        #expect(groups.map(\.group.rawValue) == ["alpha", "zeta"])
-        #expect(groups.map(\.activeGoal) == [2, 1])
     }
 
     @Test(arguments: Backend.allCases)
@@ -262,5 +242,80 @@ struct StoreConformanceTests {
             #expect(Set(grants).count == grants.count)
             clock.advance(by: .seconds(3))
         }
+    }
+}
+
+/// ``ChangeAnnouncing``: releases and joins reach the other handles of the store, and only for their group.
+@Suite("Change announcement conformance", .timeLimit(.minutes(2)))
+struct ChangeAnnouncementConformanceTests: ConformanceSuite {
+    let clock = ManualClock()
+    let directory: TemporaryDirectory
+
+    init() throws {
+        directory = try TemporaryDirectory()
+    }
+
+    @Test(arguments: Backend.allCases)
+    func joinsAndReleases_areAnnouncedToOtherHandles_andOnlyToTheirGroup(_ backend: Backend) async throws {
+        let stores = try await backend.makeStores(count: 2, clock: clock, directory: directory)
+        let (holder, listener) = (stores[0], stores[1])
+        var announced = try listener.changes(of: GroupName("announced")).makeAsyncIterator()
+        let elsewhere = try listener.changes(of: GroupName("elsewhere"))
+        var elsewhereChanges = elsewhere.makeAsyncIterator()
+        let a = try member("a")
+        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .acquire))
+        #expect(await elsewhereChanges.next() != nil)  // a joined "elsewhere"
+        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .acquire))
+        #expect(await announced.next() != nil)  // a joined "announced"
+        // Renewing, and releasing a token that is not held, change nothing others must hear of at once.
+        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .renew(FencingToken(rawValue: 1))))
+        _ = try await holder.heartbeat(heartbeat(a, group: "elsewhere", .release(FencingToken(rawValue: 7))))
+        _ = try await holder.heartbeat(heartbeat(a, group: "announced", .release(FencingToken(rawValue: 1))))
+        #expect(await announced.next() != nil)  // a's slot is free
+        // Announcements arrive in order, so anything more for "elsewhere" would be waiting by now.
+        try await listener.close()
+        var more = 0
+        while await elsewhereChanges.next() != nil { more += 1 }
+        #expect(more == 0)
+    }
+}
+
+/// ``GroupDirectory``: one group by name, and the names page by page.
+@Suite("Group directory conformance", .timeLimit(.minutes(2)))
+struct GroupDirectoryConformanceTests: ConformanceSuite {
+    let clock = ManualClock()
+    let directory: TemporaryDirectory
+
+    init() throws {
+        directory = try TemporaryDirectory()
+    }
+
+    @Test(arguments: Backend.allCases)
+    func groups_listsEveryGroupByName(_ backend: Backend) async throws {
+        let store = try await store(backend)
+        _ = try await store.heartbeat(heartbeat(member("a"), group: "zeta", .none))
+        _ = try await store.heartbeat(heartbeat(member("a"), group: "alpha", goal: 2, .acquire))
+        let groups = try await store.groups()
+        #expect(groups.map(\.group.rawValue) == ["alpha", "zeta"])
+        #expect(groups.map(\.activeGoal) == [2, 1])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func groupNames_comeInPages_inNameOrder_andGroupNamedReadsOne(_ backend: Backend) async throws {
+        let store = try await store(backend)
+        let names = (0..<7).map { "g\($0)" }
+        for name in names.shuffled() { _ = try await store.heartbeat(heartbeat(member("a"), group: name, .none)) }
+        var pages: [[String]] = []
+        var cursor: GroupName?
+        while true {
+            let page = try await store.groupNames(after: cursor, limit: 3)
+            if page.isEmpty { break }
+            pages.append(page.map(\.rawValue))
+            cursor = page.last
+        }
+        #expect(pages == [["g0", "g1", "g2"], ["g3", "g4", "g5"], ["g6"]])
+        #expect(try await store.allGroupNames(pageSize: 2).map(\.rawValue) == names)
+        #expect(try await store.group(named: GroupName("g4"))?.group.rawValue == "g4")
+        #expect(try await store.group(named: GroupName("absent")) == nil)
     }
 }

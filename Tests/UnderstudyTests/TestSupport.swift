@@ -4,6 +4,8 @@ import Synchronization
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudySQLite
+import UnderstudyStore
 
 /// A store clock that only moves when a test moves it.
 final class ManualClock: Sendable {

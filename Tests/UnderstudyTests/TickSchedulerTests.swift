@@ -1,5 +1,6 @@
 import Testing
 import UnderstudyCore
+import UnderstudyStore
 @testable import Understudy
 
 @Suite("Tick scheduler", .timeLimit(.minutes(1)))

@@ -80,3 +80,23 @@ struct BadInputTests {
         #expect(restarted.stderr.contains("activated"))
     }
 }
+
+/// The exit codes are listed once, in `ExitStatus`; `--help` prints them and docs/cli.md must say the same.
+@Suite struct ExitCodeDocumentationTests {
+    @Test func test_docsExitCodeTable_isTheHelpTable() async throws {
+        let help = try await understudy(["--help"], in: try Scratch()).stdout
+        let helpRows = help.split(separator: "\n").drop { !$0.hasPrefix("EXIT CODES:") }.dropFirst()
+            .prefix { $0.hasPrefix("  ") }
+            .map { line in
+                let trimmed = line.drop { $0 == " " }
+                let code = trimmed.prefix { $0.isNumber }
+                return "| \(code) | \(trimmed.dropFirst(code.count).drop { $0 == " " }) |"
+            }
+        let docs = try String(contentsOfFile: repositoryFile("docs/cli.md"), encoding: .utf8)
+        let docRows = docs.components(separatedBy: "## Exit codes")[1].split(separator: "\n")
+            .filter { $0.hasPrefix("| ") && $0.first(where: \.isNumber) == $0.dropFirst(2).first }
+            .map(String.init)
+        #expect(helpRows.count >= 15)
+        #expect(docRows == helpRows)
+    }
+}

@@ -212,3 +212,9 @@ func entries(_ lines: [String]) -> [LogEntry] {
         return LogEntry(kind: fields[0], token: token, pid: pid, member: fields.count > 3 ? fields[3] : nil)
     }
 }
+
+/// A file of this repository, by its path from the root.
+func repositoryFile(_ path: String, file: String = #filePath) -> String {
+    URL(fileURLWithPath: file).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent(path).path
+}

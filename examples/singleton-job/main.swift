@@ -6,6 +6,7 @@
 import Foundation
 import Understudy
 import UnderstudyCore
+import UnderstudySQLite
 
 let weight = CommandLine.arguments.dropFirst().first.flatMap(Int.init) ?? 50
 let group = try GroupConfiguration(

@@ -13,6 +13,8 @@ import Synchronization
 import Understudy
 import UnderstudyCore
 import UnderstudyPostgres
+import UnderstudySQLite
+import UnderstudyStore
 
 let arguments = CommandLine.arguments
 guard arguments.count == 6, let weight = Int(arguments[4]) else {

@@ -4,7 +4,7 @@ import UnderstudyCore
 /// A store in this process's memory: for tests, examples and groups whose members all live in one process.
 ///
 /// Time is judged on `clock`, by default the process's monotonic clock; tests inject their own.
-public final class InMemoryStore: CoordinationStore, CustomStringConvertible {
+public final class InMemoryStore: LeaseStore, ChangeAnnouncing, GroupDirectory, CustomStringConvertible {
     private struct State {
         var ledgers: [GroupName: GroupLedger] = [:]
         var closed = false
@@ -44,19 +44,18 @@ public final class InMemoryStore: CoordinationStore, CustomStringConvertible {
         return reply
     }
 
-    public func changes(of group: GroupName) -> AsyncStream<Void>? {
+    public func changes(of group: GroupName) -> AsyncStream<Void> {
         subscribers.subscribe(to: group)
     }
 
-    public func groups() async throws -> [GroupView] {
-        let now = clock()
-        return try state.withLock { state in
+    public func groupNames(after cursor: GroupName?, limit: Int) async throws -> [GroupName] {
+        try state.withLock { state in
             guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
-            return state.ledgers.values.map { $0.view(now: now) }.sorted { $0.group < $1.group }
+            return Array(state.ledgers.keys.filter { name in cursor.map { name > $0 } ?? true }.sorted().prefix(max(0, limit)))
         }
     }
 
-    public func group(_ name: GroupName) async throws -> GroupView? {
+    public func group(named name: GroupName) async throws -> GroupView? {
         let now = clock()
         return try state.withLock { state in
             guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }

@@ -6,19 +6,19 @@ import UnderstudyCore
 ///
 /// With a `window` of zero nothing waits: the first heartbeat goes at once, and those that arrive while it is in
 /// flight travel together next.
-package actor HeartbeatBatcher {
+public actor HeartbeatBatcher {
     private typealias Pending = (heartbeat: Heartbeat, continuation: CheckedContinuation<HeartbeatReply, any Error>)
     /// A larger batch holds its group locks longer and risks the round-trip timeout (10,000 did, 500 does not).
-    package static let maximumBatch = 500
+    public static let maximumBatch = 500
     private let window: Duration
     private var pending: [Pending] = []
     private var flushing = false
 
-    package init(window: Duration) {
+    public init(window: Duration) {
         self.window = window
     }
 
-    package func submit(
+    public func submit(
         _ heartbeat: Heartbeat,
         send: @escaping @Sendable ([Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>]
     ) async throws -> HeartbeatReply {

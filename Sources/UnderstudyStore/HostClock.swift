@@ -1,7 +1,7 @@
-#if canImport(Glibc)
+#if os(Linux)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
+#else
+#error("Understudy's clocks are Linux's: CLOCK_BOOTTIME, /proc/sys/kernel/random/boot_id")
 #endif
 import UnderstudyCore
 
@@ -39,7 +39,6 @@ public struct HostClock: Sendable {
     /// - Throws: ``StoreError`` when the boot id cannot be read (as where systemd's `ProcSubset=pid` hides
     ///   `/proc/sys`): without it a reboot cannot be told from another writer, so no store is opened.
     public static func system() throws(StoreError) -> HostClock {
-        #if os(Linux)
         guard let bootID = firstLine(of: "/proc/sys/kernel/random/boot_id"), !bootID.isEmpty else {
             throw StoreError(
                 .unavailable,
@@ -50,9 +49,6 @@ public struct HostClock: Sendable {
         let offset = bootTimeNamespaceOffset()
         let host = firstLine(of: "/etc/machine-id").flatMap { $0.isEmpty ? nil : $0 } ?? hostName()
         return HostClock(bootID: bootID, host: host, now: { MonotonicClock.now() - offset })
-        #else
-        return HostClock(bootID: "unknown", host: hostName(), now: MonotonicClock.now)
-        #endif
     }
 
     /// How far this process's time namespace moves CLOCK_BOOTTIME (`/proc/self/timens_offsets`; zero without

@@ -1,10 +1,9 @@
-import ArgumentParser
 import Foundation
 import Logging
 import Synchronization
 
 /// How `understudy` writes its log lines to stderr.
-enum LogFormat: String, ExpressibleByArgument, CaseIterable {
+public enum LogFormat: String, CaseIterable, Sendable {
     /// `2025-01-02T03:04:05.678Z notice activated group=billing member=a token=7`
     case text
     /// One JSON object per line: `{"time":…,"level":…,"message":…,"group":…,"member":…,"token":…}`.
@@ -12,27 +11,27 @@ enum LogFormat: String, ExpressibleByArgument, CaseIterable {
 }
 
 /// A swift-log handler that writes one line per message to stderr, as text or JSON.
-struct LineLogHandler: LogHandler {
-    var format: LogFormat
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
+public struct LineLogHandler: LogHandler {
+    public var format: LogFormat
+    public var logLevel: Logger.Level = .info
+    public var metadata: Logger.Metadata = [:]
 
     private static let output = Mutex(())
 
     /// Messages of this level are not written (the caller reports them otherwise).
     private let dropped: Logger.Level?
 
-    init(format: LogFormat, dropping dropped: Logger.Level? = nil) {
+    public init(format: LogFormat, dropping dropped: Logger.Level? = nil) {
         self.format = format
         self.dropped = dropped
     }
 
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    func log(event: LogEvent) {
+    public func log(event: LogEvent) {
         let level = event.level
         guard level != dropped else { return }
         let message = event.message
@@ -76,7 +75,7 @@ struct LineLogHandler: LogHandler {
     }
 
     /// A JSON string literal.
-    static func quote(_ text: String) -> String {
+    public static func quote(_ text: String) -> String {
         var result = "\""
         for scalar in text.unicodeScalars {
             switch scalar {

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Synchronization
 import UnderstudyCore
+import UnderstudyStore
 
 /// The embedded store: one SQLite database file shared by every member process on one host.
 ///
@@ -22,7 +23,7 @@ import UnderstudyCore
 /// - Released slots and joins are announced to the other processes through a file beside the database
 ///   (`…-changes`, watched with inotify), so their members act at once; see ``changes(of:)``. Linux only.
 /// - The database runs in WAL mode with a busy timeout; the schema is versioned.
-public final class SQLiteStore: CoordinationStore, CustomStringConvertible {
+public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, CustomStringConvertible {
     /// The schema version this build writes and reads.
     public static let schemaVersion = 1
     static let applicationTag = "understudy"
@@ -36,9 +37,7 @@ public final class SQLiteStore: CoordinationStore, CustomStringConvertible {
     private let file: Mutex<OpenFile>
     private let batcher = HeartbeatBatcher(window: .zero)
     private let transactionCount = Atomic<Int>(0)
-    #if os(Linux)
     private let announcements: ChangeAnnouncementFile
-    #endif
 
     /// The database file this handle has open.
     private struct OpenFile: @unchecked Sendable {
@@ -69,9 +68,7 @@ public final class SQLiteStore: CoordinationStore, CustomStringConvertible {
         self.path = path
         self.clock = try clock ?? HostClock.system()
         self.isReadOnly = readOnly
-        #if os(Linux)
         announcements = ChangeAnnouncementFile(path: path + "-changes")
-        #endif
         if !readOnly {
             let directory = (path as NSString).deletingLastPathComponent
             if !directory.isEmpty {
@@ -148,12 +145,10 @@ public final class SQLiteStore: CoordinationStore, CustomStringConvertible {
         try await batcher.submit(heartbeat) { batch in try await self.apply(batch) }
     }
 
-    #if os(Linux)
-    public func changes(of group: GroupName) -> AsyncStream<Void>? {
+    public func changes(of group: GroupName) -> AsyncStream<Void> {
         announcements.startWatching()
         return announcements.subscribers.subscribe(to: group)
     }
-    #endif
 
     /// Applies heartbeats in one `BEGIN IMMEDIATE` transaction; a heartbeat the ledger refuses fails alone.
     /// When the path names another file than the one open, the batch goes to the file the path names now.
@@ -213,9 +208,7 @@ public final class SQLiteStore: CoordinationStore, CustomStringConvertible {
             }
             return (results, changed)
         }
-        #if os(Linux)
         announcements.announce(changed)
-        #endif
         return results
     }
 
@@ -244,26 +237,16 @@ public final class SQLiteStore: CoordinationStore, CustomStringConvertible {
         )
     }
 
-    public func groups() async throws -> [GroupView] {
-        try await read(orIfEmpty: []) { db, now in
-            let names = try String.fetchAll(db, sql: "SELECT name FROM groups ORDER BY name")
-            return try names.compactMap { name in
-                guard let group = try? GroupName(name) else {
-                    throw StoreError(.corrupt, "the store holds a group with an invalid name \"\(name)\"")
-                }
-                return try Self.loadLedger(db, group: group)?.view(now: now)
-            }
-        }
-    }
-
-    /// Names that are not valid group names are left out: no member can address them.
-    public func groupNames() async throws -> [GroupName] {
+    public func groupNames(after cursor: GroupName?, limit: Int) async throws -> [GroupName] {
         try await read(orIfEmpty: []) { db, _ in
-            try String.fetchAll(db, sql: "SELECT name FROM groups ORDER BY name").compactMap { try? GroupName($0) }
+            try String.fetchAll(
+                db, sql: "SELECT name FROM groups WHERE name > ? ORDER BY name LIMIT ?",
+                arguments: [cursor?.rawValue ?? "", max(0, limit)]
+            ).compactMap { try? GroupName($0) }
         }
     }
 
-    public func group(_ name: GroupName) async throws -> GroupView? {
+    public func group(named name: GroupName) async throws -> GroupView? {
         try await read(orIfEmpty: nil) { db, now in try Self.loadLedger(db, group: name)?.view(now: now) }
     }
 
@@ -279,9 +262,7 @@ public final class SQLiteStore: CoordinationStore, CustomStringConvertible {
     }
 
     public func close() async throws {
-        #if os(Linux)
         announcements.stop()
-        #endif
         try file.withLock { $0 }.database.close()
     }
 

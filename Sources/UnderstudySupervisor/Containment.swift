@@ -1,4 +1,3 @@
-import ArgumentParser
 import CUnderstudyWatchdog
 import Foundation
 import Synchronization
@@ -13,42 +12,52 @@ import Synchronization
 /// - ``processGroup``: the fallback. The watchdog, its guard and the supervisor are child subreapers, so a
 ///   process that leaves COMMAND's process group (`setsid`, daemonizing) is still reparented to one of them
 ///   and killed; but if the supervisor, the watchdog and the guard all die at once, such a process survives.
-enum Containment: Sendable, Equatable, CustomStringConvertible {
+public enum Containment: Sendable, Equatable, CustomStringConvertible {
     case cgroup(parent: String)
     case processGroup
 
     /// `--containment`.
-    enum Choice: String, ExpressibleByArgument, Sendable {
+    public enum Choice: String, CaseIterable, Sendable {
         case auto
         case cgroup
         case processGroup = "process-group"
     }
 
-    var description: String {
+    public var description: String {
         switch self {
         case .cgroup: "cgroup"
         case .processGroup: "process-group"
         }
     }
 
-    /// The containment `choice` asks for; `auto` is a cgroup when one can be made.
+    /// The containment `choice` asks for; `auto` is a cgroup when one can be made. For ``processGroup`` it makes
+    /// this process a child subreaper (process-wide, and the same for every supervisor in it), so orphans of a
+    /// dead watchdog's tree are reparented here, to be killed.
     ///
-    /// - Throws: ``CLIError`` with ``ExitStatus/invalidConfiguration`` when `cgroup` is asked for and none can be made.
-    static func choose(_ choice: Choice) throws(CLIError) -> Containment {
+    /// - Throws: ``SupervisorError`` with ``SupervisorError/Kind/invalidConfiguration`` when `cgroup` is asked for and none can be made.
+    public static func choose(_ choice: Choice) throws(SupervisorError) -> Containment {
         switch choice {
         case .processGroup:
-            return .processGroup
+            return try becomeSubreaper()
         case .auto:
-            return ownCgroup().map { .cgroup(parent: $0) } ?? .processGroup
+            guard let parent = ownCgroup() else { return try becomeSubreaper() }
+            return .cgroup(parent: parent)
         case .cgroup:
             guard let parent = ownCgroup() else {
-                throw CLIError(
+                throw SupervisorError(
                     .invalidConfiguration,
                     "--containment cgroup: cannot make a cgroup v2 leaf under this process's cgroup (run as root, or in a delegated subtree)"
                 )
             }
             return .cgroup(parent: parent)
         }
+    }
+
+    private static func becomeSubreaper() throws(SupervisorError) -> Containment {
+        guard understudy_set_subreaper() == 0 else {
+            throw SupervisorError(.invalidConfiguration, "cannot become a child subreaper: \(String(cString: strerror(errno)))")
+        }
+        return .processGroup
     }
 
     /// This process's cgroup v2 directory, if leaves can be made in it and killed (`cgroup.kill`, Linux 5.14).
@@ -98,13 +107,13 @@ enum Containment: Sendable, Equatable, CustomStringConvertible {
 
     /// A new, empty leaf for one command; `nil` in process-group mode.
     ///
-    /// - Throws: ``CLIError`` when the leaf cannot be made.
-    func makeLeaf() throws(CLIError) -> String? {
+    /// - Throws: ``SupervisorError`` when the leaf cannot be made.
+    func makeLeaf() throws(SupervisorError) -> String? {
         guard case .cgroup(let parent) = self else { return nil }
         let number = Self.leaves.add(1, ordering: .relaxed).newValue
         let leaf = (parent as NSString).appendingPathComponent("understudy.\(getpid()).\(number)")
         guard mkdir(leaf, 0o755) == 0 else {
-            throw CLIError(.commandNotExecutable, "cannot make the cgroup \(leaf): \(String(cString: strerror(errno)))")
+            throw SupervisorError(.commandNotExecutable, "cannot make the cgroup \(leaf): \(String(cString: strerror(errno)))")
         }
         return leaf
     }

@@ -1,9 +1,9 @@
-#if os(Linux)
 import Dispatch
 import Glibc
 import Logging
 import Synchronization
 import UnderstudyCore
+import UnderstudyStore
 
 /// Announcements of releases and joins between the processes that share a SQLite store, SQLite's `NOTIFY`: the
 /// store that applied one appends the group's name to a small file beside the database, and every store that watches
@@ -119,4 +119,3 @@ package final class ChangeAnnouncementFile: Sendable {
         return stat(path, &status) == 0 ? Int(status.st_size) : 0
     }
 }
-#endif

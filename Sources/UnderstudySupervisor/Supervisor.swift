@@ -1,9 +1,11 @@
 import CUnderstudyWatchdog
 import Foundation
 import Logging
+import Prometheus
 import Synchronization
 import Understudy
 import UnderstudyCore
+import UnderstudyStore
 
 /// The shell of `understudy run`: a ``Member`` whose work is a command run under the watchdog.
 ///
@@ -18,38 +20,78 @@ import UnderstudyCore
 /// - watchdog dead: its guard kills the tree, and the supervisor proves it gone before it releases the slot.
 ///
 /// Hooks run like the command, under a watchdog and bound to the same lease, and are killed with it.
-final class Supervisor: Sendable {
-    struct Settings: Sendable {
-        var configuration: GroupConfiguration
-        var memberID: MemberID
-        var weight: Int
-        var store: any CoordinationStore
-        /// Where the store is, with its credentials: the watchdogs' releases open it again.
-        var location: StoreLocation
-        var containment: Containment
+///
+/// A supervisor touches nothing process-wide (no signal handlers, no metrics bootstrap, no `exit`), so one process
+/// can run many: its owner turns signals into ``shutdown(reason:)`` and ``stopAtOnce()``. The process's executable
+/// must run the watchdog when started with ``WatchedProcess/watchdogArgument`` (see `understudy`'s `main.swift`).
+public final class Supervisor: Sendable {
+    public struct Settings: Sendable {
+        public var configuration: GroupConfiguration
+        public var memberID: MemberID
+        public var weight: Int
+        public var store: any CoordinationStore
+        /// The store's URL with its credentials: a watchdog opens it to release the slot of a dead supervisor.
+        public var releaseStoreURL: String
+        public var containment: Containment
         /// The environment of COMMAND and hooks, without the store's credentials.
-        var environment: [String: String]
+        public var environment: [String: String]
         /// The resolved program and its arguments.
-        var command: [String]
-        var stopGrace: Duration
-        var restartBackoff: Duration
-        var once: Bool
-        var onActivate: String?
-        var onDeactivate: String?
+        public var command: [String]
+        public var stopGrace: Duration
+        public var restartBackoff: Duration
+        /// Leave the group once the command has run once.
+        public var once: Bool
+        public var onActivate: String?
+        public var onDeactivate: String?
         /// Hooks are killed after this long, and always when the lease is at risk.
-        var hookTimeout: Duration
-        var logFormat: LogFormat
+        public var hookTimeout: Duration
+        public var logFormat: LogFormat
         /// Where to serve the HTTP endpoint, if anywhere.
-        var http: HTTPAddress?
+        public var http: HTTPAddress?
+
+        public init(
+            configuration: GroupConfiguration, memberID: MemberID, weight: Int, store: any CoordinationStore,
+            releaseStoreURL: String, containment: Containment, environment: [String: String], command: [String],
+            stopGrace: Duration, restartBackoff: Duration, once: Bool, onActivate: String?, onDeactivate: String?,
+            hookTimeout: Duration, logFormat: LogFormat, http: HTTPAddress?
+        ) {
+            self.configuration = configuration
+            self.memberID = memberID
+            self.weight = weight
+            self.store = store
+            self.releaseStoreURL = releaseStoreURL
+            self.containment = containment
+            self.environment = environment
+            self.command = command
+            self.stopGrace = stopGrace
+            self.restartBackoff = restartBackoff
+            self.once = once
+            self.onActivate = onActivate
+            self.onDeactivate = onDeactivate
+            self.hookTimeout = hookTimeout
+            self.logFormat = logFormat
+            self.http = http
+        }
+    }
+
+    /// How ``run()`` ended.
+    public enum Outcome: Hashable, Sendable {
+        /// The member left its group after ``shutdown()``.
+        case left
+        /// With ``Settings/once``: the command ran once and exited with this status.
+        case ranOnce(status: Int32)
+        /// ``stopAtOnce()`` stopped it.
+        case stoppedAtOnce
     }
 
     private struct State {
+        var member: Member?
         var child: WatchedProcess?
         var reason: DeactivationReason?
         var onceStatus: Int32?
         var shuttingDown = false
-        var interrupts = 0
-        /// The token of the activation under way, which a second SIGINT releases.
+        var stoppedAtOnce = false
+        /// The token of the activation under way, which ``stopAtOnce()`` releases.
         var token: FencingToken?
     }
 
@@ -68,12 +110,16 @@ final class Supervisor: Sendable {
         }
     }
 
-    let settings: Settings
+    public let settings: Settings
     private let state = Mutex(State())
     private let logger: Logger
+    private let registry: PrometheusCollectorRegistry?
 
-    init(settings: Settings) {
+    /// - Parameter registry: what `GET /metrics` serves when ``Settings/http`` is set; the metrics system must
+    ///   report to it (the owner of the process bootstraps it, once) before the supervisor runs.
+    public init(settings: Settings, metrics registry: PrometheusCollectorRegistry?) {
         self.settings = settings
+        self.registry = registry
         var logger = Logger(label: "understudy") { _ in LineLogHandler(format: settings.logFormat) }
         logger[metadataKey: "group"] = "\(settings.configuration.name)"
         logger[metadataKey: "member"] = "\(settings.memberID)"
@@ -82,26 +128,18 @@ final class Supervisor: Sendable {
 
     /// SIGKILL goes out this long before the core's deadline (s + T − I/2, which already leaves I/2 for clock
     /// drift), to cover the kill itself: at s + T − 3I/4, after the self-fence's SIGTERM at s + T − I.
-    var killMargin: Duration { settings.configuration.heartbeatInterval / 4 }
+    public var killMargin: Duration { settings.configuration.heartbeatInterval / 4 }
 
-    /// Takes part in the group until SIGTERM/SIGINT (or, with `once`, until the command has run once).
+    /// Takes part in the group until ``shutdown()`` (or, with `once`, until the command has run once).
     ///
-    /// - Returns: the exit status: 0, or with `once` the command's status.
-    /// - Throws: ``CLIError`` when the store refuses the member or the HTTP endpoint cannot listen.
-    func run() async throws(CLIError) -> Int32 {
-        signal(SIGPIPE, SIG_IGN)
-        // Without a cgroup, orphans of a dead watchdog's tree are reparented here, to be killed (``Containment``).
-        if settings.containment == .processGroup, understudy_set_subreaper() != 0 {
-            throw CLIError(.invalidConfiguration, "cannot become a child subreaper: \(String(cString: strerror(errno)))")
-        }
+    /// - Throws: ``SupervisorError`` when the store refuses the member or the HTTP endpoint cannot listen.
+    public func run() async throws(SupervisorError) -> Outcome {
         // The member's own lines about activation are replaced by ``logTransitions(_:)``, which adds the token
         // to every line; its errors (a refusal by the store) become this command's one-line error.
         var memberLogger = Logger(label: "understudy") { _ in LineLogHandler(format: self.settings.logFormat, dropping: .error) }
         memberLogger[metadataKey: "group"] = "\(settings.configuration.name)"
         memberLogger[metadataKey: "member"] = "\(settings.memberID)"
         memberLogger.logLevel = .warning
-        // The member makes its metrics when created, so the registry must be in place before.
-        let registry = settings.http.map { _ in HTTPEndpoint.bootstrapMetrics() }
         let member: Member
         do {
             member = try Member(
@@ -113,17 +151,17 @@ final class Supervisor: Sendable {
                 logger: memberLogger
             )
         } catch {
-            throw CLIError(.invalidConfiguration, error.description)
+            throw SupervisorError(.invalidConfiguration, error.description)
         }
         var endpoint: HTTPEndpoint?
-        if let address = settings.http, let registry {
-            let started = try await HTTPEndpoint.start(on: address, member: member, containment: settings.containment, registry: registry, logger: logger)
+        if let address = settings.http {
+            let started = try await HTTPEndpoint.start(on: address, member: member, containment: settings.containment, registry: registry ?? PrometheusCollectorRegistry(), logger: logger)
             logger.notice("serving HTTP", metadata: ["address": "\(started.boundAddress)"])
             endpoint = started
         }
         try await checkMembership()
-        let signals = handleSignals(member: member)
-        defer { signals.forEach { $0.cancel() } }
+        // A shutdown asked for before the member existed takes effect now.
+        if state.withLock({ state in state.member = member; return state.shuttingDown }) { member.leave() }
 
         logger.notice("joined", metadata: [
             "store": "\(settings.store)",
@@ -143,30 +181,79 @@ final class Supervisor: Sendable {
             try outcome.get()
         } catch MemberError.rejected(let rejection) {
             switch rejection {
-            case .memberIDInUse: throw CLIError(.memberIDInUse, rejection.description)
-            case .activeGoalMismatch: throw CLIError(.activeGoalMismatch, rejection.description)
+            case .memberIDInUse: throw SupervisorError(.memberIDInUse, rejection.description)
+            case .activeGoalMismatch: throw SupervisorError(.activeGoalMismatch, rejection.description)
             }
         } catch {
-            throw CLIError(.storeUnavailable, "\(error)")
+            throw SupervisorError(.storeUnavailable, "\(error)")
         }
         await transitions.value
         logger.notice("left")
         try? await settings.store.close()
-        return state.withLock { $0.interrupts >= 2 ? ExitStatus.interrupted.rawValue : $0.shuttingDown ? 0 : $0.onceStatus ?? 0 }
+        return state.withLock { state in
+            if state.stoppedAtOnce { return .stoppedAtOnce }
+            if !state.shuttingDown, let status = state.onceStatus { return .ranOnce(status: status) }
+            return .left
+        }
+    }
+
+    /// Leaves the group gracefully: stops the command (SIGTERM, then SIGKILL after the stop grace), releases the
+    /// slot once it is proven gone, and lets ``run()`` return. Returns whether this was the first request.
+    @discardableResult
+    public func shutdown(reason: String) -> Bool {
+        let (first, member) = state.withLock { state in
+            defer { state.shuttingDown = true }
+            return (!state.shuttingDown, state.member)
+        }
+        guard first else { return false }
+        logger.notice("shutting down", metadata: ["signal": "\(reason)"])
+        member?.leave()
+        return true
+    }
+
+    /// Stops at once: kills the command's tree, and once it is proven gone releases the slot (waiting at most T:
+    /// the lease expires anyway). ``run()`` may go on leaving; the owner is expected to end the process.
+    public func stopAtOnce() async {
+        let (child, token, member) = state.withLock { state in
+            state.shuttingDown = true
+            state.stoppedAtOnce = true
+            return (state.child, state.token, state.member)
+        }
+        logger.warning("second SIGINT: stopping at once")
+        child?.kill()
+        if let child { _ = await child.waitForExit() }
+        guard let token, let member else { return }
+        let configuration = settings.configuration
+        let heartbeat = Heartbeat(
+            group: configuration.name, activeGoal: configuration.activeGoal,
+            activationInterval: configuration.activationInterval, member: member.info, phase: .stopping,
+            intent: .leave(releasing: token)
+        )
+        let store = settings.store
+        let released = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await store.heartbeat(heartbeat)) != nil }
+            group.addTask {
+                try? await Task.sleep(for: configuration.activationInterval)
+                return false
+            }
+            defer { group.cancelAll() }
+            return await group.next() ?? false
+        }
+        if released { logger.notice("released the slot", metadata: ["token": "\(token)", "reason": "interrupted"]) }
     }
 
     /// Refuses to start, before joining, when the id belongs to a process alive on this host or the goal differs.
     /// The store enforces both anyway; this only refuses a live duplicate at once. A dead process's row (a
     /// restart within T) is left to the member, which waits for it to expire.
-    private func checkMembership() async throws(CLIError) {
+    private func checkMembership() async throws(SupervisorError) {
         let configuration = settings.configuration
-        guard let view = try? await settings.store.group(configuration.name) else { return }
+        guard let view = try? await settings.store.group(named: configuration.name) else { return }
         if let other = view.members.first(where: { $0.info.id == settings.memberID }),
            other.info.host == ProcessInfo.processInfo.hostName, kill(other.info.pid, 0) == 0 || errno == EPERM {
-            throw CLIError(.memberIDInUse, HeartbeatRejection.memberIDInUse(settings.memberID, host: other.info.host, pid: other.info.pid).description)
+            throw SupervisorError(.memberIDInUse, HeartbeatRejection.memberIDInUse(settings.memberID, host: other.info.host, pid: other.info.pid).description)
         }
         if view.activeGoal != configuration.activeGoal, !view.members.isEmpty || !view.leases.isEmpty {
-            throw CLIError(
+            throw SupervisorError(
                 .activeGoalMismatch,
                 HeartbeatRejection.activeGoalMismatch(group: configuration.name, stored: view.activeGoal, requested: configuration.activeGoal).description
             )
@@ -203,7 +290,7 @@ final class Supervisor: Sendable {
         state.withLock { $0.token = token }
         defer { state.withLock { $0.token = nil } }
         let release = SlotRelease(
-            store: settings.location.urlWithCredentials,
+            store: settings.releaseStoreURL,
             group: settings.configuration.name.rawValue,
             activeGoal: settings.configuration.activeGoal,
             activationNanoseconds: settings.configuration.activationInterval.nanoseconds,
@@ -258,8 +345,8 @@ final class Supervisor: Sendable {
     ) async -> Int32? {
         let margin = killMargin
         let started: WatchedProcess?
-        do throws(CLIError) {
-            started = try lease.values.withLock { lease throws(CLIError) -> WatchedProcess? in
+        do throws(SupervisorError) {
+            started = try lease.values.withLock { lease throws(SupervisorError) -> WatchedProcess? in
                 let now = MonotonicClock.now()
                 guard now < lease.validUntil - margin, now < (lease.stopBy ?? lease.validUntil) - margin else { return nil }
                 let child = try WatchedProcess(
@@ -326,7 +413,7 @@ final class Supervisor: Sendable {
         return status
     }
 
-    // MARK: Transitions and signals
+    // MARK: Transitions
 
     private func logTransitions(_ events: AsyncStream<MemberEvent>) async {
         var token: FencingToken?
@@ -343,64 +430,6 @@ final class Supervisor: Sendable {
             case .prepareWithdrawn:
                 logger.info("preparation withdrawn")
             }
-        }
-    }
-
-    /// SIGTERM, SIGINT and SIGHUP leave the group gracefully; a second SIGINT exits at once.
-    private func handleSignals(member: Member) -> [any DispatchSourceSignal] {
-        let queue = DispatchQueue(label: "understudy.signals")
-        return [SIGTERM, SIGINT, SIGHUP].map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            source.setEventHandler { [self] in
-                let (first, interrupts, child, token) = state.withLock { state in
-                    defer { state.shuttingDown = true }
-                    if number == SIGINT { state.interrupts += 1 }
-                    return (!state.shuttingDown, state.interrupts, state.child, state.token)
-                }
-                if first {
-                    logger.notice("shutting down", metadata: ["signal": "\(Self.name(of: number))"])
-                    member.leave()
-                } else if interrupts == 2 {
-                    logger.warning("second SIGINT: stopping at once")
-                    child?.kill()
-                    Task { await self.exitAtOnce(after: child, releasing: token, member: member) }
-                }
-            }
-            source.resume()
-            return source
-        }
-    }
-
-    /// The second SIGINT: once the tree is proven gone, releases the slot (bounded by T; it expires anyway)
-    /// and exits with 130.
-    private func exitAtOnce(after child: WatchedProcess?, releasing token: FencingToken?, member: Member) async -> Never {
-        if let child { _ = await child.waitForExit() }
-        if let token {
-            let configuration = settings.configuration
-            let heartbeat = Heartbeat(
-                group: configuration.name, activeGoal: configuration.activeGoal,
-                activationInterval: configuration.activationInterval, member: member.info, phase: .stopping,
-                intent: .leave(releasing: token)
-            )
-            let store = settings.store
-            Task {
-                try? await Task.sleep(for: configuration.activationInterval)
-                exit(ExitStatus.interrupted.rawValue)
-            }
-            if (try? await store.heartbeat(heartbeat)) != nil {
-                logger.notice("released the slot", metadata: ["token": "\(token)", "reason": "interrupted"])
-            }
-        }
-        exit(ExitStatus.interrupted.rawValue)
-    }
-
-    private static func name(of signal: Int32) -> String {
-        switch signal {
-        case SIGTERM: "SIGTERM"
-        case SIGINT: "SIGINT"
-        case SIGHUP: "SIGHUP"
-        default: "signal \(signal)"
         }
     }
 }

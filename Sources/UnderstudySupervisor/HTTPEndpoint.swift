@@ -9,16 +9,16 @@ import Understudy
 import UnderstudyCore
 
 /// The address of `understudy run --http HOST:PORT`.
-struct HTTPAddress: Sendable, Hashable, CustomStringConvertible {
+public struct HTTPAddress: Sendable, Hashable, CustomStringConvertible {
     /// A host name or IPv4 address, or an IPv6 address without its brackets.
-    var host: String
+    public var host: String
     /// 0...65535; 0 lets the system pick a free port.
-    var port: Int
+    public var port: Int
 
-    /// `HOST:PORT` or `[IPv6]:PORT`; anything else is a ``ExitStatus/usage`` error.
-    static func parse(_ text: String) throws(CLIError) -> HTTPAddress {
-        let invalid = CLIError(
-            .usage,
+    /// `HOST:PORT` or `[IPv6]:PORT`; anything else is a ``SupervisorError/Kind/invalidHTTPAddress`` error.
+    public static func parse(_ text: String) throws(SupervisorError) -> HTTPAddress {
+        let invalid = SupervisorError(
+            .invalidHTTPAddress,
             "invalid --http \"\(text)\": expected HOST:PORT such as 127.0.0.1:9090 or [::1]:9090 (port 0...65535, 0 for any free port)"
         )
         let host: Substring
@@ -42,7 +42,7 @@ struct HTTPAddress: Sendable, Hashable, CustomStringConvertible {
         return HTTPAddress(host: String(host), port: number)
     }
 
-    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 /// The HTTP endpoint of `understudy run --http`: health, activity, status and Prometheus metrics of one member.
@@ -51,9 +51,9 @@ struct HTTPAddress: Sendable, Hashable, CustomStringConvertible {
 /// - `GET /active`: 200 while the member is active, 503 otherwise, for load balancer health checks;
 /// - `GET /status`: the member's state and its group as `understudy status --json` shows it;
 /// - `GET /metrics`: every swift-metrics metric of the process, in the Prometheus text format.
-final class HTTPEndpoint: Sendable {
+public final class HTTPEndpoint: Sendable {
     /// The address the server listens on, with the port the system picked when asked for port 0.
-    let boundAddress: String
+    public let boundAddress: String
     private let services: ServiceGroup
     private let server: Task<Void, Never>
 
@@ -63,31 +63,17 @@ final class HTTPEndpoint: Sendable {
         self.server = server
     }
 
-    /// Makes swift-metrics report to a new Prometheus registry. Call once, before the ``Member`` is created.
-    static func bootstrapMetrics() -> PrometheusCollectorRegistry {
-        let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        // Heartbeats take well under a millisecond on a local SQLite file and tens of milliseconds on a remote store.
-        factory.durationHistogramBuckets[MemberMetricLabel.heartbeatRoundTrip] = [
-            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
-            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
-            .milliseconds(500), .seconds(1),
-        ]
-        MetricsSystem.bootstrap(factory)
-        return registry
-    }
-
     /// Starts listening on `address` and returns once the server accepts connections.
     ///
-    /// - Throws: ``CLIError`` with ``ExitStatus/httpUnavailable`` when the address cannot be listened on (the
+    /// - Throws: ``SupervisorError`` with ``SupervisorError/Kind/httpUnavailable`` when the address cannot be listened on (the
     ///   port is in use, the host is not local or unknown, the port needs privileges).
-    static func start(
+    public static func start(
         on address: HTTPAddress,
         member: Member,
         containment: Containment,
         registry: PrometheusCollectorRegistry,
         logger: Logger
-    ) async throws(CLIError) -> HTTPEndpoint {
+    ) async throws(SupervisorError) -> HTTPEndpoint {
         var serverLogger = logger
         serverLogger.logLevel = .warning
         let (started, reportStart) = AsyncStream<Result<String, any Error>>.makeStream()
@@ -118,13 +104,13 @@ final class HTTPEndpoint: Sendable {
         case .failure(let error)?:
             throw listenError(error, address: address)
         case nil:
-            throw CLIError(.httpUnavailable, "--http \(address): the server stopped before it listened")
+            throw SupervisorError(.httpUnavailable, "--http \(address): the server stopped before it listened")
         }
     }
 
     /// Stops the server gracefully (cancelling requests still open after a second) and waits until it has closed
     /// its socket.
-    func stop() async {
+    public func stop() async {
         await services.triggerGracefulShutdown()
         await server.value
     }
@@ -192,14 +178,14 @@ final class HTTPEndpoint: Sendable {
 
     // MARK: Errors and addresses
 
-    private static func listenError(_ error: any Error, address: HTTPAddress) -> CLIError {
+    private static func listenError(_ error: any Error, address: HTTPAddress) -> SupervisorError {
         guard let error = error as? IOError else {
-            return CLIError(.httpUnavailable, "--http \(address): cannot listen: \(error)")
+            return SupervisorError(.httpUnavailable, "--http \(address): cannot listen: \(error)")
         }
         if error.errnoCode == EADDRINUSE {
-            return CLIError(.httpUnavailable, "--http \(address): the port is already in use")
+            return SupervisorError(.httpUnavailable, "--http \(address): the port is already in use")
         }
-        return CLIError(.httpUnavailable, "--http \(address): cannot listen: \(String(cString: strerror(error.errnoCode)))")
+        return SupervisorError(.httpUnavailable, "--http \(address): cannot listen: \(String(cString: strerror(error.errnoCode)))")
     }
 
     private static func describe(_ address: SocketAddress?) -> String? {

@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import Understudy
 import UnderstudyCore
+import UnderstudyStore
 
 /// A command running under the watchdog (a copy of this executable, see `CUnderstudyWatchdog`), with its
 /// whole process tree held by a ``Containment``, and stdin, stdout and stderr passed through.
@@ -13,14 +14,20 @@ import UnderstudyCore
 /// tree gone and gives the slot back with `release`. If the watchdog itself dies, its guard inside the tree
 /// kills the tree, and this process proves it gone before ``waitForExit()`` returns. So the command never
 /// outlives the lease that allowed it to run, and no release precedes its death.
-final class WatchedProcess: Sendable {
+///
+/// It spawns with `posix_spawn` rather than swift-subprocess: the watchdog needs exactly two inherited
+/// descriptors at fixed numbers (the control pipe's read end as 3, the release ticket as 4) and every other one
+/// closed, a process group of its own, and its own pid known before the first deadline is sent; and it is
+/// waited for through the watchdog's own protocol (the pipe and the tree's proof of death), not through the
+/// child's exit status alone. swift-subprocess runs a closure over a child's lifetime, which fits neither.
+public final class WatchedProcess: Sendable {
     /// The first argument that turns this executable into the watchdog.
-    static let watchdogArgument = "__watchdog"
+    public static let watchdogArgument = "__watchdog"
 
     /// The watchdog's pid; the guard is its only child, the command the guard's.
-    let pid: pid_t
+    public let pid: pid_t
     /// The command's cgroup leaf, `nil` in process-group mode.
-    let leaf: String?
+    public let leaf: String?
     private let control: Mutex<Int32>
     private let exitCode = Mutex<Int32?>(nil)
     private let waiters = Mutex<[CheckedContinuation<Int32, Never>]>([])
@@ -40,18 +47,18 @@ final class WatchedProcess: Sendable {
     ///     subreaper (``Containment``) for ``waitForExit()`` to prove the tree gone after a watchdog's death.
     ///   - release: what `understudy __release-slot` reads to give the slot back once the watchdog has killed
     ///     the tree on its own (`nil`: nothing to release). Passed in an anonymous file, never in arguments.
-    /// - Throws: ``CLIError`` when the watchdog cannot be started.
-    init(
+    /// - Throws: ``SupervisorError`` when the watchdog cannot be started.
+    public init(
         command: [String],
         environment: [String: String],
         deadline: Instant,
         margin: Duration,
         containment: Containment = .processGroup,
         release: [UInt8]? = nil
-    ) throws(CLIError) {
+    ) throws(SupervisorError) {
         var fds: [Int32] = [-1, -1]
         guard understudy_pipe_cloexec(&fds) == 0 else {
-            throw CLIError(.storeUnavailable, "cannot create a pipe: \(String(cString: strerror(errno)))")
+            throw SupervisorError(.storeUnavailable, "cannot create a pipe: \(String(cString: strerror(errno)))")
         }
         let leaf: String?
         do {
@@ -103,7 +110,7 @@ final class WatchedProcess: Sendable {
         guard result == 0 else {
             close(fds[1])
             if let leaf { rmdir(leaf) }
-            throw CLIError(.commandNotExecutable, "cannot start the watchdog \(executable): \(String(cString: strerror(result)))")
+            throw SupervisorError(.commandNotExecutable, "cannot start the watchdog \(executable): \(String(cString: strerror(result)))")
         }
         let pid = spawned
         self.pid = pid
@@ -159,24 +166,24 @@ final class WatchedProcess: Sendable {
 
     /// Whether the watchdog itself was killed by a signal this process did not send: its guard then killed the
     /// tree, and ``waitForExit()`` returned only once the tree was proven gone.
-    var watchdogDied: Bool {
+    public var watchdogDied: Bool {
         watchdog.withLock { $0.signaled && !$0.killedByUs }
     }
 
     /// The lease is vouched for until `instant`: the watchdog lets the command run until `instant - margin`.
-    func extend(until instant: Instant) {
+    public func extend(until instant: Instant) {
         send("d \(instant.nanoseconds)\n")
     }
 
     /// Sends SIGTERM to the command's tree (every process of its cgroup; in process-group mode, its process group).
-    func terminate() {
+    public func terminate() {
         send("t\n")
     }
 
     /// Kills the command's whole tree with SIGKILL, without relying on the watchdog (which may be frozen):
     /// asks it, kills the cgroup directly, and kills the watchdog, whose guard then kills what is left.
     /// ``waitForExit()`` returns once the tree is proven gone.
-    func kill() {
+    public func kill() {
         send("k\n")
         if let leaf {
             let descriptor = open(leaf + "/cgroup.kill", O_WRONLY | O_CLOEXEC)
@@ -193,7 +200,7 @@ final class WatchedProcess: Sendable {
     }
 
     /// Stops the command: SIGTERM now, SIGKILL after `grace` if it is still running.
-    func stop(grace: Duration) {
+    public func stop(grace: Duration) {
         terminate()
         Task {
             try? await Task.sleep(for: grace)
@@ -202,7 +209,7 @@ final class WatchedProcess: Sendable {
     }
 
     /// Makes sure the command is dead by `instant - margin`: SIGKILL then if it is still running.
-    func kill(by instant: Instant, margin: Duration) {
+    public func kill(by instant: Instant, margin: Duration) {
         Task {
             let delay = (instant - margin) - MonotonicClock.now()
             if delay > .zero { try? await Task.sleep(for: delay) }
@@ -212,7 +219,7 @@ final class WatchedProcess: Sendable {
 
     /// Waits until the command and the watchdog have exited; returns the command's exit code, or 128 + the
     /// number of the signal that ended it.
-    func waitForExit() async -> Int32 {
+    public func waitForExit() async -> Int32 {
         await withCheckedContinuation { continuation in
             let code: Int32? = waiters.withLock { waiters in
                 if let code = exitCode.withLock({ $0 }) { return code }
@@ -224,7 +231,7 @@ final class WatchedProcess: Sendable {
     }
 
     /// Whether the command has exited.
-    var hasExited: Bool { exitCode.withLock { $0 != nil } }
+    public var hasExited: Bool { exitCode.withLock { $0 != nil } }
 
     private func send(_ message: String) {
         control.withLock { descriptor in
@@ -235,7 +242,7 @@ final class WatchedProcess: Sendable {
     }
 
     /// This executable, which doubles as the watchdog.
-    static let executablePath: String = {
+    public static let executablePath: String = {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         if count > 0 { return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) }

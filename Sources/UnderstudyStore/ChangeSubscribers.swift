@@ -12,10 +12,10 @@ package final class ChangeSubscribers: Sendable {
 
     private let state = Mutex(State())
 
-    package init() {}
+    public init() {}
 
     /// A stream with an element for each announcement of `group`, until ``finishAll()``.
-    package func subscribe(to group: GroupName) -> AsyncStream<Void> {
+    public func subscribe(to group: GroupName) -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let id: Int? = state.withLock { state in
             guard !state.finished else { return nil }
@@ -36,12 +36,12 @@ package final class ChangeSubscribers: Sendable {
         return stream
     }
 
-    package func announce(_ group: GroupName) {
+    public func announce(_ group: GroupName) {
         for continuation in state.withLock({ Array($0.byGroup[group]?.values ?? [:].values) }) { continuation.yield() }
     }
 
     /// Ends every stream; later subscriptions end at once.
-    package func finishAll() {
+    public func finishAll() {
         // Finished outside the lock: finishing runs `onTermination`, which takes the lock.
         let subscribed = state.withLock { state in
             state.finished = true

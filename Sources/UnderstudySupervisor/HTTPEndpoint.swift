@@ -204,26 +204,11 @@ struct MemberStatusDocument: Encodable {
     /// How COMMAND's process tree is held: `cgroup` or `process-group` (see docs/cli.md).
     var containment: String
     /// The fencing token while active.
-    var token: UInt64?
+    @NullWhenAbsent var token: UInt64? = nil
     /// The group as `understudy status --json` shows it; `nil` when the store cannot be read.
-    var groupStatus: StatusDocument.Group?
+    @NullWhenAbsent var groupStatus: StatusDocument.Group? = nil
     /// Why the store could not be read.
-    var error: String?
-
-    enum CodingKeys: CodingKey { case schemaVersion, group, member, state, containment, token, groupStatus, error }
-
-    // Written out so that absent values are `null`, not absent keys.
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(schemaVersion, forKey: .schemaVersion)
-        try container.encode(group, forKey: .group)
-        try container.encode(member, forKey: .member)
-        try container.encode(state, forKey: .state)
-        try container.encode(containment, forKey: .containment)
-        try container.encode(token, forKey: .token)
-        try container.encode(groupStatus, forKey: .groupStatus)
-        try container.encode(error, forKey: .error)
-    }
+    @NullWhenAbsent var error: String? = nil
 
     func encoded() -> String {
         let encoder = JSONEncoder()

@@ -8,21 +8,8 @@ public struct StatusDocument: Encodable, Sendable {
         public var activeGoal: Int
         public var activeCount: Int
         public var meetsGoal: Bool
-        public var lastToken: UInt64?
+        @NullWhenAbsent public var lastToken: UInt64? = nil
         public var members: [Member]
-
-        enum CodingKeys: CodingKey { case group, activeGoal, activeCount, meetsGoal, lastToken, members }
-
-        // Written out so that a missing token is `null`, not an absent key.
-        public func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(group, forKey: .group)
-            try container.encode(activeGoal, forKey: .activeGoal)
-            try container.encode(activeCount, forKey: .activeCount)
-            try container.encode(meetsGoal, forKey: .meetsGoal)
-            try container.encode(lastToken, forKey: .lastToken)
-            try container.encode(members, forKey: .members)
-        }
     }
 
     public struct Member: Encodable, Sendable {
@@ -33,21 +20,7 @@ public struct StatusDocument: Encodable, Sendable {
         public var host: String
         public var pid: Int32
         public var heartbeatAgeMs: Double
-        public var token: UInt64?
-
-        enum CodingKeys: CodingKey { case rank, id, weight, state, host, pid, heartbeatAgeMs, token }
-
-        public func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(rank, forKey: .rank)
-            try container.encode(id, forKey: .id)
-            try container.encode(weight, forKey: .weight)
-            try container.encode(state, forKey: .state)
-            try container.encode(host, forKey: .host)
-            try container.encode(pid, forKey: .pid)
-            try container.encode(heartbeatAgeMs, forKey: .heartbeatAgeMs)
-            try container.encode(token, forKey: .token)
-        }
+        @NullWhenAbsent public var token: UInt64? = nil
     }
 
     /// A group whose rows cannot be read, with the reason.
@@ -96,5 +69,21 @@ public struct StatusDocument: Encodable, Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         // Encoding plain strings and numbers cannot fail.
         return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}
+
+/// An optional that a JSON document always carries: `null` when absent, never a missing key, so that readers of a
+/// schema see every field of it.
+@propertyWrapper
+public struct NullWhenAbsent<Value: Encodable & Sendable>: Encodable, Sendable {
+    public var wrappedValue: Value?
+
+    public init(wrappedValue: Value?) {
+        self.wrappedValue = wrappedValue
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        if let wrappedValue { try container.encode(wrappedValue) } else { try container.encodeNil() }
     }
 }

@@ -44,6 +44,11 @@ struct HTTPTests {
         #expect(aStatus["token"] as? Int == aToken)
         let group = try #require(aStatus["groupStatus"] as? [String: Any])
         #expect(group["lastToken"] as? Int == aToken)
+        // Schema version 1 carries every field: what a member does not have is `null`, not a missing key.
+        let bStatus = try #require(try memberStatus(bPort))
+        #expect(bStatus["token"] is NSNull && bStatus["error"] is NSNull, "\(bStatus)")
+        let bEntry = try #require((group["members"] as? [[String: Any]])?.first { $0["id"] as? String == "b" })
+        #expect(bEntry["token"] is NSNull, "\(bEntry)")
         let rows = try #require(group["members"] as? [[String: Any]])
         #expect(Set(rows.compactMap { $0["id"] as? String }) == ["a", "b"])
         #expect(httpGet(aPort, "/active")?.body == "active token=\(aToken)\n")

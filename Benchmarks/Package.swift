@@ -6,7 +6,6 @@ import PackageDescription
 // docs/benchmarks.md for one command per figure.
 let package = Package(
     name: "UnderstudyBenchmarks",
-    platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "Understudy", path: ".."),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -18,6 +17,8 @@ let package = Package(
             name: "understudy-bench",
             dependencies: [
                 .product(name: "Understudy", package: "Understudy"),
+                .product(name: "UnderstudyStore", package: "Understudy"),
+                .product(name: "UnderstudySQLite", package: "Understudy"),
                 .product(name: "UnderstudyPostgres", package: "Understudy"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

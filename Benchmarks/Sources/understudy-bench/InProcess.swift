@@ -4,12 +4,14 @@ import Synchronization
 import Understudy
 import UnderstudyCore
 import UnderstudyPostgres
+import UnderstudySQLite
+import UnderstudyStore
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Opens a store in this process.
-func openStore(_ store: BenchStore) async throws -> any CoordinationStore {
+func openStore(_ store: BenchStore) async throws -> any LeaseStore & ChangeAnnouncing {
     if store.url.hasPrefix("postgres") { return try await PostgresStore(url: store.url) }
     let path = store.url.hasPrefix("sqlite://") ? String(store.url.dropFirst("sqlite://".count)) : store.url
     return try SQLiteStore(path: path)
@@ -17,11 +19,11 @@ func openStore(_ store: BenchStore) async throws -> any CoordinationStore {
 
 /// Counts the heartbeats a store is asked to apply; round trips are the store's own count (PostgreSQL calls,
 /// SQLite transactions), since both batch heartbeats that are due together.
-final class CountingStore: CoordinationStore {
-    let base: any CoordinationStore
+final class CountingStore: LeaseStore, ChangeAnnouncing {
+    let base: any LeaseStore & ChangeAnnouncing
     private let count = Atomic<Int>(0)
 
-    init(_ base: any CoordinationStore) { self.base = base }
+    init(_ base: any LeaseStore & ChangeAnnouncing) { self.base = base }
 
     var heartbeats: Int { count.load(ordering: .relaxed) }
     var roundTrips: Int { (base as? PostgresStore)?.roundTrips ?? (base as? SQLiteStore)?.roundTrips ?? heartbeats }
@@ -31,9 +33,8 @@ final class CountingStore: CoordinationStore {
         return try await base.heartbeat(heartbeat)
     }
 
-    func groups() async throws -> [GroupView] { try await base.groups() }
     func close() async throws { try await base.close() }
-    func changes(of group: GroupName) -> AsyncStream<Void>? { base.changes(of: group) }
+    func changes(of group: GroupName) -> AsyncStream<Void> { base.changes(of: group) }
 }
 
 func processCPUSeconds() -> Double {

@@ -2,7 +2,7 @@ import Synchronization
 import UnderstudyCore
 
 /// The subscribers to a store's announced changes, by group, so an announcement wakes only the members of
-/// its own group (see ``CoordinationStore/changes(of:)``).
+/// its own group (see ``ChangeAnnouncing/changes(of:)``).
 package final class ChangeSubscribers: Sendable {
     private struct State {
         var byGroup: [GroupName: [Int: AsyncStream<Void>.Continuation]] = [:]

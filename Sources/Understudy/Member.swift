@@ -58,8 +58,8 @@ public actor Member: Service {
 
     private struct RunningWork {
         var number: Int
-        /// `nil` when the member runs no work and only reports events.
-        var task: Task<Void, Never>?
+        /// Finishing it stops the work; `nil` when the member runs no work and only reports events.
+        var stop: AsyncStream<Void>.Continuation?
         var updates: AsyncStream<Activation.LeaseUpdate>.Continuation
         var stopping = false
     }
@@ -114,6 +114,9 @@ public actor Member: Service {
         guard !running else { throw MemberError.alreadyRunning }
         running = true
         let inputs = self.inputs
+        // The one task that is not a child of the caller's: cancelling the caller must make the member leave in
+        // order (stop the work, release the slot), not cancel the heartbeat that releases it. Every other task of
+        // the member (heartbeats, the work, announcements) is a child of this one.
         let loop = Task { try await self.loop() }
         try await withTaskCancellationHandler {
             try await withGracefulShutdownHandler {
@@ -168,20 +171,27 @@ public actor Member: Service {
     // MARK: Loop
 
     private func loop() async throws {
-        let changes: AsyncStream<Void>? = (store as? any ChangeAnnouncing)?.changes(of: configuration.name)
-        let announcements = changes.map { changes in
-            Task { [inputs] in
-                for await _ in changes { inputs.yield(.changeAnnounced) }
-            }
-        }
         let ticks = TickScheduler.shared.register { [inputs] in inputs.yield(.tick) }
         self.ticks = ticks
-        defer {
-            announcements?.cancel()
-            TickScheduler.shared.unregister(ticks)
+        defer { TickScheduler.shared.unregister(ticks) }
+        let rejection = await withDiscardingTaskGroup { group in
+            if let changes = (store as? any ChangeAnnouncing)?.changes(of: configuration.name) {
+                group.addTask { [inputs] in
+                    for await _ in changes { inputs.yield(.changeAnnounced) }
+                }
+            }
+            defer { group.cancelAll() }
+            return await takePart(in: &group)
         }
+        eventSink.finish()
+        if let rejection { throw MemberError.rejected(rejection) }
+    }
+
+    /// Drives the machine with the member's inputs until it finishes; heartbeats and the work run as children of
+    /// `group`. Returns the rejection it finished with, if any.
+    private func takePart(in group: inout DiscardingTaskGroup) async -> HeartbeatRejection? {
         logger.notice("joining", metadata: ["store": "\(store)", "weight": "\(info.weight)"])
-        var finishedWith = execute(machine.start(now: MonotonicClock.now()))
+        if case .finished(let rejection) = execute(machine.start(now: MonotonicClock.now()), in: &group) { return rejection }
         for await input in inputStream {
             let now = MonotonicClock.now()
             let actions: [MemberStateMachine.Action]
@@ -215,26 +225,27 @@ public actor Member: Service {
             case .shutdown:
                 actions = machine.shutdownRequested(now: now)
             }
-            if let rejection = execute(actions) {
-                finishedWith = rejection
-                break
-            }
+            if case .finished(let rejection) = execute(actions, in: &group) { return rejection }
         }
-        eventSink.finish()
-        if case .some(.some(let rejection)) = finishedWith {
-            throw MemberError.rejected(rejection)
-        }
+        return nil
     }
 
-    /// Carries out the actions; returns `.some` when the member has finished.
-    private func execute(_ actions: [MemberStateMachine.Action]) -> HeartbeatRejection?? {
+    /// Whether the machine still drives the member after a batch of actions.
+    private enum Progress {
+        case running
+        /// The member has left its group (rejection `nil`) or was refused for good.
+        case finished(HeartbeatRejection?)
+    }
+
+    /// Carries out the actions, in order; heartbeats and the work start as children of `group`.
+    private func execute(_ actions: [MemberStateMachine.Action], in group: inout DiscardingTaskGroup) -> Progress {
         for action in actions {
             switch action {
             case .sendHeartbeat(let heartbeat, let id):
                 let store = self.store
                 let inputs = self.inputs
                 let roundTrip = metrics.heartbeatRoundTrip
-                Task {
+                group.addTask {
                     let result: Result<HeartbeatReply, any Error>
                     let sent = MonotonicClock.now()
                     do {
@@ -251,7 +262,7 @@ public actor Member: Service {
                 switch event {
                 case .activate(let token):
                     metrics.activated(token)
-                    startWork(token: token)
+                    startWork(token: token, in: &group)
                 case .deactivate(let reason):
                     metrics.deactivated(reason)
                     stopWork()
@@ -268,33 +279,49 @@ public actor Member: Service {
                 logger.trace("next tick", metadata: ["in": "\((instant - MonotonicClock.now()).formatted)", "state": "\(machine.status)"])
                 if let ticks { TickScheduler.shared.schedule(ticks, at: instant) }
             case .finish(let rejection):
-                return .some(rejection)
+                return .finished(rejection)
             }
         }
-        return .none
+        return .running
     }
 
-    private func startWork(token: FencingToken) {
+    /// Starts the work as a child of `group`, which reports ``Input/workFinished(activation:cancelledByUs:)`` only
+    /// once the body has returned.
+    private func startWork(token: FencingToken, in group: inout DiscardingTaskGroup) {
         let inputs = self.inputs
         activations += 1
         let number = activations
         let (updates, continuation) = AsyncStream<Activation.LeaseUpdate>.makeStream()
         let activation = Activation(token: token, leaseUpdates: updates)
         guard let work else {
-            activity = RunningWork(number: number, task: nil, updates: continuation)
+            activity = RunningWork(number: number, stop: nil, updates: continuation)
             return
         }
+        let (stopped, stop) = AsyncStream<Void>.makeStream()
         let logger = self.logger
-        let task = Task {
-            do {
-                try await work(activation)
-            } catch is CancellationError {
-            } catch {
-                logger.error("work failed", metadata: ["error": "\(error)"])
+        group.addTask {
+            // The body races the stop: whichever ends first cancels the other, and the body is awaited either way.
+            let cancelledByUs = await withTaskGroup(of: Bool.self) { race in
+                race.addTask {
+                    do {
+                        try await work(activation)
+                    } catch is CancellationError {
+                    } catch {
+                        logger.error("work failed", metadata: ["error": "\(error)"])
+                    }
+                    return false
+                }
+                race.addTask {
+                    for await _ in stopped {}
+                    return true
+                }
+                let first = await race.next() ?? true
+                race.cancelAll()
+                return first
             }
-            inputs.yield(.workFinished(activation: number, cancelledByUs: Task.isCancelled))
+            inputs.yield(.workFinished(activation: number, cancelledByUs: cancelledByUs))
         }
-        activity = RunningWork(number: number, task: task, updates: continuation)
+        activity = RunningWork(number: number, stop: stop, updates: continuation)
     }
 
     private func stopWork() {
@@ -302,8 +329,8 @@ public actor Member: Service {
         guard var activity, !activity.stopping else { return }
         activity.stopping = true
         self.activity = activity
-        if let task = activity.task {
-            task.cancel()
+        if let stop = activity.stop {
+            stop.finish()
         } else {
             inputs.yield(.workFinished(activation: activity.number, cancelledByUs: true))
         }

@@ -5,32 +5,52 @@ import UnderstudyCore
 /// locks them in one global order and concurrent batches cannot deadlock.
 ///
 /// With a `window` of zero nothing waits: the first heartbeat goes at once, and those that arrive while it is in
-/// flight travel together next.
+/// flight travel together next. A caller that is cancelled gets `CancellationError` at once; its heartbeat is
+/// still applied if it was already on its way.
 public actor HeartbeatBatcher {
-    private typealias Pending = (heartbeat: Heartbeat, continuation: CheckedContinuation<HeartbeatReply, any Error>)
+    public typealias Send = @Sendable ([Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>]
+
+    private typealias Waiter = CheckedContinuation<HeartbeatReply, any Error>
     /// A larger batch holds its group locks longer and risks the round-trip timeout (10,000 did, 500 does not).
     public static let maximumBatch = 500
     private let window: Duration
-    private var pending: [Pending] = []
+    private var pending: [(id: Int, heartbeat: Heartbeat)] = []
+    /// Who waits for each heartbeat not answered yet, by id; a cancelled caller is removed at once.
+    private var waiters: [Int: Waiter] = [:]
+    private var nextID = 0
     private var flushing = false
 
     public init(window: Duration) {
         self.window = window
     }
 
-    public func submit(
-        _ heartbeat: Heartbeat,
-        send: @escaping @Sendable ([Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>]
-    ) async throws -> HeartbeatReply {
-        try await withCheckedThrowingContinuation { continuation in
-            pending.append((heartbeat, continuation))
-            guard !flushing else { return }
-            flushing = true
-            Task { await self.flush(send) }
+    public func submit(_ heartbeat: Heartbeat, send: @escaping Send) async throws -> HeartbeatReply {
+        nextID += 1
+        let id = nextID
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (waiter: Waiter) in
+                guard !Task.isCancelled else { return waiter.resume(throwing: CancellationError()) }
+                waiters[id] = waiter
+                pending.append((id, heartbeat))
+                guard !flushing else { return }
+                flushing = true
+                Task { await self.flush(send) }
+            }
+        } onCancel: {
+            Task { await self.cancel(id) }
         }
     }
 
-    private func flush(_ send: @escaping @Sendable ([Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>]) async {
+    private func cancel(_ id: Int) {
+        pending.removeAll { $0.id == id }
+        waiters.removeValue(forKey: id)?.resume(throwing: CancellationError())
+    }
+
+    private func answer(_ id: Int, with result: Result<HeartbeatReply, any Error>) {
+        waiters.removeValue(forKey: id)?.resume(with: result)
+    }
+
+    private func flush(_ send: @escaping Send) async {
         if window > .zero { try? await Task.sleep(for: window) }
         while !pending.isEmpty {
             let due = pending.sorted { $0.heartbeat.group < $1.heartbeat.group }
@@ -39,17 +59,19 @@ public actor HeartbeatBatcher {
                 for start in stride(from: 0, to: due.count, by: Self.maximumBatch) {
                     let batch = Array(due[start..<min(start + Self.maximumBatch, due.count)])
                     group.addTask {
+                        let results: [Result<HeartbeatReply, any Error>]
                         do {
-                            let results = try await send(batch.map(\.heartbeat))
-                            for (index, entry) in batch.enumerated() {
-                                // A heartbeat the store left unanswered must not wait for ever.
-                                entry.continuation.resume(
-                                    with: results.indices.contains(index)
-                                        ? results[index] : .failure(StoreError(.corrupt, "the store left a heartbeat unanswered"))
-                                )
-                            }
+                            results = try await send(batch.map(\.heartbeat))
                         } catch {
-                            for entry in batch { entry.continuation.resume(throwing: error) }
+                            results = batch.map { _ in .failure(error) }
+                        }
+                        for (index, entry) in batch.enumerated() {
+                            // A heartbeat the store left unanswered must not wait for ever.
+                            await self.answer(
+                                entry.id,
+                                with: results.indices.contains(index)
+                                    ? results[index] : .failure(StoreError(.corrupt, "the store left a heartbeat unanswered"))
+                            )
                         }
                     }
                 }

@@ -12,3 +12,24 @@ struct HeartbeatBatcherTests {
         }
     }
 }
+
+extension HeartbeatBatcherTests {
+    /// A member that leaves does not wait for a store that does not answer: its cancelled heartbeats return at
+    /// once, and the batch still on its way is answered to nobody.
+    @Test func aCancelledCaller_returnsAtOnce_whileItsBatchIsOnItsWay() async throws {
+        let batcher = HeartbeatBatcher(window: .zero)
+        let (sent, sentSignal) = AsyncStream<Void>.makeStream()
+        let (release, releaseSignal) = AsyncStream<Void>.makeStream()
+        let caller = Task {
+            try await batcher.submit(heartbeat(member("m"), .none)) { batch in
+                sentSignal.yield()
+                for await _ in release {}
+                return batch.map { _ in .failure(StoreError(.unavailable, "answered too late")) }
+            }
+        }
+        for await _ in sent { break }
+        caller.cancel()
+        await #expect(throws: CancellationError.self) { try await caller.value }
+        releaseSignal.finish()
+    }
+}

@@ -11,7 +11,10 @@
 /// further than the heartbeating member's own measurement allows: its previous heartbeat was applied at
 /// `members.heartbeat_at` and sent at `members.sent_at` on its monotonic clock, so the store clock may stand at most
 /// `heartbeat_at + (p_sent − sent_at) + slack` now. A heartbeat without such evidence (the first of an incarnation)
-/// advances it by at most the slack. Leases and memberships are judged on the store clock only.
+/// advances it by at most the slack. A heartbeat refused because an older incarnation's row holds the member id
+/// leaves its evidence in that row (`refused_incarnation`, `refused_at`, `refused_sent`) for the next attempt, so a
+/// group whose members all wait for their ids still measures time. `StoreClock` is the same rule in Swift. Leases
+/// and memberships are judged on the store clock only.
 ///
 /// History (the `StoreMoment` the ledger is given): a grant takes at least the server's wall clock in microseconds
 /// (the token floor), and no slot is granted within T of `groups.complete_since`, the store time at which the
@@ -123,6 +126,14 @@ enum PostgresSchema {
                     identity = "\(s)".understudy_identity();
                 INSERT INTO "\(s)".understudy_meta (key, value) VALUES ('complete_wall', '0') ON CONFLICT (key) DO NOTHING;
                 UPDATE "\(s)".understudy_meta SET value = '\(version)' WHERE key = 'schema_version';
+            END IF;
+            -- The newest heartbeat refused because another incarnation holds the id: a waiting member's evidence.
+            -- Additive, so schemas of version 2 get it without a new version; checked first so that opening a store
+            -- does not lock the table.
+            IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                    WHERE table_schema = '\(s)' AND table_name = 'members' AND column_name = 'refused_sent') THEN
+                ALTER TABLE "\(s)".members ADD COLUMN refused_incarnation text, ADD COLUMN refused_at bigint,
+                    ADD COLUMN refused_sent bigint;
             END IF;
 
             -- What members of version 1 read as the server's clock.
@@ -247,6 +258,9 @@ enum PostgresSchema {
                 IF e.incarnation = p_incarnation THEN
                     v_now := coalesce(p_now, "\(s)".understudy_advance(
                         g.store_now, g.wall_at, v_wall, e.heartbeat_at, e.sent_at, p_sent, p_ttl));
+                ELSIF e.refused_incarnation = p_incarnation THEN
+                    v_now := coalesce(p_now, "\(s)".understudy_advance(
+                        g.store_now, g.wall_at, v_wall, e.refused_at, e.refused_sent, p_sent, p_ttl));
                 ELSE
                     v_now := coalesce(p_now, "\(s)".understudy_advance(g.store_now, g.wall_at, v_wall, NULL, NULL, p_sent, p_ttl));
                 END IF;
@@ -269,6 +283,10 @@ enum PostgresSchema {
 
                 v_found := coalesce(e.expires_at > v_now, false);
                 IF v_found AND e.incarnation <> p_incarnation THEN
+                    -- Its retries measure time too: a group whose members all wait for their ids would otherwise
+                    -- move its store clock by the slack only, and the rows they wait for would not expire.
+                    UPDATE "\(s)".members SET refused_incarnation = p_incarnation, refused_at = v_now, refused_sent = p_sent
+                        WHERE group_name = p_group AND member_id = p_member;
                     RETURN jsonb_build_object('rejection', 'member-id-in-use', 'host', e.host, 'pid', e.pid);
                 END IF;
 

@@ -146,6 +146,33 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
         #expect(summary.injected[.skew, default: 0] > 100, "few members had a clock reading before zero")
     }
 
+    @Test func test_storeWallClockSteppingForwardAndBack_holdsEveryInvariant() throws {
+        // Steps of 0.5·T to 5·T or of hours, while members crash, pause, drift and lose calls: leases are judged on
+        // the store clock, and a backward step of the token floor is covered by the counter.
+        let options = SimulationOptions(faults: [.clockStep, .crash, .processCrash, .pause, .loss, .drift])
+        let summary = try SimulationSummary(seeds: 1...150, options: options)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.injected[.clockStep, default: 0] > 150)
+    }
+
+    @Test func test_storeJudgingOnItsSteppedWallClock_isCaughtWithinFiftySeeds() throws {
+        let options = SimulationOptions(faults: [.clockStep], weakening: .storeJudgesOnWallClock)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
+    }
+
+    @Test func test_storeForgettingRefusedHeartbeats_isCaughtWithinFiftySeeds() throws {
+        // Both members restarted within T wait for their ids; if their refused retries measured no time, the store
+        // clock would crawl by the slack and the rows they wait for would outlive the liveness bound.
+        let options = SimulationOptions(members: 2, faults: [.crash, .pause], weakening: .storeForgetsRefusedHeartbeats)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains(.liveness), "caught: \(caught)")
+    }
+
     @Test func test_hooksThatOverrun_areEndedByTheLeaseDeadline() throws {
         let options = SimulationOptions(faults: [.hooks, .pause, .partition, .reweight])
         let summary = try SimulationSummary(seeds: 1...150, options: options)

@@ -716,6 +716,7 @@ public struct Simulation: Sendable {
 
     /// The watchdog's one call after a process crash: `leave` releasing the dead work's token, in the name of
     /// the dead incarnation, so the store frees the slot only if that incarnation still holds it with that token.
+    /// It is sent on the host's clock, as the member's heartbeats were, so the store clock stays bounded by it.
     private mutating func watchdogRelease(_ index: Int, process: Int, _ info: MemberInfo, _ token: FencingToken) {
         record(.proofOfDeathRelease(token), member: index)
         let heartbeat = Heartbeat(
@@ -724,7 +725,8 @@ public struct Simulation: Sendable {
             activationInterval: configuration.activationInterval,
             member: info,
             phase: .stopping,
-            intent: .leave(releasing: token)
+            intent: .leave(releasing: token),
+            sentAt: members[index].clock.local(now)
         )
         let lossy = faultsActive && options.faults.contains(.loss)
         if partitioned.contains(index) || (lossy && random.chance(options.storeModel.requestLoss)) {

@@ -76,7 +76,9 @@ struct SlotRelease: Codable, Sendable {
     /// Why the watchdog released, for the log line.
     var reason: String?
 
-    /// The heartbeat that leaves the group releasing the token.
+    /// The heartbeat that leaves the group releasing the token, sent now on the host's boot-time clock, the one the
+    /// member's heartbeats were sent on: the dead incarnation's row then bounds the store clock by it, where a
+    /// heartbeat without a send instant moves a PostgreSQL store clock by the wall clock's delta, a step included.
     func heartbeat() throws(CLIError) -> Heartbeat {
         do {
             return Heartbeat(
@@ -85,7 +87,8 @@ struct SlotRelease: Codable, Sendable {
                 activationInterval: .nanoseconds(activationNanoseconds),
                 member: try MemberInfo(id: MemberID(member), incarnation: incarnation, weight: weight, host: host, pid: pid),
                 phase: .stopping,
-                intent: .leave(releasing: FencingToken(rawValue: token))
+                intent: .leave(releasing: FencingToken(rawValue: token)),
+                sentAt: MonotonicClock.now()
             )
         } catch {
             throw CLIError(.invalidConfiguration, error.description)

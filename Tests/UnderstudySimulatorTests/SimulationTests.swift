@@ -157,6 +157,17 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
         #expect(summary.injected[.clockStep, default: 0] > 150)
     }
 
+    @Test func test_proofOfDeathReleaseFirstAfterAForwardStep_expiresNoOtherActivesLease() throws {
+        // Seeds in which a watchdog's release is the first heartbeat the store applies after its wall clock stepped
+        // forward. Sent without a send instant (as it was), it moved the store clock by the whole step and expired
+        // the other active's lease, which was then granted to a third member (safety-no-overlap in each).
+        let options = SimulationOptions(members: 4, activeGoal: 2, faults: [.clockStep, .processCrash])
+        for seed: UInt64 in [1_809, 2_597, 4_406] {
+            let result = try run(seed: seed, options)
+            #expect(result.violation == nil, report(result))
+        }
+    }
+
     @Test func test_storeJudgingOnItsSteppedWallClock_isCaughtWithinFiftySeeds() throws {
         let options = SimulationOptions(faults: [.clockStep], weakening: .storeJudgesOnWallClock)
         let summary = try SimulationSummary(seeds: 1...50, options: options)

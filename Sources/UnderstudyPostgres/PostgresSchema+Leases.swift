@@ -71,6 +71,9 @@ extension PostgresSchema {
                 IF e.incarnation = p_incarnation THEN
                     v_now := coalesce(p_now, "\(s)".understudy_advance(
                         g.store_now, g.wall_at, v_wall, e.heartbeat_at, e.sent_at, p_sent, p_ttl));
+                ELSIF e.refused_incarnation = p_incarnation THEN
+                    v_now := coalesce(p_now, "\(s)".understudy_advance(
+                        g.store_now, g.wall_at, v_wall, e.refused_at, e.refused_sent, p_sent, p_ttl));
                 ELSE
                     v_now := coalesce(p_now, "\(s)".understudy_advance(g.store_now, g.wall_at, v_wall, NULL, NULL, p_sent, p_ttl));
                 END IF;
@@ -93,6 +96,10 @@ extension PostgresSchema {
 
                 v_found := coalesce(e.expires_at > v_now, false);
                 IF v_found AND e.incarnation <> p_incarnation THEN
+                    -- Its retries measure time too: a group whose members all wait for their ids would otherwise
+                    -- move its store clock by the slack only, and the rows they wait for would not expire.
+                    UPDATE "\(s)".members SET refused_incarnation = p_incarnation, refused_at = v_now, refused_sent = p_sent
+                        WHERE group_name = p_group AND member_id = p_member;
                     RETURN jsonb_build_object('rejection', 'member-id-in-use', 'host', e.host, 'pid', e.pid);
                 END IF;
 

@@ -15,7 +15,10 @@
 /// further than the heartbeating member's own measurement allows: its previous heartbeat was applied at
 /// `members.heartbeat_at` and sent at `members.sent_at` on its monotonic clock, so the store clock may stand at most
 /// `heartbeat_at + (p_sent − sent_at) + slack` now. A heartbeat without such evidence (the first of an incarnation)
-/// advances it by at most the slack. Leases and memberships are judged on the store clock only.
+/// advances it by at most the slack. A heartbeat refused because an older incarnation's row holds the member id
+/// leaves its evidence in that row (`refused_incarnation`, `refused_at`, `refused_sent`) for the next attempt, so a
+/// group whose members all wait for their ids still measures time. `StoreClock` is the same rule in Swift. Leases
+/// and memberships are judged on the store clock only.
 ///
 /// History (the `StoreMoment` the ledger is given): a grant takes at least the server's wall clock in microseconds
 /// (the token floor), and no slot is granted within T of `groups.complete_since`, the store time at which the
@@ -48,6 +51,7 @@ enum PostgresSchema {
             tablesAndVersion(schema: s),
             historyFunctions(schema: s),
             migrationFromVersion1(schema: s),
+            refusedHeartbeatColumns(schema: s),
             storeClockFunctions(schema: s),
             directoryFunctions(schema: s),
             leaseFunctions(schema: s),
@@ -115,6 +119,19 @@ enum PostgresSchema {
                     ('application', 'understudy'), ('schema_version', '1'),
                     ('complete_wall', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text);
                 v_version := '1';
+            END IF;
+        """
+    }
+
+    /// The newest heartbeat refused because another incarnation holds the id: a waiting member's evidence for the
+    /// store clock. Additive, so schemas of version 2 get it without a new version; checked first so that opening a
+    /// store does not lock the table.
+    private static func refusedHeartbeatColumns(schema s: String) -> String {
+        """
+            IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                    WHERE table_schema = '\(s)' AND table_name = 'members' AND column_name = 'refused_sent') THEN
+                ALTER TABLE "\(s)".members ADD COLUMN refused_incarnation text, ADD COLUMN refused_at bigint,
+                    ADD COLUMN refused_sent bigint;
             END IF;
         """
     }

@@ -4,8 +4,9 @@ import UnderstudyCore
 /// and faults, all driven by one seed.
 ///
 /// The simulator plays every part outside the core the way the real runtime does:
-/// - **The store** is a ``GroupLedger`` that applies heartbeats one at a time on its own clock, which is the
-///   simulator's real timeline.
+/// - **The store** is a ``GroupLedger`` that applies heartbeats one at a time, judged on a ``StoreClock`` that each
+///   heartbeat advances from the store's wall clock (the real timeline, unless ``SimulatedFault/clockStep`` steps
+///   it) and the member's send instants, as PostgreSQL advances its store clock.
 /// - **Each member's clock** is the real timeline scaled by the member's drift plus an offset: every `now`
 ///   passed to a member, and every instant it returns, is on its own local monotonic clock.
 /// - **The shell** carries out the actions: it hands heartbeats to a store client that, like the runtime's
@@ -40,7 +41,13 @@ public struct Simulation: Sendable {
     private var outage = false
     /// The store's wall clock at real time zero, in µs since 1970: its token floor moves with simulated time.
     private let wallOrigin: UInt64
-    private var snapshot: (ledger: GroupLedger, at: Int64)?
+    /// How far the store's wall clock has been stepped away from the real timeline (``SimulatedFault/clockStep``).
+    private var wallStep: Int64 = 0
+    /// The clock the store judges leases on.
+    private var storeClock: StoreClock
+    /// What the store records beside the ledger's rows to bound its clock.
+    private var evidence = ClockEvidence()
+    private var snapshot: (ledger: GroupLedger, evidence: ClockEvidence, at: Int64)?
     /// Since when the store's record is complete again after a restore.
     private var recordCompleteSince: Instant?
 
@@ -72,6 +79,7 @@ public struct Simulation: Sendable {
         end = faultEnd + options.settleBound.nanoseconds
         ledger = GroupLedger(group: configuration.name, activeGoal: configuration.activeGoal)
         wallOrigin = 1_700_000_000_000_000 + UInt64(random.int(in: 0...100_000_000_000_000))
+        storeClock = StoreClock(now: .zero, wall: Instant(nanoseconds: Int64(wallOrigin) * 1_000))
         members = []
         let weights = options.faults.contains(.reweight) ? Self.weightChoices : [50]
         for index in 0..<options.members {
@@ -153,10 +161,14 @@ public struct Simulation: Sendable {
         case .watchdogRelease(let index, let process, let info, let token):
             watchdogRelease(index, process: process, info, token)
         case .snapshot:
-            snapshot = (ledger, now)
+            snapshot = (ledger, evidence, now)
             record(.snapshotTaken)
         case .restoreFault:
             restoreFault()
+        case .clockStepFault(let step):
+            wallStep += step
+            injected[.clockStep, default: 0] += 1
+            record(.storeClockStepped(by: step))
         case .pauseFault:
             pauseFault()
         case .partitionFault:
@@ -526,15 +538,22 @@ public struct Simulation: Sendable {
 
     /// Applies a round trip's heartbeats in order, in one transaction, and sends the answers back together.
     private mutating func storeApply(_ call: StoreCall) {
-        let floor = options.weakening == .restoreWithoutTokenFloor ? 0 : wallOrigin + UInt64(now / 1_000)
-        let moment = StoreMoment(
-            now: Instant(nanoseconds: now),
-            tokenFloor: FencingToken(rawValue: floor),
-            recordCompleteSince: recordCompleteSince
-        )
+        // The wall clock, relative to its reading at real time zero; the token floor is its reading in µs.
+        let wall = now + wallStep
+        let floor = options.weakening == .restoreWithoutTokenFloor ? 0 : UInt64(Int64(wallOrigin) + wall / 1_000)
         var answers: [(MemberStateMachine.RequestID, Result<HeartbeatReply, HeartbeatRejection>)] = []
         for sent in call.heartbeats {
             var heartbeat = sent.heartbeat
+            let storeNow = storeClock.advance(
+                wall: Instant(nanoseconds: Int64(wallOrigin) * 1_000 + wall), sentAt: heartbeat.sentAt,
+                previous: evidence.previous(of: heartbeat.member, row: ledger.members[heartbeat.member.id]),
+                activationInterval: heartbeat.activationInterval
+            )
+            let moment = StoreMoment(
+                now: options.weakening == .storeJudgesOnWallClock ? Instant(nanoseconds: wall) : storeNow,
+                tokenFloor: FencingToken(rawValue: floor),
+                recordCompleteSince: recordCompleteSince
+            )
             if case .storeGrantsBeforeExpiry(let margin) = options.weakening {
                 heartbeat.activationInterval -= margin
             }
@@ -548,6 +567,7 @@ public struct Simulation: Sendable {
             if ledger.shouldAnnounce(heartbeat, from: before) { announceChange(by: call.member) }
             switch result {
             case .success(let reply):
+                evidence.applied(heartbeat, row: ledger.members[heartbeat.member.id])
                 var slot: Int?
                 if case .granted(let token) = reply.outcome {
                     slot = ledger.leases.firstIndex { $0.holder?.token == token }
@@ -555,6 +575,9 @@ public struct Simulation: Sendable {
                 }
                 record(.applied(sent.id, reply.outcome, slot: slot), member: call.member)
             case .failure(let rejection):
+                if case .memberIDInUse = rejection, options.weakening != .storeForgetsRefusedHeartbeats {
+                    evidence.refused(heartbeat, at: storeNow)
+                }
                 record(.refused(sent.id, rejection), member: call.member)
             }
             guard violation == nil else { return }
@@ -621,11 +644,23 @@ public struct Simulation: Sendable {
                 queue.schedule(event, at: random.int(in: 0...(faultEnd - 1)))
             }
         }
-        if options.faults.contains(.restore), random.chance(0.5) {
+        let restores = options.faults.contains(.restore) && random.chance(0.5)
+        if restores {
             let restoreAt = random.int(in: 0...(faultEnd - 1))
             let age = random.duration(in: .zero...(options.activationInterval * 2)).nanoseconds
             queue.schedule(.snapshot, at: max(0, restoreAt - age))
             queue.schedule(.restoreFault, at: restoreAt)
+        }
+        if options.faults.contains(.clockStep) {
+            for _ in 0..<random.int(in: 1...2) {
+                let hours: Int64 = 3_600_000_000_000
+                var step = random.chance(0.5)
+                    ? random.duration(in: (options.activationInterval / 2)...(options.activationInterval * 5)).nanoseconds
+                    : random.int(in: hours...(6 * hours))
+                // A store that forgets grants must not be set back past them (the token floor's assumption).
+                if !restores, random.chance(0.5) { step = -step }
+                queue.schedule(.clockStepFault(by: step), at: random.int(in: 0...(faultEnd - 1)))
+            }
         }
         queue.schedule(.faultsStop, at: faultEnd)
     }
@@ -681,6 +716,7 @@ public struct Simulation: Sendable {
 
     /// The watchdog's one call after a process crash: `leave` releasing the dead work's token, in the name of
     /// the dead incarnation, so the store frees the slot only if that incarnation still holds it with that token.
+    /// It is sent on the host's clock, as the member's heartbeats were, so the store clock stays bounded by it.
     private mutating func watchdogRelease(_ index: Int, process: Int, _ info: MemberInfo, _ token: FencingToken) {
         record(.proofOfDeathRelease(token), member: index)
         let heartbeat = Heartbeat(
@@ -689,7 +725,8 @@ public struct Simulation: Sendable {
             activationInterval: configuration.activationInterval,
             member: info,
             phase: .stopping,
-            intent: .leave(releasing: token)
+            intent: .leave(releasing: token),
+            sentAt: members[index].clock.local(now)
         )
         let lossy = faultsActive && options.faults.contains(.loss)
         if partitioned.contains(index) || (lossy && random.chance(options.storeModel.requestLoss)) {
@@ -712,9 +749,10 @@ public struct Simulation: Sendable {
     private mutating func restoreFault() {
         guard let snapshot else { return }
         ledger = snapshot.ledger
+        evidence = snapshot.evidence
         injected[.restore, default: 0] += 1
         if options.weakening != .restoreWithoutHold {
-            recordCompleteSince = Instant(nanoseconds: now)
+            recordCompleteSince = storeClock.now
         }
         record(.restored(snapshotAt: snapshot.at))
     }
@@ -911,6 +949,38 @@ struct Work: Sendable {
     }
 }
 
+/// What the store records beside the ledger's member rows to bound its ``StoreClock``: the send instant of the
+/// heartbeat each row was last written by (PostgreSQL's `members.sent_at`), and the newest heartbeat refused
+/// because another incarnation holds the id (`members.refused_*`), so that a waiting member's retries measure time
+/// too. Without the latter, a group whose members all wait for their ids (every process restarted within T) moves
+/// its store clock by the slack per heartbeat only, and the rows they wait for do not expire.
+struct ClockEvidence: Sendable {
+    private var sentAt: [MemberID: Instant] = [:]
+    private var refusedAttempts: [MemberID: (incarnation: String, heartbeat: StoreClock.PreviousHeartbeat)] = [:]
+
+    /// The previous heartbeat of `member`'s incarnation, if the store knows one: `row` is the ledger's row of its id.
+    func previous(of member: MemberInfo, row: GroupLedger.MemberRecord?) -> StoreClock.PreviousHeartbeat? {
+        guard let row else { return nil }
+        if row.info.incarnation == member.incarnation {
+            return sentAt[member.id].map { StoreClock.PreviousHeartbeat(appliedAt: row.heartbeatAt, sentAt: $0) }
+        }
+        return refusedAttempts[member.id].flatMap { $0.incarnation == member.incarnation ? $0.heartbeat : nil }
+    }
+
+    /// `heartbeat` was applied and left `row` (none after a leave).
+    mutating func applied(_ heartbeat: Heartbeat, row: GroupLedger.MemberRecord?) {
+        guard row != nil else { return }
+        sentAt[heartbeat.member.id] = heartbeat.sentAt
+    }
+
+    /// `heartbeat` was refused at store time `now` because another incarnation holds its id.
+    mutating func refused(_ heartbeat: Heartbeat, at now: Instant) {
+        refusedAttempts[heartbeat.member.id] = heartbeat.sentAt.map {
+            (heartbeat.member.incarnation, StoreClock.PreviousHeartbeat(appliedAt: now, sentAt: $0))
+        }
+    }
+}
+
 /// Who the store granted a token to, and in which slot.
 struct Grant: Sendable {
     var member: Int
@@ -983,6 +1053,8 @@ enum Event: Sendable {
     case watchdogRelease(Int, process: Int, MemberInfo, FencingToken)
     case snapshot
     case restoreFault
+    /// The store's wall clock steps by this many nanoseconds.
+    case clockStepFault(by: Int64)
     case pauseFault
     case partitionFault
     case partitionHealed

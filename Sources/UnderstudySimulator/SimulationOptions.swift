@@ -40,6 +40,12 @@ public enum SimulatedFault: String, Hashable, Sendable, CaseIterable, CustomStri
     /// up to 3·T. The supervisor runs hooks inside the lease, so only its SIGKILL after the stop grace (2·I), or
     /// the watchdog at the lease deadline, ends it.
     case hooks
+    /// The store's wall clock steps (NTP, a VM migration, a failover to a server whose clock differs), once or
+    /// twice, forward or back by 0.5·T to 5·T or by hours. The store judges leases on its store clock, which
+    /// ``StoreClock`` advances from the wall clock and from each member's own measurement, as PostgreSQL does;
+    /// its token floor is the stepped wall clock. Runs with a restore step forward only: a store that forgets
+    /// grants and is set back past them is outside the token floor's assumption.
+    case clockStep = "clock-step"
 
     public var description: String { rawValue }
 }
@@ -82,6 +88,12 @@ public enum ProtocolWeakening: Hashable, Sendable, CustomStringConvertible {
     case restoreWithoutHold
     /// The store has no token floor: after a restore, tokens continue from the restored counter.
     case restoreWithoutTokenFloor
+    /// The store judges leases on its raw wall clock instead of its ``StoreClock``, so a forward step expires
+    /// leases early.
+    case storeJudgesOnWallClock
+    /// The store keeps no evidence from heartbeats it refused because an older incarnation holds the member id,
+    /// so the retries of a restarted member advance its store clock by at most the slack each.
+    case storeForgetsRefusedHeartbeats
 
     public var description: String {
         switch self {
@@ -91,6 +103,8 @@ public enum ProtocolWeakening: Hashable, Sendable, CustomStringConvertible {
         case .watchdogReleasesBeforeKill: "watchdog-releases-before-kill"
         case .restoreWithoutHold: "restore-without-hold"
         case .restoreWithoutTokenFloor: "restore-without-token-floor"
+        case .storeJudgesOnWallClock: "store-judges-on-wall-clock"
+        case .storeForgetsRefusedHeartbeats: "store-forgets-refused-heartbeats"
         }
     }
 }

@@ -34,6 +34,7 @@ struct TraceEntry: Sendable {
         case proofOfDeathRelease(FencingToken)
         case snapshotTaken
         case restored(snapshotAt: Int64)
+        case storeClockStepped(by: Int64)
     }
 
     var time: Int64
@@ -76,6 +77,7 @@ struct TraceEntry: Sendable {
         case .proofOfDeathRelease(let token): hash.combine(28, token.rawValue)
         case .snapshotTaken: hash.combine(29)
         case .restored(let snapshotAt): hash.combine(30, UInt64(bitPattern: snapshotAt))
+        case .storeClockStepped(let step): hash.combine(31, UInt64(bitPattern: step))
         }
     }
 
@@ -117,6 +119,7 @@ struct TraceEntry: Sendable {
         case .proofOfDeathRelease(let token): "watchdog releases token \(token) for the dead process"
         case .snapshotTaken: "snapshot of the store taken"
         case .restored(let snapshotAt): "store restored to its snapshot of \(Instant(nanoseconds: snapshotAt)): no grants for T"
+        case .storeClockStepped(let step): "the store's wall clock steps by \(Duration.nanoseconds(step).formatted)"
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import UnderstudyCore
+import UnderstudyStore
 
 /// What the one-shot release mode (`understudy __release-slot`) needs to release one activation's slot, passed
 /// by the supervisor to its watchdogs on a descriptor.
@@ -19,7 +20,9 @@ package struct SlotRelease: Codable, Sendable {
     /// Why the watchdog released, for the log line.
     package var reason: String?
 
-    /// The heartbeat that leaves the group releasing the token.
+    /// The heartbeat that leaves the group releasing the token, sent now on the host's boot-time clock, the one the
+    /// member's heartbeats were sent on: the dead incarnation's row then bounds the store clock by it, where a
+    /// heartbeat without a send instant moves a PostgreSQL store clock by the wall clock's delta, a step included.
     package func heartbeat() throws(SupervisorError) -> Heartbeat {
         do {
             return Heartbeat(
@@ -28,7 +31,8 @@ package struct SlotRelease: Codable, Sendable {
                 activationInterval: .nanoseconds(activationNanoseconds),
                 member: try MemberInfo(id: MemberID(member), incarnation: incarnation, weight: weight, host: host, pid: pid),
                 phase: .stopping,
-                intent: .leave(releasing: FencingToken(rawValue: token))
+                intent: .leave(releasing: FencingToken(rawValue: token)),
+                sentAt: MonotonicClock.now()
             )
         } catch {
             throw SupervisorError(.invalidConfiguration, error.description)

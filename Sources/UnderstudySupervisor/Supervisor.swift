@@ -227,7 +227,7 @@ public final class Supervisor: Sendable {
         let heartbeat = Heartbeat(
             group: configuration.name, activeGoal: configuration.activeGoal,
             activationInterval: configuration.activationInterval, member: member.info, phase: .stopping,
-            intent: .leave(releasing: token)
+            intent: .leave(releasing: token), sentAt: MonotonicClock.now()
         )
         let store = settings.store
         let released = await withTaskGroup(of: Bool.self) { group in

@@ -12,8 +12,10 @@ struct Simulate: ParsableCommand {
         discussion: """
             Runs the real member state machines against a simulated store with a virtual clock. Every random \
             choice comes from the seed, so a seed replays exactly. Failover time is the length of each period in \
-            which fewer members act than the active goal, in virtual time. Exits with status 1 when an \
-            invariant is violated and prints the command that replays the failing seed.
+            which fewer members act than the active goal, in virtual time. The store judges leases on a store \
+            clock as PostgreSQL does, so clock-step (its wall clock steps by up to hours) models PostgreSQL; \
+            SQLite's clock does not step. Exits with status 1 when an invariant is violated and prints the \
+            command that replays the failing seed.
             """
     )
 

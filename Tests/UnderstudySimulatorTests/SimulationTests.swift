@@ -146,6 +146,44 @@ private func run(seed: UInt64, _ options: SimulationOptions) throws -> Simulatio
         #expect(summary.injected[.skew, default: 0] > 100, "few members had a clock reading before zero")
     }
 
+    @Test func test_storeWallClockSteppingForwardAndBack_holdsEveryInvariant() throws {
+        // Steps of 0.5·T to 5·T or of hours, while members crash, pause, drift and lose calls: leases are judged on
+        // the store clock, and a backward step of the token floor is covered by the counter.
+        let options = SimulationOptions(faults: [.clockStep, .crash, .processCrash, .pause, .loss, .drift])
+        let summary = try SimulationSummary(seeds: 1...150, options: options)
+        for failure in summary.failures.prefix(3) {
+            Issue.record(report(failure))
+        }
+        #expect(summary.injected[.clockStep, default: 0] > 150)
+    }
+
+    @Test func test_proofOfDeathReleaseFirstAfterAForwardStep_expiresNoOtherActivesLease() throws {
+        // Seeds in which a watchdog's release is the first heartbeat the store applies after its wall clock stepped
+        // forward. Sent without a send instant (as it was), it moved the store clock by the whole step and expired
+        // the other active's lease, which was then granted to a third member (safety-no-overlap in each).
+        let options = SimulationOptions(members: 4, activeGoal: 2, faults: [.clockStep, .processCrash])
+        for seed: UInt64 in [1_809, 2_597, 4_406] {
+            let result = try run(seed: seed, options)
+            #expect(result.violation == nil, report(result))
+        }
+    }
+
+    @Test func test_storeJudgingOnItsSteppedWallClock_isCaughtWithinFiftySeeds() throws {
+        let options = SimulationOptions(faults: [.clockStep], weakening: .storeJudgesOnWallClock)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains { $0 == .safetyNoOverlap || $0 == .safetyActiveGoal }, "caught: \(caught)")
+    }
+
+    @Test func test_storeForgettingRefusedHeartbeats_isCaughtWithinFiftySeeds() throws {
+        // Both members restarted within T wait for their ids; if their refused retries measured no time, the store
+        // clock would crawl by the slack and the rows they wait for would outlive the liveness bound.
+        let options = SimulationOptions(members: 2, faults: [.crash, .pause], weakening: .storeForgetsRefusedHeartbeats)
+        let summary = try SimulationSummary(seeds: 1...50, options: options)
+        let caught = summary.failures.compactMap(\.violation?.invariant)
+        #expect(caught.contains(.liveness), "caught: \(caught)")
+    }
+
     @Test func test_hooksThatOverrun_areEndedByTheLeaseDeadline() throws {
         let options = SimulationOptions(faults: [.hooks, .pause, .partition, .reweight])
         let summary = try SimulationSummary(seeds: 1...150, options: options)

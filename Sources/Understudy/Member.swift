@@ -247,14 +247,14 @@ public actor Member: Service {
                 log(event)
                 eventSink.yield(event)
                 switch event {
-                case .activate(let token):
-                    metrics.activated(token)
-                    startWork(token: token)
-                case .deactivate(let reason):
-                    metrics.deactivated(reason)
-                    stopWork()
+                case .activate(let token): metrics.activated(token)
+                case .deactivate(let reason): metrics.deactivated(reason)
                 case .prepareToActivate, .prepareWithdrawn: break
                 }
+            case .startWork(let token):
+                startWork(token: token)
+            case .stopWork:
+                stopWork()
             case .leaseValid(let until):
                 activity?.updates.yield(.validUntil(until))
             case .stopWorkBy(let deadline):
@@ -296,7 +296,7 @@ public actor Member: Service {
     }
 
     private func stopWork() {
-        // Without an activity the work has just ended by itself; its `workFinished` is already queued.
+        // Without an activity the work ended by itself just before; its `workFinished` is already queued.
         guard var activity, !activity.stopping else { return }
         activity.stopping = true
         self.activity = activity

@@ -18,9 +18,15 @@ public struct MemberStateMachine: Sendable {
         /// Send the heartbeat to the store; report the answer with ``heartbeatReplied(_:to:now:)``,
         /// ``heartbeatFailed(_:now:)`` or ``heartbeatRejected(_:_:now:)``.
         case sendHeartbeat(Heartbeat, RequestID)
-        /// Deliver the event to the application. After a ``MemberEvent/deactivate(_:)``, call
-        /// ``workStopped(now:)`` once the work has stopped.
+        /// Deliver the event to the application. News only: the cues to act are ``startWork(_:)`` and
+        /// ``stopWork(_:)``.
         case emit(MemberEvent)
+        /// The member is active: start the work, stamped with this token. Report its end with
+        /// ``workEnded(now:)`` if it ends by itself.
+        case startWork(FencingToken)
+        /// Stop the work (e.g. cancel it, SIGTERM the command) and call ``workStopped(now:)`` once it has stopped;
+        /// the slot is given back only then. Not returned by ``workEnded(now:)``: that work has ended already.
+        case stopWork(DeactivationReason)
         /// The lease can no longer be vouched for: the work MUST have stopped by this instant, I/2 before the
         /// store may grant the slot to another member as measured on this clock (``LeaseTimeline/workDeadline``).
         /// Escalate (e.g. SIGKILL) if it has not.
@@ -314,7 +320,7 @@ public struct MemberStateMachine: Sendable {
         return actions
     }
 
-    /// The work stopped after a ``MemberEvent/deactivate(_:)``: the slot can be given back.
+    /// The work stopped after a ``Action/stopWork(_:)``: the slot can be given back.
     public mutating func workStopped(now: Instant) -> [Action] {
         guard case .stopping(let token, let reason, let lease, let then) = state else { return [scheduleTick(now: now)] }
         var actions: [Action] = []
@@ -395,6 +401,7 @@ public struct MemberStateMachine: Sendable {
                 // What it prepared is used now: an activation ends the preparation without a withdrawal.
                 state = .active(Lease(token: token, timeline: grant))
                 actions.append(.emit(.activate(token)))
+                actions.append(.startWork(token))
                 actions.append(.leaseValid(until: grant.workDeadline))
             }
         case .active(var lease):
@@ -474,8 +481,8 @@ public struct MemberStateMachine: Sendable {
         }
     }
 
-    /// The active member stops acting: the application hears why and stops the work. `lease` is the timeline it
-    /// keeps renewing while the work stops, `nil` when the lease can no longer be renewed.
+    /// The active member stops acting: the application hears why, the shell stops the work. `lease` is the
+    /// timeline it keeps renewing while the work stops, `nil` when the lease can no longer be renewed.
     private mutating func deactivate(
         _ token: FencingToken,
         _ reason: DeactivationReason,
@@ -485,6 +492,7 @@ public struct MemberStateMachine: Sendable {
     ) {
         state = .stopping(token: token, reason: reason, lease: lease, then: then)
         actions.append(.emit(.deactivate(reason)))
+        actions.append(.stopWork(reason))
     }
 
     /// The slot was given back (or its lease has expired anyway).

@@ -46,6 +46,7 @@ struct MemberStateMachineTests {
         #expect(acquire.heartbeat.intent == .acquire)
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .granted(token(1)), view: heldView(phase: .standby)), to: acquire.id, now: grantAnsweredAt ?? grantSentAt)
         #expect(actions.events == [.activate(token(1))])
+        #expect(actions.workCues == [.startWork(token(1))])
         #expect(machine.status == .active(token(1)))
         return machine
     }
@@ -143,6 +144,7 @@ struct MemberStateMachineTests {
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .granted(token(7)), view: heldView(token: 7, phase: .standby)), to: acquire.id, now: at(.milliseconds(900)))
         #expect(actions == [
             .emit(.activate(token(7))),
+            .startWork(token(7)),
             .leaseValid(until: at(.milliseconds(2_600))),
             .scheduleTick(at: at(.milliseconds(1_100))),
         ])
@@ -220,7 +222,7 @@ struct MemberStateMachineTests {
         #expect(machine.status == .active(token(1)))
 
         let actions = machine.tick(now: at(.seconds(2)))
-        #expect(Array(actions.prefix(2)) == [.emit(.deactivate(.selfFenced)), .stopWorkBy(at(.milliseconds(2_500)))])
+        #expect(Array(actions.prefix(3)) == [.emit(.deactivate(.selfFenced)), .stopWork(.selfFenced), .stopWorkBy(at(.milliseconds(2_500)))])
         #expect(actions.intents == [.none])
         #expect(actions.heartbeats.map(\.heartbeat.phase) == [.stopping])
         #expect(machine.status == .stopping)
@@ -233,7 +235,7 @@ struct MemberStateMachineTests {
         _ = machine.tick(now: at(.seconds(2)))  // renewal never answered
         #expect(machine.tick(now: at(.seconds(3)) - .nanoseconds(1)).events.isEmpty)
         let actions = machine.tick(now: at(.seconds(3)))
-        #expect(Array(actions.prefix(2)) == [.emit(.deactivate(.selfFenced)), .stopWorkBy(at(.milliseconds(3_500)))])
+        #expect(Array(actions.prefix(3)) == [.emit(.deactivate(.selfFenced)), .stopWork(.selfFenced), .stopWorkBy(at(.milliseconds(3_500)))])
     }
 
     @Test func selfFence_grantAnsweredLate_countsFromAcquireSendTime() throws {
@@ -326,7 +328,7 @@ struct MemberStateMachineTests {
         let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
         let view = Fixture.view(members: [Fixture.viewMember(me, join: 1, phase: .active)])
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .lost, view: view), to: renew.id, now: at(.milliseconds(1_300)))
-        #expect(Array(actions.prefix(2)) == [.emit(.deactivate(.leaseLost)), .stopWorkBy(at(.milliseconds(1_300)))])
+        #expect(Array(actions.prefix(3)) == [.emit(.deactivate(.leaseLost)), .stopWork(.leaseLost), .stopWorkBy(at(.milliseconds(1_300)))])
         #expect(machine.status == .stopping)
         #expect(machine.workStopped(now: at(.milliseconds(1_400))).intents == [.release(token(1))])
     }
@@ -399,7 +401,7 @@ struct MemberStateMachineTests {
 
     @Test func shutdown_ofActive_deactivatesAndKeepsLeaseUntilWorkStopped() throws {
         var machine = try activeMachine()
-        #expect(machine.shutdownRequested(now: at(.milliseconds(300))) == [.emit(.deactivate(.shutdown)), .scheduleTick(at: at(.seconds(1)))])
+        #expect(machine.shutdownRequested(now: at(.milliseconds(300))) == [.emit(.deactivate(.shutdown)), .stopWork(.shutdown), .scheduleTick(at: at(.seconds(1)))])
         #expect(machine.status == .stopping)
         // Still stopping at the next heartbeat: the lease is renewed, nobody may take the slot yet.
         #expect(machine.tick(now: at(.seconds(1))).intents == [.renew(token(1))])
@@ -459,6 +461,24 @@ struct MemberStateMachineTests {
         #expect(granted.intents == [.leave(releasing: token(1))])
     }
 
+    @Test func shutdown_ofPreemptedMemberStillStopping_leavesOnceWorkStopped() throws {
+        var machine = try activeMachine()
+        let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
+        let view = heldView(others: [Fixture.viewMember(try Fixture.member("heavy", weight: 90), join: 2)])
+        #expect(machine.heartbeatReplied(HeartbeatReply(outcome: .renewed, view: view), to: renew.id, now: at(.seconds(1))).workCues == [.stopWork(.preempted)])
+        // Stopping already: no second deactivation, and the slot is still given back only once the work stopped.
+        #expect(machine.shutdownRequested(now: at(.milliseconds(1_100))) == [.scheduleTick(at: at(.seconds(2)))])
+        #expect(machine.workStopped(now: at(.milliseconds(1_200))).intents == [.leave(releasing: token(1))])
+        #expect(machine.status == .leaving)
+    }
+
+    @Test func workStopped_withoutWorkToStop_isIgnored() throws {
+        var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me)
+        _ = machine.start(now: .zero)
+        #expect(machine.workStopped(now: at(.milliseconds(10))) == [.scheduleTick(at: at(.seconds(1)))])
+        #expect(machine.status == .standby)
+    }
+
     // MARK: Rejection
 
     @Test func rejection_ofStandby_finishesWithIt() throws {
@@ -501,7 +521,16 @@ struct MemberStateMachineTests {
         let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
         let rejection = HeartbeatRejection.activeGoalMismatch(group: Fixture.groupName, stored: 2, requested: 1)
         let actions = machine.heartbeatRejected(renew.id, rejection, now: at(.milliseconds(1_100)))
-        #expect(Array(actions.prefix(2)) == [.emit(.deactivate(.leaseLost)), .stopWorkBy(at(.milliseconds(1_100)))])
+        #expect(Array(actions.prefix(3)) == [.emit(.deactivate(.leaseLost)), .stopWork(.leaseLost), .stopWorkBy(at(.milliseconds(1_100)))])
+        #expect(machine.workStopped(now: at(.milliseconds(1_200))) == [.finish(rejection)])
+    }
+
+    @Test func rejection_ofStoppingMember_winsOverAShutdownRequestedLater() throws {
+        var machine = try activeMachine()
+        let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
+        let rejection = HeartbeatRejection.activeGoalMismatch(group: Fixture.groupName, stored: 2, requested: 1)
+        _ = machine.heartbeatRejected(renew.id, rejection, now: at(.milliseconds(1_100)))
+        #expect(machine.shutdownRequested(now: at(.milliseconds(1_150))).events.isEmpty)
         #expect(machine.workStopped(now: at(.milliseconds(1_200))) == [.finish(rejection)])
     }
 
@@ -591,7 +620,7 @@ struct MemberStateMachineTests {
         let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
         let view = heldView(others: [Fixture.viewMember(heavy, join: 2)])
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .renewed, view: view), to: renew.id, now: at(.seconds(1)))
-        #expect(actions == [.leaseValid(until: at(.milliseconds(3_500))), .emit(.deactivate(.preempted)), .scheduleTick(at: at(.seconds(2)))])
+        #expect(actions == [.leaseValid(until: at(.milliseconds(3_500))), .emit(.deactivate(.preempted)), .stopWork(.preempted), .scheduleTick(at: at(.seconds(2)))])
         #expect(machine.tick(now: at(.seconds(2))).intents == [.renew(token(1))])
         #expect(machine.workStopped(now: at(.milliseconds(2_500))).intents == [.release(token(1))])
     }

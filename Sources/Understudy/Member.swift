@@ -162,7 +162,10 @@ public actor Member: Service {
     }
 
     /// This member's state as its state machine sees it.
-    public var state: MemberStateMachine.Status { machine.status }
+    public var state: MemberState { machine.status }
+
+    /// The fencing token this member acts with while its ``state`` is ``MemberState/active``; `nil` otherwise.
+    public var activeToken: FencingToken? { machine.activeToken }
 
     // MARK: Loop
 

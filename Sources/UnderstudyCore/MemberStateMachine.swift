@@ -41,16 +41,6 @@ public struct MemberStateMachine: Sendable {
         case finish(HeartbeatRejection?)
     }
 
-    /// The member's state, as a shell or test may observe it.
-    public enum Status: Hashable, Sendable {
-        case idle
-        case standby
-        case active(FencingToken)
-        case stopping
-        case leaving
-        case finished
-    }
-
     /// A lease this member holds and acts on.
     private struct Lease: Sendable {
         var token: FencingToken
@@ -154,19 +144,26 @@ public struct MemberStateMachine: Sendable {
         self.preparationTimeout = configuration.activationInterval * 2
     }
 
-    public var status: Status {
+    /// The member's state; in its group, named as the ``MemberPhase`` it reports.
+    public var status: MemberState {
         switch state {
         case .idle: .idle
-        case .waitingForID, .standby: .standby
-        case .active(let lease): .active(lease.token)
-        case .stopping, .releasing: .stopping
+        case .waitingForID, .standby, .active, .stopping, .releasing: MemberState(phase)
         case .leaving: .leaving
         case .finished: .finished
         }
     }
 
+    /// The token the member acts with while ``status`` is ``MemberState/active``; `nil` otherwise.
+    public var activeToken: FencingToken? {
+        switch state {
+        case .active(let lease): lease.token
+        case .idle, .waitingForID, .standby, .stopping, .releasing, .leaving, .finished: nil
+        }
+    }
+
     /// The phase this member reports in its heartbeats.
-    public var phase: MemberPhase {
+    private var phase: MemberPhase {
         switch state {
         case .idle, .waitingForID: .standby
         case .standby(let candidacy):

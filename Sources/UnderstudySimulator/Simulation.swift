@@ -250,7 +250,7 @@ public struct Simulation: Sendable {
             case .tick:
                 machine.tick(now: local)
             case .workExited(let token):
-                if let token, machine.status == .active(token) {
+                if let token, machine.activeToken == token {
                     machine.workEnded(now: local)
                 } else {
                     machine.workStopped(now: local)
@@ -798,7 +798,7 @@ public struct Simulation: Sendable {
         var lightestActing = Int.max
         for work in works.values {
             let member = members[work.member]
-            guard member.process == work.process, member.machine?.status == .active(work.token) else { return false }
+            guard member.process == work.process, member.machine?.activeToken == work.token else { return false }
             // A slow member may win a slot, but it cannot count on renewing it: not settled while it holds one.
             if work.member == 0, options.slowMemberCannotHold { return false }
             lightestActing = min(lightestActing, member.info.weight)
@@ -809,7 +809,7 @@ public struct Simulation: Sendable {
             else { return false }
             // A member too slow to hold a lease is not counted on to hold one: it may rest, and may outweigh.
             if index == 0, options.slowMemberCannotHold { continue }
-            if machine.phase == .resting { return false }
+            if machine.status == .resting { return false }
             if configuration.preemption, member.work == nil, member.info.weight > lightestActing { return false }
         }
         return true

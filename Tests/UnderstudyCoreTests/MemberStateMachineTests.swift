@@ -47,7 +47,7 @@ struct MemberStateMachineTests {
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .granted(token(1)), view: heldView(phase: .standby)), to: acquire.id, now: grantAnsweredAt ?? grantSentAt)
         #expect(actions.events == [.activate(token(1))])
         #expect(actions.workCues == [.startWork(token(1))])
-        #expect(machine.status == .active(token(1)))
+        #expect(machine.activeToken == token(1))
         return machine
     }
 
@@ -63,7 +63,6 @@ struct MemberStateMachineTests {
             .scheduleTick(at: at(.milliseconds(1_250))),
         ])
         #expect(machine.status == .standby)
-        #expect(machine.phase == .standby)
     }
 
     @Test func start_twice_sendsNothingMore() throws {
@@ -148,8 +147,8 @@ struct MemberStateMachineTests {
             .leaseValid(until: at(.milliseconds(2_600))),
             .scheduleTick(at: at(.milliseconds(1_100))),
         ])
-        #expect(machine.status == .active(token(7)))
-        #expect(machine.phase == .active)
+        #expect(machine.activeToken == token(7))
+        #expect(machine.status == .active)
     }
 
     @Test func notGranted_staysStandby() throws {
@@ -219,7 +218,7 @@ struct MemberStateMachineTests {
         // The renewal sent at 1s is never answered; the grant was sent at 0.
         _ = machine.tick(now: at(.seconds(1)))
         #expect(machine.tick(now: at(.seconds(2)) - .nanoseconds(1)) == [.scheduleTick(at: at(.seconds(2)))])
-        #expect(machine.status == .active(token(1)))
+        #expect(machine.activeToken == token(1))
 
         let actions = machine.tick(now: at(.seconds(2)))
         #expect(Array(actions.prefix(3)) == [.emit(.deactivate(.selfFenced)), .stopWork(.selfFenced), .stopWorkBy(at(.milliseconds(2_500)))])
@@ -262,8 +261,7 @@ struct MemberStateMachineTests {
         let release = try #require(late.onlyHeartbeat())
         let free = Fixture.view(members: [Fixture.viewMember(me, join: 1, phase: .resting)])
         _ = machine.heartbeatReplied(HeartbeatReply(outcome: .released, view: free), to: release.id, now: at(.milliseconds(2_100)))
-        #expect(machine.status == .standby)
-        #expect(machine.phase == .resting)
+        #expect(machine.status == .resting)
         // Resting for T: it neither asks for the free slot nor reports itself eligible.
         let next = machine.tick(now: at(.milliseconds(3_100)))
         #expect(next.intents == [.none])
@@ -280,7 +278,7 @@ struct MemberStateMachineTests {
         // The slot is free: an answer in time would make this member acquire at once.
         let late = machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: aloneView()), to: join.id, now: at(.seconds(2)))
         #expect(late.intents.isEmpty)
-        #expect(machine.phase == .resting)
+        #expect(machine.status == .resting)
         let next = machine.tick(now: at(.seconds(3)))
         #expect(next.intents == [.none])
         #expect(next.heartbeats.map(\.heartbeat.phase) == [.resting])
@@ -311,7 +309,7 @@ struct MemberStateMachineTests {
         // The older request's answer arrives last and says the lease is gone: it is stale news.
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .lost, view: heldView()), to: first.id, now: at(.milliseconds(2_200)))
         #expect(actions == [.scheduleTick(at: at(.seconds(3)))])
-        #expect(machine.status == .active(token(1)))
+        #expect(machine.activeToken == token(1))
     }
 
     @Test func reply_toUnknownRequest_isIgnored() throws {
@@ -320,7 +318,7 @@ struct MemberStateMachineTests {
         _ = machine.heartbeatReplied(HeartbeatReply(outcome: .renewed, view: heldView()), to: renew.id, now: at(.milliseconds(1_100)))
         let again = machine.heartbeatReplied(HeartbeatReply(outcome: .lost, view: heldView()), to: renew.id, now: at(.milliseconds(1_200)))
         #expect(again == [.scheduleTick(at: at(.seconds(2)))])
-        #expect(machine.status == .active(token(1)))
+        #expect(machine.activeToken == token(1))
     }
 
     @Test func renewal_lost_deactivatesWithLeaseLostAndStopWorkNow() throws {
@@ -364,8 +362,7 @@ struct MemberStateMachineTests {
         let afterRelease = machine.heartbeatReplied(HeartbeatReply(outcome: .released, view: freeView), to: release.id, now: at(.milliseconds(500)))
         #expect(afterRelease.heartbeats.map(\.heartbeat.phase) == [.resting])
         #expect(afterRelease.intents == [.none])
-        #expect(machine.status == .standby)
-        #expect(machine.phase == .resting)
+        #expect(machine.status == .resting)
 
         // While resting, a free slot is not taken even though this member is the only one.
         let restingView = Fixture.view(members: [Fixture.viewMember(me, join: 1, phase: .resting)])
@@ -376,9 +373,9 @@ struct MemberStateMachineTests {
         #expect(reply.tick == at(.milliseconds(2_500)))
 
         _ = machine.tick(now: at(.milliseconds(2_500)))
-        #expect(machine.phase == .resting)
+        #expect(machine.status == .resting)
         let wake = machine.tick(now: at(.milliseconds(3_500)))
-        #expect(machine.phase == .standby)
+        #expect(machine.status == .standby)
         let hello = try #require(wake.onlyHeartbeat())
         #expect(hello.heartbeat.phase == .standby)
         let standbyView = Fixture.view(members: [Fixture.viewMember(me, join: 1)])
@@ -545,12 +542,12 @@ struct MemberStateMachineTests {
         )
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: silent), to: join.id, now: at(.milliseconds(100)))
         #expect(actions == [.emit(.prepareToActivate), .scheduleTick(at: at(.seconds(1)))])
-        #expect(machine.phase == .preparing)
+        #expect(machine.status == .preparing)
         #expect(machine.tick(now: at(.seconds(1))).heartbeats.map(\.heartbeat.phase) == [.preparing])
 
         #expect(machine.tick(now: at(.milliseconds(6_100)) - .nanoseconds(1)).events.isEmpty)
         #expect(machine.tick(now: at(.milliseconds(6_100))).events == [.prepareWithdrawn])
-        #expect(machine.phase == .standby)
+        #expect(machine.status == .standby)
 
         // The same reason again does not prepare again until it has gone away once.
         let again = try #require(machine.tick(now: at(.milliseconds(7_100))).onlyHeartbeat())
@@ -577,7 +574,7 @@ struct MemberStateMachineTests {
         #expect(machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: view(age: .seconds(1))), to: join.id, now: .zero).events == [.prepareToActivate])
         let next = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
         #expect(machine.heartbeatReplied(HeartbeatReply(outcome: .notGranted, view: view(age: .milliseconds(200))), to: next.id, now: at(.seconds(1))).events == [.prepareWithdrawn])
-        #expect(machine.phase == .standby)
+        #expect(machine.status == .standby)
     }
 
     @Test func prepare_notSentWithoutPreparationInterval() throws {
@@ -630,7 +627,7 @@ struct MemberStateMachineTests {
         let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
         let view = heldView(others: [Fixture.viewMember(try Fixture.member("aaa", weight: 50), join: 2)])
         #expect(machine.heartbeatReplied(HeartbeatReply(outcome: .renewed, view: view), to: renew.id, now: at(.seconds(1))).events.isEmpty)
-        #expect(machine.status == .active(token(1)))
+        #expect(machine.activeToken == token(1))
     }
 
     @Test func preemption_disabled_doesNothing() throws {

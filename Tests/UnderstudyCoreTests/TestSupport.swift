@@ -258,9 +258,7 @@ final class TestGroup {
 
     func timedEvents(_ handle: Handle) -> [(at: Instant, event: MemberEvent)] { nodes[handle].events }
 
-    func status(_ handle: Handle) -> MemberStateMachine.Status { nodes[handle].machine.status }
-
-    func phase(_ handle: Handle) -> MemberPhase { nodes[handle].machine.phase }
+    func status(_ handle: Handle) -> MemberState { nodes[handle].machine.status }
 
     func machine(_ handle: Handle) -> MemberStateMachine { nodes[handle].machine }
 

@@ -182,7 +182,7 @@ public actor Member: Service {
             TickScheduler.shared.unregister(ticks)
         }
         logger.notice("joining", metadata: ["store": "\(store)", "weight": "\(info.weight)"])
-        var finishedWith = execute(machine.start(now: MonotonicClock.now()))
+        var progress = execute(machine.start(now: MonotonicClock.now()))
         for await input in inputStream {
             let now = MonotonicClock.now()
             let actions: [MemberStateMachine.Action]
@@ -216,19 +216,24 @@ public actor Member: Service {
             case .shutdown:
                 actions = machine.shutdownRequested(now: now)
             }
-            if let rejection = execute(actions) {
-                finishedWith = rejection
-                break
-            }
+            progress = execute(actions)
+            if case .finished = progress { break }
         }
         eventSink.finish()
-        if case .some(.some(let rejection)) = finishedWith {
+        if case .finished(let rejection?) = progress {
             throw MemberError.rejected(rejection)
         }
     }
 
-    /// Carries out the actions; returns `.some` when the member has finished.
-    private func execute(_ actions: [MemberStateMachine.Action]) -> HeartbeatRejection?? {
+    /// Whether the machine still drives the member after a batch of actions.
+    private enum Progress {
+        case running
+        /// The member has left its group (rejection `nil`) or was refused for good.
+        case finished(HeartbeatRejection?)
+    }
+
+    /// Carries out the actions, in order.
+    private func execute(_ actions: [MemberStateMachine.Action]) -> Progress {
         for action in actions {
             switch action {
             case .sendHeartbeat(let heartbeat, let id):
@@ -269,10 +274,10 @@ public actor Member: Service {
                 logger.trace("next tick", metadata: ["in": "\((instant - MonotonicClock.now()).formatted)", "state": "\(machine.status)"])
                 if let ticks { TickScheduler.shared.schedule(ticks, at: instant) }
             case .finish(let rejection):
-                return .some(rejection)
+                return .finished(rejection)
             }
         }
-        return .none
+        return .running
     }
 
     private func startWork(token: FencingToken) {

@@ -166,7 +166,10 @@ public actor Member: Service {
     }
 
     /// This member's state as its state machine sees it.
-    public var state: MemberStateMachine.Status { machine.status }
+    public var state: MemberState { machine.status }
+
+    /// The fencing token this member acts with while its ``state`` is ``MemberState/active``; `nil` otherwise.
+    public var activeToken: FencingToken? { machine.activeToken }
 
     // MARK: Loop
 
@@ -260,14 +263,14 @@ public actor Member: Service {
                 log(event)
                 eventSink.yield(event)
                 switch event {
-                case .activate(let token):
-                    metrics.activated(token)
-                    startWork(token: token, in: &group)
-                case .deactivate(let reason):
-                    metrics.deactivated(reason)
-                    stopWork()
+                case .activate(let token): metrics.activated(token)
+                case .deactivate(let reason): metrics.deactivated(reason)
                 case .prepareToActivate, .prepareWithdrawn: break
                 }
+            case .startWork(let token):
+                startWork(token: token, in: &group)
+            case .stopWork:
+                stopWork()
             case .leaseValid(let until):
                 activity?.updates.yield(.validUntil(until))
             case .stopWorkBy(let deadline):
@@ -325,7 +328,7 @@ public actor Member: Service {
     }
 
     private func stopWork() {
-        // Without an activity the work has just ended by itself; its `workFinished` is already queued.
+        // Without an activity the work ended by itself just before; its `workFinished` is already queued.
         guard var activity, !activity.stopping else { return }
         activity.stopping = true
         self.activity = activity

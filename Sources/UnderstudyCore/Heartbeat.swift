@@ -21,6 +21,41 @@ public enum MemberPhase: String, Hashable, Sendable, CaseIterable {
     }
 }
 
+/// What a member is doing, as it sees itself: while in its group, the ``MemberPhase`` it reports, by the same
+/// name; before it joins and once it leaves, states the store never records. Shown by name (`rawValue`) by the
+/// status JSON and the HTTP endpoints.
+public enum MemberState: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// Not started: it has not joined its group yet.
+    case idle
+    /// See ``MemberPhase/standby``.
+    case standby
+    /// See ``MemberPhase/preparing``.
+    case preparing
+    /// See ``MemberPhase/active``.
+    case active
+    /// See ``MemberPhase/stopping``.
+    case stopping
+    /// See ``MemberPhase/resting``.
+    case resting
+    /// Leaving its group: its work has stopped, and it gives its slot back.
+    case leaving
+    /// Left its group, or refused by the store for good; it takes no further part.
+    case finished
+
+    /// The state of a member in its group that reports `phase`.
+    public init(_ phase: MemberPhase) {
+        switch phase {
+        case .standby: self = .standby
+        case .preparing: self = .preparing
+        case .active: self = .active
+        case .stopping: self = .stopping
+        case .resting: self = .resting
+        }
+    }
+
+    public var description: String { rawValue }
+}
+
 /// One round trip of a member to the store: its membership heartbeat, and at most one lease operation.
 ///
 /// Every backend applies it atomically, judging time on the store's own clock

@@ -4,16 +4,9 @@
 /// and returns the ``Action``s the shell must carry out, in order. The machine never reads a clock, sleeps or
 /// does IO: the runtime drives it with real time and a real store, the simulator with virtual ones.
 ///
-/// Timeline of an active member (local monotonic clock, `s` = when the last confirmed renewal was *sent*):
-/// ```
-/// s            s+I          s+T−I       s+T−I/2   s+T
-/// |--renew-----|--renew-----|  self-fence |  killed |  the store may grant the slot to another
-/// ```
-/// The store's lease runs T from when it *applied* the renewal, which is after `s`; so an active that hears
-/// nothing deactivates itself at `s + T − I`, a full heartbeat interval before anyone else can be granted its
-/// slot (hpcpack step 5a), and ``Action/stopWorkBy(_:)`` tells the shell the hard deadline `s + T − I/2`. The
-/// last I/2 absorbs the rate difference between this member's clock and the store's: up to I/(2·T), e.g. 16%
-/// with I = 1 s and T = 3 s, since T measured on a slow clock lasts longer than T on the store's.
+/// An active member keeps its lease on the ``LeaseTimeline`` of its newest confirmed renewal: it fences itself
+/// at `s + T − I`, a full heartbeat interval before anyone else can be granted its slot, and
+/// ``Action/stopWorkBy(_:)`` and ``Action/leaseValid(until:)`` carry the work deadline `s + T − I/2`.
 public struct MemberStateMachine: Sendable {
     /// Identifies one heartbeat so its reply can be matched.
     public struct RequestID: Hashable, Sendable, CustomStringConvertible {
@@ -25,17 +18,22 @@ public struct MemberStateMachine: Sendable {
         /// Send the heartbeat to the store; report the answer with ``heartbeatReplied(_:to:now:)``,
         /// ``heartbeatFailed(_:now:)`` or ``heartbeatRejected(_:_:now:)``.
         case sendHeartbeat(Heartbeat, RequestID)
-        /// Deliver the event to the application. After a ``MemberEvent/deactivate(_:)``, call
-        /// ``workStopped(now:)`` once the work has stopped.
+        /// Deliver the event to the application. News only: the cues to act are ``startWork(_:)`` and
+        /// ``stopWork(_:)``.
         case emit(MemberEvent)
+        /// The member is active: start the work, stamped with this token. Report its end with
+        /// ``workEnded(now:)`` if it ends by itself.
+        case startWork(FencingToken)
+        /// Stop the work (e.g. cancel it, SIGTERM the command) and call ``workStopped(now:)`` once it has stopped;
+        /// the slot is given back only then. Not returned by ``workEnded(now:)``: that work has ended already.
+        case stopWork(DeactivationReason)
         /// The lease can no longer be vouched for: the work MUST have stopped by this instant, I/2 before the
-        /// store may grant the slot to another member as measured on this clock. Escalate (e.g. SIGKILL) if it
-        /// has not.
+        /// store may grant the slot to another member as measured on this clock (``LeaseTimeline/workDeadline``).
+        /// Escalate (e.g. SIGKILL) if it has not.
         case stopWorkBy(Instant)
-        /// The lease is vouched for until this instant (the send time of the newest confirmed renewal plus
-        /// T − I/2, the same margin for clock drift as ``stopWorkBy(_:)``):
-        /// the work may go on until then even if this process freezes. Emitted with every activation and
-        /// confirmed renewal, so a watchdog outside the process can kill the work by this instant.
+        /// The lease is vouched for until this instant (``LeaseTimeline/workDeadline``, the same margin for clock
+        /// drift as ``stopWorkBy(_:)``): the work may go on until then even if this process freezes. Returned with
+        /// every activation and confirmed renewal, so a watchdog outside the process can kill the work by then.
         case leaseValid(until: Instant)
         /// Call ``tick(now:)`` at this instant (replaces any earlier request).
         case scheduleTick(at: Instant)
@@ -43,34 +41,58 @@ public struct MemberStateMachine: Sendable {
         case finish(HeartbeatRejection?)
     }
 
-    /// The member's state, as a shell or test may observe it.
-    public enum Status: Hashable, Sendable {
-        case idle
-        case standby
-        case active(FencingToken)
-        case stopping
-        case leaving
-        case finished
-    }
-
-    private struct Lease: Hashable, Sendable {
+    /// A lease this member holds and acts on.
+    private struct Lease: Sendable {
         var token: FencingToken
-        /// When the newest confirmed renewal (or the grant) was sent, on the local clock.
-        var confirmedSentAt: Instant
+        var timeline: LeaseTimeline
     }
 
-    private enum State: Hashable, Sendable {
+    /// Whether a standby was told to prepare.
+    private enum Preparation: Sendable {
+        case none
+        /// Told ``MemberEvent/prepareToActivate`` at this instant; withdrawn after ``preparationTimeout``.
+        case prepared(since: Instant)
+        /// Withdrawn after its timeout: not prepared again until its reason has gone away once.
+        case timedOut
+    }
+
+    /// What a standby carries while it waits for a slot.
+    private struct Candidacy: Sendable {
+        var preparation = Preparation.none
+        /// Not competing until then (it reports itself ``MemberPhase/resting``): its work ended by itself, or it
+        /// was answered too late to use a grant.
+        var restingUntil: Instant?
+    }
+
+    /// What a stopping member does once its work has stopped.
+    private enum AfterStopping: Sendable {
+        /// Give the slot back and compete again.
+        case release
+        /// Give the slot back and leave the group (shutdown was requested).
+        case leave
+        /// The store refused the member for good: finish with the refusal.
+        case finish(HeartbeatRejection)
+    }
+
+    /// What a releasing member does once its slot is given back.
+    private enum AfterRelease: Sendable {
+        /// Wait for a slot again, as this candidacy.
+        case standBy(Candidacy)
+        case leave
+    }
+
+    private enum State: Sendable {
         case idle
         /// The store refused the member's id since `refusedSince`: a process with the id may be alive, or it
         /// died and its row has not expired yet (a restart within T). It keeps asking for up to T + I, by when a
         /// dead process's row has expired; a live one's has not, and the member finishes with the refusal.
         case waitingForID(refusedSince: Instant)
-        case standby
+        case standby(Candidacy)
         case active(Lease)
-        /// Told to deactivate; waits for ``workStopped(now:)``. `lease` is nil once it can no longer be renewed.
-        case stopping(token: FencingToken, reason: DeactivationReason, lease: Lease?)
+        /// Told to stop its work; waits for ``workStopped(now:)``. `lease` is nil once it can no longer be renewed.
+        case stopping(token: FencingToken, reason: DeactivationReason, lease: LeaseTimeline?, then: AfterStopping)
         /// Work stopped; giving the slot back. After `giveUpAt` the lease has expired anyway.
-        case releasing(token: FencingToken, giveUpAt: Instant)
+        case releasing(token: FencingToken, giveUpAt: Instant, then: AfterRelease)
         case leaving(releasing: FencingToken?, giveUpAt: Instant)
         case finished
     }
@@ -95,18 +117,15 @@ public struct MemberStateMachine: Sendable {
     public static let maximumRequestsInFlight = 4
 
     private var state: State = .idle
+    // Machine-wide: what the store last said and the bookkeeping of heartbeats, whatever the state.
+    /// The plan every member derives from the newest store answer.
     private var plan: GroupPlan?
     private var requests: [RequestID: Request] = [:]
     private var nextRequest: UInt64 = 1
     private var newestAnsweredSentAt: Instant?
     private var nextHeartbeatAt: Instant = .zero
-    private var preparedAt: Instant?
-    private var preparationSuppressed = false
-    private var restingUntil: Instant?
-    private var shutdownRequested = false
-    private var rejection: HeartbeatRejection?
     /// The newest token this member sent a release for. A release can still be applied after a later acquire
-    /// (calls overtake each other), so a grant of such a token only confirms a lease on its way back.
+    /// (calls overtake each other, across states), so a grant of such a token only confirms a lease on its way back.
     private var releasedToken: FencingToken?
     /// When the store last answered anything. A standby that has not heard from it for T reports itself
     /// `resting`, so the others do not wait for it to take a slot it cannot learn is free.
@@ -125,28 +144,38 @@ public struct MemberStateMachine: Sendable {
         self.preparationTimeout = configuration.activationInterval * 2
     }
 
-    public var status: Status {
+    /// The member's state; in its group, named as the ``MemberPhase`` it reports.
+    public var status: MemberState {
         switch state {
         case .idle: .idle
-        case .waitingForID, .standby: .standby
-        case .active(let lease): .active(lease.token)
-        case .stopping, .releasing: .stopping
+        case .waitingForID, .standby, .active, .stopping, .releasing: MemberState(phase)
         case .leaving: .leaving
         case .finished: .finished
         }
     }
 
-    /// The group as of the newest store answer, with the plan every member derives from it.
-    public var lastPlan: GroupPlan? { plan }
+    /// The token the member acts with while ``status`` is ``MemberState/active``; `nil` otherwise.
+    public var activeToken: FencingToken? {
+        switch state {
+        case .active(let lease): lease.token
+        case .idle, .waitingForID, .standby, .stopping, .releasing, .leaving, .finished: nil
+        }
+    }
 
     /// The phase this member reports in its heartbeats.
-    public var phase: MemberPhase {
+    private var phase: MemberPhase {
         switch state {
-        case .idle, .waitingForID, .standby:
-            if restingUntil != nil { return .resting }
-            return preparedAt == nil ? .standby : .preparing
-        case .active: return .active
-        case .stopping, .releasing, .leaving, .finished: return .stopping
+        case .idle, .waitingForID: .standby
+        case .standby(let candidacy):
+            if candidacy.restingUntil != nil {
+                .resting
+            } else if case .prepared = candidacy.preparation {
+                .preparing
+            } else {
+                .standby
+            }
+        case .active: .active
+        case .stopping, .releasing, .leaving, .finished: .stopping
         }
     }
 
@@ -158,7 +187,7 @@ public struct MemberStateMachine: Sendable {
     /// The member joins its group: the first heartbeat goes out at once.
     public mutating func start(now: Instant) -> [Action] {
         guard case .idle = state else { return [scheduleTick(now: now)] }
-        state = .standby
+        state = .standby(Candidacy())
         lastAnswerAt = now
         var actions: [Action] = []
         sendHeartbeat(now: now, into: &actions)
@@ -172,30 +201,29 @@ public struct MemberStateMachine: Sendable {
         requests = requests.filter { $0.value.sentAt + activationInterval > now }
 
         switch state {
-        case .active(let lease) where now >= selfFenceInstant(lease):
-            state = .stopping(token: lease.token, reason: .selfFenced, lease: nil)
-            actions.append(.emit(.deactivate(.selfFenced)))
-            actions.append(.stopWorkBy(workDeadline(lease)))
-        case .stopping(let token, let reason, let lease?) where now >= selfFenceInstant(lease):
-            state = .stopping(token: token, reason: reason, lease: nil)
-            actions.append(.stopWorkBy(workDeadline(lease)))
-        case .releasing(_, let giveUpAt) where now >= giveUpAt:
-            becomeStandbyOrLeave(now: now, into: &actions)
+        case .active(let lease) where now >= lease.timeline.selfFence:
+            deactivate(lease.token, .selfFenced, keeping: nil, into: &actions)
+            actions.append(.stopWorkBy(lease.timeline.workDeadline))
+        case .stopping(let token, let reason, let lease?, let then) where now >= lease.selfFence:
+            state = .stopping(token: token, reason: reason, lease: nil, then: then)
+            actions.append(.stopWorkBy(lease.workDeadline))
+        case .releasing(_, let giveUpAt, let then) where now >= giveUpAt:
+            released(then: then, now: now, into: &actions)
         case .leaving(_, let giveUpAt) where now >= giveUpAt:
-            finish(into: &actions)
+            finish(nil, into: &actions)
             return actions
-        case .standby:
-            if let restingUntil, now >= restingUntil { self.restingUntil = nil }
-            if let preparedAt, now >= preparedAt + preparationTimeout {
-                self.preparedAt = nil
-                preparationSuppressed = true
+        case .standby(var candidacy):
+            if let restingUntil = candidacy.restingUntil, now >= restingUntil { candidacy.restingUntil = nil }
+            if case .prepared(let since) = candidacy.preparation, now >= since + preparationTimeout {
+                candidacy.preparation = .timedOut
                 actions.append(.emit(.prepareWithdrawn))
             }
+            state = .standby(candidacy)
         case .idle, .waitingForID, .finished, .active, .stopping, .releasing, .leaving:
             break
         }
 
-        if now >= nextHeartbeatAt, state != .idle, state != .finished {
+        if now >= nextHeartbeatAt, isInGroup {
             sendHeartbeat(now: now, into: &actions)
         }
         actions.append(scheduleTick(now: now))
@@ -208,9 +236,9 @@ public struct MemberStateMachine: Sendable {
     /// Only a hint; polling stays the safety net.
     public mutating func changeAnnounced(now: Instant) -> [Action] {
         var actions: [Action] = []
-        guard requests.isEmpty, !shutdownRequested else { return [scheduleTick(now: now)] }
+        guard requests.isEmpty else { return [scheduleTick(now: now)] }
         switch state {
-        case .standby where restingUntil == nil && plan?.nextInLine == member.id:
+        case .standby(let candidacy) where candidacy.restingUntil == nil && plan?.nextInLine == member.id:
             sendHeartbeat(now: now, into: &actions)
         case .active:
             sendHeartbeat(now: now, into: &actions)
@@ -230,16 +258,17 @@ public struct MemberStateMachine: Sendable {
             return [scheduleTick(now: now)]
         }
         newestAnsweredSentAt = request.sentAt
-        if case .waitingForID = state { state = .standby }
+        if case .waitingForID = state { state = .standby(Candidacy()) }
         plan = GroupPlan(view: reply.view, preemption: configuration.preemption, preparationInterval: configuration.preparationInterval)
 
         var actions: [Action] = []
-        if case .standby = state, now >= request.sentAt + (activationInterval - heartbeatInterval) {
+        if case .standby(var candidacy) = state, now >= timeline(from: request.sentAt).selfFence {
             // Answered too late for any grant to be vouched for (a store round trip, or the wait behind the one
             // under way, of T − I or more): the member rests, reporting itself `resting`, so that it neither
             // takes a slot it cannot hold nor outranks, and so preempts, a member that can.
-            restingUntil = max(restingUntil ?? now, now + restAfterResigning)
-            withdrawPreparation(into: &actions)
+            candidacy.restingUntil = max(candidacy.restingUntil ?? now, now + restAfterResigning)
+            withdrawPreparation(of: &candidacy, into: &actions)
+            state = .standby(candidacy)
         }
         apply(reply.outcome, of: request, now: now, into: &actions)
         followPlan(view: reply.view, now: now, into: &actions)
@@ -260,7 +289,7 @@ public struct MemberStateMachine: Sendable {
     public mutating func heartbeatRejected(_ id: RequestID, _ rejection: HeartbeatRejection, now: Instant) -> [Action] {
         guard requests.removeValue(forKey: id) != nil else { return [scheduleTick(now: now)] }
         var actions: [Action] = []
-        if case .memberIDInUse = rejection, !shutdownRequested {
+        if case .memberIDInUse = rejection {
             switch state {
             case .standby where plan == nil:
                 state = .waitingForID(refusedSince: now)
@@ -271,17 +300,15 @@ public struct MemberStateMachine: Sendable {
                 break
             }
         }
-        self.rejection = rejection
         switch state {
         case .active(let lease):
-            state = .stopping(token: lease.token, reason: .leaseLost, lease: nil)
-            actions.append(.emit(.deactivate(.leaseLost)))
+            deactivate(lease.token, .leaseLost, keeping: nil, then: .finish(rejection), into: &actions)
             actions.append(.stopWorkBy(now))
-        case .stopping(let token, let reason, _):
-            state = .stopping(token: token, reason: reason, lease: nil)
+        case .stopping(let token, let reason, _, _):
+            state = .stopping(token: token, reason: reason, lease: nil, then: .finish(rejection))
             actions.append(.stopWorkBy(now))
         case .idle, .waitingForID, .standby, .releasing, .leaving:
-            finish(into: &actions)
+            finish(rejection, into: &actions)
             return actions
         case .finished:
             return actions
@@ -290,20 +317,20 @@ public struct MemberStateMachine: Sendable {
         return actions
     }
 
-    /// The work stopped after a ``MemberEvent/deactivate(_:)``: the slot can be given back.
+    /// The work stopped after a ``Action/stopWork(_:)``: the slot can be given back.
     public mutating func workStopped(now: Instant) -> [Action] {
-        guard case .stopping(let token, let reason, let lease) = state else { return [scheduleTick(now: now)] }
+        guard case .stopping(let token, let reason, let lease, let then) = state else { return [scheduleTick(now: now)] }
         var actions: [Action] = []
-        if rejection != nil {
-            finish(into: &actions)
+        let giveUpAt = lease?.expiry ?? now + activationInterval
+        switch then {
+        case .finish(let rejection):
+            finish(rejection, into: &actions)
             return actions
-        }
-        if reason == .resigned { restingUntil = now + restAfterResigning }
-        let giveUpAt = (lease?.confirmedSentAt ?? now) + activationInterval
-        if shutdownRequested {
+        case .leave:
             state = .leaving(releasing: token, giveUpAt: giveUpAt)
-        } else {
-            state = .releasing(token: token, giveUpAt: giveUpAt)
+        case .release:
+            let candidacy = Candidacy(restingUntil: reason == .resigned ? now + restAfterResigning : nil)
+            state = .releasing(token: token, giveUpAt: giveUpAt, then: .standBy(candidacy))
         }
         sendHeartbeat(now: now, into: &actions)
         actions.append(scheduleTick(now: now))
@@ -314,7 +341,7 @@ public struct MemberStateMachine: Sendable {
     /// rest before competing again, since another member may be healthier.
     public mutating func workEnded(now: Instant) -> [Action] {
         guard case .active(let lease) = state else { return workStopped(now: now) }
-        state = .stopping(token: lease.token, reason: .resigned, lease: lease)
+        state = .stopping(token: lease.token, reason: .resigned, lease: lease.timeline, then: .release)
         var actions: [Action] = [.emit(.deactivate(.resigned))]
         actions += workStopped(now: now)
         return actions
@@ -323,21 +350,23 @@ public struct MemberStateMachine: Sendable {
     /// Leave the group: an active member deactivates (the shell calls ``workStopped(now:)`` when done) and then
     /// releases its slot at once, so a standby takes over without waiting for expiry.
     public mutating func shutdownRequested(now: Instant) -> [Action] {
-        guard !shutdownRequested else { return [scheduleTick(now: now)] }
-        shutdownRequested = true
         var actions: [Action] = []
         switch state {
         case .idle, .waitingForID:
-            finish(into: &actions)
+            finish(nil, into: &actions)
             return actions
-        case .standby:
-            withdrawPreparation(into: &actions)
+        case .standby(var candidacy):
+            withdrawPreparation(of: &candidacy, into: &actions)
             state = .leaving(releasing: nil, giveUpAt: now + activationInterval)
             sendHeartbeat(now: now, into: &actions)
         case .active(let lease):
-            state = .stopping(token: lease.token, reason: .shutdown, lease: lease)
-            actions.append(.emit(.deactivate(.shutdown)))
-        case .stopping, .releasing, .leaving, .finished:
+            deactivate(lease.token, .shutdown, keeping: lease.timeline, then: .leave, into: &actions)
+        case .stopping(let token, let reason, let lease, .release):
+            state = .stopping(token: token, reason: reason, lease: lease, then: .leave)
+        case .releasing(let token, let giveUpAt, .standBy):
+            state = .releasing(token: token, giveUpAt: giveUpAt, then: .leave)
+        case .stopping(_, _, _, .leave), .stopping(_, _, _, .finish), .releasing(_, _, .leave), .leaving, .finished:
+            // Leaving already, or finishing with a refusal.
             break
         }
         actions.append(scheduleTick(now: now))
@@ -346,59 +375,76 @@ public struct MemberStateMachine: Sendable {
 
     // MARK: Decisions
 
+    /// What the answer to `request` means in the current state. Answers to older intents (a renewal that crossed a
+    /// release, a grant after shutdown began…) carry no news; the plan and the next heartbeat settle the rest.
     private mutating func apply(_ outcome: HeartbeatReply.Outcome, of request: Request, now: Instant, into actions: inout [Action]) {
-        switch (outcome, state) {
-        case (.granted(let token), .standby):
-            if shutdownRequested || restingUntil != nil || releasedToken.map({ token <= $0 }) ?? false {
-                state = .releasing(token: token, giveUpAt: request.sentAt + activationInterval)
+        switch state {
+        case .standby(var candidacy):
+            guard case .granted(let token) = outcome else { return }
+            let grant = timeline(from: request.sentAt)
+            if candidacy.restingUntil != nil || releasedToken.map({ token <= $0 }) ?? false {
+                state = .releasing(token: token, giveUpAt: grant.expiry, then: .standBy(candidacy))
                 sendHeartbeat(now: now, into: &actions)
-            } else if now >= request.sentAt + (activationInterval - heartbeatInterval) {
+            } else if now >= grant.selfFence {
                 // The grant arrived too late to be vouched for (a pause, or a store round trip longer than T − I):
                 // the member would fence itself at once. Acquiring again would only extend a lease it cannot use
                 // and keep the slot from a member that can, so it gives the slot back and rests, reporting itself
                 // `resting` so the others do not wait for it.
-                restingUntil = now + restAfterResigning
-                withdrawPreparation(into: &actions)
-                state = .releasing(token: token, giveUpAt: request.sentAt + activationInterval)
+                candidacy.restingUntil = now + restAfterResigning
+                withdrawPreparation(of: &candidacy, into: &actions)
+                state = .releasing(token: token, giveUpAt: grant.expiry, then: .standBy(candidacy))
                 sendHeartbeat(now: now, into: &actions)
             } else {
-                preparedAt = nil
-                preparationSuppressed = false
-                let lease = Lease(token: token, confirmedSentAt: request.sentAt)
-                state = .active(lease)
+                // What it prepared is used now: an activation ends the preparation without a withdrawal.
+                state = .active(Lease(token: token, timeline: grant))
                 actions.append(.emit(.activate(token)))
-                actions.append(.leaseValid(until: workDeadline(lease)))
+                actions.append(.startWork(token))
+                actions.append(.leaseValid(until: grant.workDeadline))
             }
-        case (.granted(let token), .active(var lease)) where lease.token == token:
-            lease.confirmedSentAt = max(lease.confirmedSentAt, request.sentAt)
-            state = .active(lease)
-            actions.append(.leaseValid(until: workDeadline(lease)))
-        case (.renewed, .active(var lease)) where request.intent == .renew(lease.token):
-            lease.confirmedSentAt = max(lease.confirmedSentAt, request.sentAt)
-            state = .active(lease)
-            actions.append(.leaseValid(until: workDeadline(lease)))
-        case (.renewed, .stopping(let token, let reason, var lease?)) where request.intent == .renew(token):
-            lease.confirmedSentAt = max(lease.confirmedSentAt, request.sentAt)
-            state = .stopping(token: token, reason: reason, lease: lease)
-            actions.append(.leaseValid(until: workDeadline(lease)))
-        case (.lost, .active(let lease)) where request.intent == .renew(lease.token):
-            state = .stopping(token: lease.token, reason: .leaseLost, lease: nil)
-            actions.append(.emit(.deactivate(.leaseLost)))
-            actions.append(.stopWorkBy(now))
-        case (.lost, .stopping(let token, let reason, .some)) where request.intent == .renew(token):
-            state = .stopping(token: token, reason: reason, lease: nil)
-            actions.append(.stopWorkBy(now))
-        case (.released, .releasing(let token, _)) where request.intent == .release(token):
-            becomeStandbyOrLeave(now: now, into: &actions)
-        case (.granted(let token), .leaving(nil, let giveUpAt)):
-            // Granted to an acquire sent before shutdown began, and never used: give it back when leaving.
-            state = .leaving(releasing: token, giveUpAt: giveUpAt)
-            sendHeartbeat(now: now, into: &actions)
-        case (.left, .leaving):
-            finish(into: &actions)
-        default:
-            // Answers to older intents (a renewal that crossed a release, a grant after shutdown began…) carry
-            // no news; the plan below and the next heartbeat settle the rest.
+        case .active(var lease):
+            switch outcome {
+            case .granted(let token) where token == lease.token:
+                lease.timeline.confirm(sentAt: request.sentAt)
+                state = .active(lease)
+                actions.append(.leaseValid(until: lease.timeline.workDeadline))
+            case .renewed where request.intent == .renew(lease.token):
+                lease.timeline.confirm(sentAt: request.sentAt)
+                state = .active(lease)
+                actions.append(.leaseValid(until: lease.timeline.workDeadline))
+            case .lost where request.intent == .renew(lease.token):
+                deactivate(lease.token, .leaseLost, keeping: nil, into: &actions)
+                actions.append(.stopWorkBy(now))
+            case .none, .granted, .notGranted, .renewed, .lost, .released, .left:
+                break
+            }
+        case .stopping(let token, let reason, var lease?, let then):
+            switch outcome {
+            case .renewed where request.intent == .renew(token):
+                lease.confirm(sentAt: request.sentAt)
+                state = .stopping(token: token, reason: reason, lease: lease, then: then)
+                actions.append(.leaseValid(until: lease.workDeadline))
+            case .lost where request.intent == .renew(token):
+                state = .stopping(token: token, reason: reason, lease: nil, then: then)
+                actions.append(.stopWorkBy(now))
+            case .none, .granted, .notGranted, .renewed, .lost, .released, .left:
+                break
+            }
+        case .releasing(let token, _, let then):
+            if case .released = outcome, request.intent == .release(token) {
+                released(then: then, now: now, into: &actions)
+            }
+        case .leaving(let releasing, let giveUpAt):
+            switch outcome {
+            case .granted(let token) where releasing == nil:
+                // Granted to an acquire sent before shutdown began, and never used: give it back when leaving.
+                state = .leaving(releasing: token, giveUpAt: giveUpAt)
+                sendHeartbeat(now: now, into: &actions)
+            case .left:
+                finish(nil, into: &actions)
+            case .none, .granted, .notGranted, .renewed, .lost, .released:
+                break
+            }
+        case .idle, .waitingForID, .stopping(_, _, nil, _), .finished:
             break
         }
     }
@@ -407,20 +453,20 @@ public struct MemberStateMachine: Sendable {
         guard let plan else { return }
         switch state {
         case .active(let lease) where plan.yielders.contains(member.id):
-            state = .stopping(token: lease.token, reason: .preempted, lease: lease)
-            actions.append(.emit(.deactivate(.preempted)))
-        case .standby:
+            deactivate(lease.token, .preempted, keeping: lease.timeline, into: &actions)
+        case .standby(var candidacy):
             let shouldPrepare = plan.successors.contains(member.id) || plan.preparers.contains(member.id)
-            if shouldPrepare, preparedAt == nil, !preparationSuppressed, restingUntil == nil, !shutdownRequested {
-                preparedAt = now
+            if shouldPrepare, case .none = candidacy.preparation, candidacy.restingUntil == nil {
+                candidacy.preparation = .prepared(since: now)
                 actions.append(.emit(.prepareToActivate))
             } else if !shouldPrepare, !plan.acquirers.contains(member.id) {
                 // An acquirer keeps what it prepared: it is about to activate.
-                preparationSuppressed = false
-                withdrawPreparation(into: &actions)
+                withdrawPreparation(of: &candidacy, into: &actions)
+                candidacy.preparation = .none
             }
+            state = .standby(candidacy)
             let acquiring = requests.values.contains { $0.intent == .acquire }
-            if case .acquire = standbyIntent, plan.acquirers.contains(member.id), !acquiring {
+            if case .acquire = standbyIntent(candidacy), plan.acquirers.contains(member.id), !acquiring {
                 // A slot is free now: ask for it at once rather than at the next heartbeat.
                 sendHeartbeat(now: now, into: &actions)
             } else if plan.nextInLine == member.id, let soonest = view.leases.map(\.remaining).min(), soonest < heartbeatInterval {
@@ -432,23 +478,37 @@ public struct MemberStateMachine: Sendable {
         }
     }
 
-    private mutating func becomeStandbyOrLeave(now: Instant, into actions: inout [Action]) {
-        if shutdownRequested {
-            state = .leaving(releasing: nil, giveUpAt: now + activationInterval)
-        } else {
-            state = .standby
+    /// The active member stops acting: the application hears why, the shell stops the work. `lease` is the
+    /// timeline it keeps renewing while the work stops, `nil` when the lease can no longer be renewed.
+    private mutating func deactivate(
+        _ token: FencingToken,
+        _ reason: DeactivationReason,
+        keeping lease: LeaseTimeline?,
+        then: AfterStopping = .release,
+        into actions: inout [Action]
+    ) {
+        state = .stopping(token: token, reason: reason, lease: lease, then: then)
+        actions.append(.emit(.deactivate(reason)))
+        actions.append(.stopWork(reason))
+    }
+
+    /// The slot was given back (or its lease has expired anyway).
+    private mutating func released(then: AfterRelease, now: Instant, into actions: inout [Action]) {
+        switch then {
+        case .standBy(let candidacy): state = .standby(candidacy)
+        case .leave: state = .leaving(releasing: nil, giveUpAt: now + activationInterval)
         }
         sendHeartbeat(now: now, into: &actions)
     }
 
-    private mutating func withdrawPreparation(into actions: inout [Action]) {
-        if preparedAt != nil {
-            preparedAt = nil
+    private func withdrawPreparation(of candidacy: inout Candidacy, into actions: inout [Action]) {
+        if case .prepared = candidacy.preparation {
+            candidacy.preparation = .none
             actions.append(.emit(.prepareWithdrawn))
         }
     }
 
-    private mutating func finish(into actions: inout [Action]) {
+    private mutating func finish(_ rejection: HeartbeatRejection?, into actions: inout [Action]) {
         state = .finished
         requests = [:]
         actions.append(.finish(rejection))
@@ -456,8 +516,15 @@ public struct MemberStateMachine: Sendable {
 
     // MARK: Heartbeats
 
-    private var standbyIntent: Heartbeat.Intent {
-        guard let plan, !shutdownRequested, restingUntil == nil else { return .none }
+    private var isInGroup: Bool {
+        switch state {
+        case .idle, .finished: false
+        case .waitingForID, .standby, .active, .stopping, .releasing, .leaving: true
+        }
+    }
+
+    private func standbyIntent(_ candidacy: Candidacy) -> Heartbeat.Intent {
+        guard let plan, candidacy.restingUntil == nil else { return .none }
         // A slot the store says is ours (a grant whose answer was lost) is confirmed by acquiring it again.
         // Only a fresh view makes an acquirer: acquiring on a stale one would take a slot freed for a better-ranked
         // member this one has not seen yet (a handover to a successor that just joined).
@@ -470,10 +537,10 @@ public struct MemberStateMachine: Sendable {
     private var intent: Heartbeat.Intent {
         switch state {
         case .idle, .waitingForID, .finished: .none
-        case .standby: standbyIntent
+        case .standby(let candidacy): standbyIntent(candidacy)
         case .active(let lease): .renew(lease.token)
-        case .stopping(let token, _, let lease): lease == nil ? .none : .renew(token)
-        case .releasing(let token, _): .release(token)
+        case .stopping(let token, _, let lease, _): lease == nil ? .none : .renew(token)
+        case .releasing(let token, _, _): .release(token)
         case .leaving(let token, _): .leave(releasing: token)
         }
     }
@@ -507,26 +574,23 @@ public struct MemberStateMachine: Sendable {
         return now + .nanoseconds(interval - sinceGridPoint)
     }
 
-    private func selfFenceInstant(_ lease: Lease) -> Instant {
-        lease.confirmedSentAt + (activationInterval - heartbeatInterval)
-    }
-
-    /// When the work must have stopped at the latest: I/2 before the lease can expire on the store's clock, so a
-    /// member clock up to I/(2·T) slower than the store's still kills the work before the slot can be regranted.
-    private func workDeadline(_ lease: Lease) -> Instant {
-        lease.confirmedSentAt + (activationInterval - heartbeatInterval / 2)
+    /// The timeline of a lease granted or renewed by a heartbeat sent at `sentAt`.
+    private func timeline(from sentAt: Instant) -> LeaseTimeline {
+        LeaseTimeline(confirmedSentAt: sentAt, configuration: configuration)
     }
 
     private func scheduleTick(now: Instant) -> Action {
         var next = nextHeartbeatAt
         switch state {
-        case .active(let lease), .stopping(_, _, let lease?):
-            next = min(next, selfFenceInstant(lease))
-        case .releasing(_, let giveUpAt), .leaving(_, let giveUpAt):
+        case .active(let lease):
+            next = min(next, lease.timeline.selfFence)
+        case .stopping(_, _, let lease?, _):
+            next = min(next, lease.selfFence)
+        case .releasing(_, let giveUpAt, _), .leaving(_, let giveUpAt):
             next = min(next, giveUpAt)
-        case .standby:
-            if let preparedAt { next = min(next, preparedAt + preparationTimeout) }
-            if let restingUntil { next = min(next, restingUntil) }
+        case .standby(let candidacy):
+            if case .prepared(let since) = candidacy.preparation { next = min(next, since + preparationTimeout) }
+            if let restingUntil = candidacy.restingUntil { next = min(next, restingUntil) }
         case .idle, .waitingForID, .stopping, .finished:
             break
         }

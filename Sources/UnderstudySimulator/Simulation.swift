@@ -11,8 +11,9 @@ import UnderstudyCore
 ///   passed to a member, and every instant it returns, is on its own local monotonic clock.
 /// - **The shell** carries out the actions: it hands heartbeats to a store client that, like the runtime's
 ///   `HeartbeatBatcher`, has one round trip under way at a time and gives up on it after
-///   ``SimulationOptions/callTimeout``; it starts the work on ``MemberEvent/activate(_:)``, stops it at the
-///   application's pace after ``MemberEvent/deactivate(_:)``, and reports ``MemberStateMachine/workStopped(now:)``.
+///   ``SimulationOptions/callTimeout``; it starts the work on ``MemberStateMachine/Action/startWork(_:)``, stops
+///   it at the application's pace after ``MemberStateMachine/Action/stopWork(_:)``, and reports
+///   ``MemberStateMachine/workStopped(now:)``.
 ///   Its supervisor sends SIGKILL at ``MemberStateMachine/Action/stopWorkBy(_:)`` less I/4, late if frozen.
 /// - **The watchdog** is a separate process that is given only lease deadlines: it kills the work I/4 before the
 ///   newest ``MemberStateMachine/Action/leaseValid(until:)``, and at once when the member process dies. It runs
@@ -261,7 +262,7 @@ public struct Simulation: Sendable {
             case .tick:
                 machine.tick(now: local)
             case .workExited(let token):
-                if let token, machine.status == .active(token) {
+                if let token, machine.activeToken == token {
                     machine.workEnded(now: local)
                 } else {
                     machine.workStopped(now: local)
@@ -298,6 +299,10 @@ public struct Simulation: Sendable {
                 send(heartbeat, id, from: index)
             case .emit(let event):
                 emitted(event, by: index)
+            case .startWork(let token):
+                startWork(token, member: index)
+            case .stopWork(let reason):
+                stopWork(for: reason, member: index)
             case .stopWorkBy(let deadline):
                 // The supervisor, a task of the member process, sends SIGKILL at the deadline less its margin;
                 // a frozen process sends it late, a dead one never (its watchdog kills the work then).
@@ -326,27 +331,23 @@ public struct Simulation: Sendable {
         record(.emitted(event), member: index)
         switch event {
         case .prepareToActivate, .prepareWithdrawn:
-            return
+            break
         case .activate, .deactivate:
             if settledAt != nil {
                 violate(.stability, "m\(index + 1) emitted \(event) after the group settled with no faults left")
-                return
             }
         }
-        switch event {
-        case .activate(let token):
-            startWork(token, member: index)
-        case .deactivate(let reason):
-            if reason == .preempted { preemptions += 1 }
-            let process = members[index].process
-            if let work = members[index].work, works[work] != nil {
-                let stopsAt = hookOverrun(of: work, member: index) ?? now + gracefulStopDelay()
-                queue.schedule(.member(index, process: process, .gracefulStopDone(work)), at: stopsAt)
-            } else {
-                queue.schedule(.member(index, process: process, .workExited(nil)), at: now)
-            }
-        case .prepareToActivate, .prepareWithdrawn:
-            break
+    }
+
+    /// The application stops its work at its own pace and the shell reports it stopped.
+    private mutating func stopWork(for reason: DeactivationReason, member index: Int) {
+        if reason == .preempted { preemptions += 1 }
+        let process = members[index].process
+        if let work = members[index].work, works[work] != nil {
+            let stopsAt = hookOverrun(of: work, member: index) ?? now + gracefulStopDelay()
+            queue.schedule(.member(index, process: process, .gracefulStopDone(work)), at: stopsAt)
+        } else {
+            queue.schedule(.member(index, process: process, .workExited(nil)), at: now)
         }
     }
 
@@ -835,7 +836,7 @@ public struct Simulation: Sendable {
         var lightestActing = Int.max
         for work in works.values {
             let member = members[work.member]
-            guard member.process == work.process, member.machine?.status == .active(work.token) else { return false }
+            guard member.process == work.process, member.machine?.activeToken == work.token else { return false }
             // A slow member may win a slot, but it cannot count on renewing it: not settled while it holds one.
             if work.member == 0, options.slowMemberCannotHold { return false }
             lightestActing = min(lightestActing, member.info.weight)
@@ -846,7 +847,7 @@ public struct Simulation: Sendable {
             else { return false }
             // A member too slow to hold a lease is not counted on to hold one: it may rest, and may outweigh.
             if index == 0, options.slowMemberCannotHold { continue }
-            if machine.phase == .resting { return false }
+            if machine.status == .resting { return false }
             if configuration.preemption, member.work == nil, member.info.weight > lightestActing { return false }
         }
         return true

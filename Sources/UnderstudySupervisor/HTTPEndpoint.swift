@@ -121,20 +121,20 @@ public final class HTTPEndpoint: Sendable {
         let router = Router()
         router.get("healthz") { _, _ -> Response in
             let state = await member.state
-            return text(state == .finished ? .serviceUnavailable : .ok, name(of: state))
+            return text(state == .finished ? .serviceUnavailable : .ok, state.rawValue)
         }
         router.get("active") { _, _ -> Response in
-            let state = await member.state
-            guard case .active(let token) = state else { return text(.serviceUnavailable, name(of: state)) }
+            let (state, token) = await member.stateAndToken()
+            guard let token else { return text(.serviceUnavailable, state.rawValue) }
             return text(.ok, "active token=\(token)")
         }
         router.get("status") { _, _ -> Response in
-            let state = await member.state
+            let (state, token) = await member.stateAndToken()
             var document = MemberStatusDocument(
-                group: member.configuration.name.rawValue, member: member.id.rawValue, state: name(of: state),
+                group: member.configuration.name.rawValue, member: member.id.rawValue, state: state.rawValue,
                 containment: containment.description
             )
-            if case .active(let token) = state { document.token = token.rawValue }
+            document.token = token?.rawValue
             do {
                 document.groupStatus = StatusDocument(store: "", statuses: [try await member.status()]).groups.first
             } catch {
@@ -164,18 +164,6 @@ public final class HTTPEndpoint: Sendable {
         )
     }
 
-    /// The member's state as `/status` and the plain-text endpoints name it.
-    static func name(of state: MemberStateMachine.Status) -> String {
-        switch state {
-        case .idle: "idle"
-        case .standby: "standby"
-        case .active: "active"
-        case .stopping: "stopping"
-        case .leaving: "leaving"
-        case .finished: "finished"
-        }
-    }
-
     // MARK: Errors and addresses
 
     private static func listenError(_ error: any Error, address: HTTPAddress) -> SupervisorError {
@@ -199,7 +187,8 @@ struct MemberStatusDocument: Encodable {
     var schemaVersion = 1
     var group: String
     var member: String
-    /// `idle`, `standby`, `active`, `stopping`, `leaving` or `finished`, as this member's state machine sees it.
+    /// This member's ``MemberState`` as its state machine sees it: in its group, the phase `understudy status`
+    /// shows for it; `idle`, `leaving` or `finished` otherwise.
     var state: String
     /// How COMMAND's process tree is held: `cgroup` or `process-group` (see docs/cli.md).
     var containment: String
@@ -216,4 +205,9 @@ struct MemberStatusDocument: Encodable {
         // Encoding plain strings and numbers cannot fail.
         return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
+}
+
+extension Member {
+    /// The state and the token it acts with, read together.
+    fileprivate func stateAndToken() -> (MemberState, FencingToken?) { (state, activeToken) }
 }

@@ -142,7 +142,7 @@ struct GroupScenarioTests {
         group.advance(by: .zero)
         #expect(group.events(a) == [.activate(token(1)), .deactivate(.resigned)])
         #expect(group.holders.isEmpty)
-        #expect(group.phase(a) == .resting)
+        #expect(group.status(a) == .resting)
 
         group.advance(to: at(.milliseconds(8_500)) - .nanoseconds(1))
         #expect(group.events(a).count == 2)

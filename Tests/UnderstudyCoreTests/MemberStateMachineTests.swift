@@ -46,7 +46,8 @@ struct MemberStateMachineTests {
         #expect(acquire.heartbeat.intent == .acquire)
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .granted(token(1)), view: heldView(phase: .standby)), to: acquire.id, now: grantAnsweredAt ?? grantSentAt)
         #expect(actions.events == [.activate(token(1))])
-        #expect(machine.status == .active(token(1)))
+        #expect(actions.workCues == [.startWork(token(1))])
+        #expect(machine.activeToken == token(1))
         return machine
     }
 
@@ -62,7 +63,6 @@ struct MemberStateMachineTests {
             .scheduleTick(at: at(.milliseconds(1_250))),
         ])
         #expect(machine.status == .standby)
-        #expect(machine.phase == .standby)
     }
 
     @Test func start_twice_sendsNothingMore() throws {
@@ -143,11 +143,12 @@ struct MemberStateMachineTests {
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .granted(token(7)), view: heldView(token: 7, phase: .standby)), to: acquire.id, now: at(.milliseconds(900)))
         #expect(actions == [
             .emit(.activate(token(7))),
+            .startWork(token(7)),
             .leaseValid(until: at(.milliseconds(2_600))),
             .scheduleTick(at: at(.milliseconds(1_100))),
         ])
-        #expect(machine.status == .active(token(7)))
-        #expect(machine.phase == .active)
+        #expect(machine.activeToken == token(7))
+        #expect(machine.status == .active)
     }
 
     @Test func notGranted_staysStandby() throws {
@@ -217,10 +218,10 @@ struct MemberStateMachineTests {
         // The renewal sent at 1s is never answered; the grant was sent at 0.
         _ = machine.tick(now: at(.seconds(1)))
         #expect(machine.tick(now: at(.seconds(2)) - .nanoseconds(1)) == [.scheduleTick(at: at(.seconds(2)))])
-        #expect(machine.status == .active(token(1)))
+        #expect(machine.activeToken == token(1))
 
         let actions = machine.tick(now: at(.seconds(2)))
-        #expect(Array(actions.prefix(2)) == [.emit(.deactivate(.selfFenced)), .stopWorkBy(at(.milliseconds(2_500)))])
+        #expect(Array(actions.prefix(3)) == [.emit(.deactivate(.selfFenced)), .stopWork(.selfFenced), .stopWorkBy(at(.milliseconds(2_500)))])
         #expect(actions.intents == [.none])
         #expect(actions.heartbeats.map(\.heartbeat.phase) == [.stopping])
         #expect(machine.status == .stopping)
@@ -233,7 +234,7 @@ struct MemberStateMachineTests {
         _ = machine.tick(now: at(.seconds(2)))  // renewal never answered
         #expect(machine.tick(now: at(.seconds(3)) - .nanoseconds(1)).events.isEmpty)
         let actions = machine.tick(now: at(.seconds(3)))
-        #expect(Array(actions.prefix(2)) == [.emit(.deactivate(.selfFenced)), .stopWorkBy(at(.milliseconds(3_500)))])
+        #expect(Array(actions.prefix(3)) == [.emit(.deactivate(.selfFenced)), .stopWork(.selfFenced), .stopWorkBy(at(.milliseconds(3_500)))])
     }
 
     @Test func selfFence_grantAnsweredLate_countsFromAcquireSendTime() throws {
@@ -260,8 +261,7 @@ struct MemberStateMachineTests {
         let release = try #require(late.onlyHeartbeat())
         let free = Fixture.view(members: [Fixture.viewMember(me, join: 1, phase: .resting)])
         _ = machine.heartbeatReplied(HeartbeatReply(outcome: .released, view: free), to: release.id, now: at(.milliseconds(2_100)))
-        #expect(machine.status == .standby)
-        #expect(machine.phase == .resting)
+        #expect(machine.status == .resting)
         // Resting for T: it neither asks for the free slot nor reports itself eligible.
         let next = machine.tick(now: at(.milliseconds(3_100)))
         #expect(next.intents == [.none])
@@ -278,7 +278,7 @@ struct MemberStateMachineTests {
         // The slot is free: an answer in time would make this member acquire at once.
         let late = machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: aloneView()), to: join.id, now: at(.seconds(2)))
         #expect(late.intents.isEmpty)
-        #expect(machine.phase == .resting)
+        #expect(machine.status == .resting)
         let next = machine.tick(now: at(.seconds(3)))
         #expect(next.intents == [.none])
         #expect(next.heartbeats.map(\.heartbeat.phase) == [.resting])
@@ -309,7 +309,7 @@ struct MemberStateMachineTests {
         // The older request's answer arrives last and says the lease is gone: it is stale news.
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .lost, view: heldView()), to: first.id, now: at(.milliseconds(2_200)))
         #expect(actions == [.scheduleTick(at: at(.seconds(3)))])
-        #expect(machine.status == .active(token(1)))
+        #expect(machine.activeToken == token(1))
     }
 
     @Test func reply_toUnknownRequest_isIgnored() throws {
@@ -318,7 +318,7 @@ struct MemberStateMachineTests {
         _ = machine.heartbeatReplied(HeartbeatReply(outcome: .renewed, view: heldView()), to: renew.id, now: at(.milliseconds(1_100)))
         let again = machine.heartbeatReplied(HeartbeatReply(outcome: .lost, view: heldView()), to: renew.id, now: at(.milliseconds(1_200)))
         #expect(again == [.scheduleTick(at: at(.seconds(2)))])
-        #expect(machine.status == .active(token(1)))
+        #expect(machine.activeToken == token(1))
     }
 
     @Test func renewal_lost_deactivatesWithLeaseLostAndStopWorkNow() throws {
@@ -326,7 +326,7 @@ struct MemberStateMachineTests {
         let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
         let view = Fixture.view(members: [Fixture.viewMember(me, join: 1, phase: .active)])
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .lost, view: view), to: renew.id, now: at(.milliseconds(1_300)))
-        #expect(Array(actions.prefix(2)) == [.emit(.deactivate(.leaseLost)), .stopWorkBy(at(.milliseconds(1_300)))])
+        #expect(Array(actions.prefix(3)) == [.emit(.deactivate(.leaseLost)), .stopWork(.leaseLost), .stopWorkBy(at(.milliseconds(1_300)))])
         #expect(machine.status == .stopping)
         #expect(machine.workStopped(now: at(.milliseconds(1_400))).intents == [.release(token(1))])
     }
@@ -362,8 +362,7 @@ struct MemberStateMachineTests {
         let afterRelease = machine.heartbeatReplied(HeartbeatReply(outcome: .released, view: freeView), to: release.id, now: at(.milliseconds(500)))
         #expect(afterRelease.heartbeats.map(\.heartbeat.phase) == [.resting])
         #expect(afterRelease.intents == [.none])
-        #expect(machine.status == .standby)
-        #expect(machine.phase == .resting)
+        #expect(machine.status == .resting)
 
         // While resting, a free slot is not taken even though this member is the only one.
         let restingView = Fixture.view(members: [Fixture.viewMember(me, join: 1, phase: .resting)])
@@ -374,9 +373,9 @@ struct MemberStateMachineTests {
         #expect(reply.tick == at(.milliseconds(2_500)))
 
         _ = machine.tick(now: at(.milliseconds(2_500)))
-        #expect(machine.phase == .resting)
+        #expect(machine.status == .resting)
         let wake = machine.tick(now: at(.milliseconds(3_500)))
-        #expect(machine.phase == .standby)
+        #expect(machine.status == .standby)
         let hello = try #require(wake.onlyHeartbeat())
         #expect(hello.heartbeat.phase == .standby)
         let standbyView = Fixture.view(members: [Fixture.viewMember(me, join: 1)])
@@ -399,7 +398,7 @@ struct MemberStateMachineTests {
 
     @Test func shutdown_ofActive_deactivatesAndKeepsLeaseUntilWorkStopped() throws {
         var machine = try activeMachine()
-        #expect(machine.shutdownRequested(now: at(.milliseconds(300))) == [.emit(.deactivate(.shutdown)), .scheduleTick(at: at(.seconds(1)))])
+        #expect(machine.shutdownRequested(now: at(.milliseconds(300))) == [.emit(.deactivate(.shutdown)), .stopWork(.shutdown), .scheduleTick(at: at(.seconds(1)))])
         #expect(machine.status == .stopping)
         // Still stopping at the next heartbeat: the lease is renewed, nobody may take the slot yet.
         #expect(machine.tick(now: at(.seconds(1))).intents == [.renew(token(1))])
@@ -459,6 +458,24 @@ struct MemberStateMachineTests {
         #expect(granted.intents == [.leave(releasing: token(1))])
     }
 
+    @Test func shutdown_ofPreemptedMemberStillStopping_leavesOnceWorkStopped() throws {
+        var machine = try activeMachine()
+        let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
+        let view = heldView(others: [Fixture.viewMember(try Fixture.member("heavy", weight: 90), join: 2)])
+        #expect(machine.heartbeatReplied(HeartbeatReply(outcome: .renewed, view: view), to: renew.id, now: at(.seconds(1))).workCues == [.stopWork(.preempted)])
+        // Stopping already: no second deactivation, and the slot is still given back only once the work stopped.
+        #expect(machine.shutdownRequested(now: at(.milliseconds(1_100))) == [.scheduleTick(at: at(.seconds(2)))])
+        #expect(machine.workStopped(now: at(.milliseconds(1_200))).intents == [.leave(releasing: token(1))])
+        #expect(machine.status == .leaving)
+    }
+
+    @Test func workStopped_withoutWorkToStop_isIgnored() throws {
+        var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me)
+        _ = machine.start(now: .zero)
+        #expect(machine.workStopped(now: at(.milliseconds(10))) == [.scheduleTick(at: at(.seconds(1)))])
+        #expect(machine.status == .standby)
+    }
+
     // MARK: Rejection
 
     @Test func rejection_ofStandby_finishesWithIt() throws {
@@ -501,7 +518,16 @@ struct MemberStateMachineTests {
         let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
         let rejection = HeartbeatRejection.activeGoalMismatch(group: Fixture.groupName, stored: 2, requested: 1)
         let actions = machine.heartbeatRejected(renew.id, rejection, now: at(.milliseconds(1_100)))
-        #expect(Array(actions.prefix(2)) == [.emit(.deactivate(.leaseLost)), .stopWorkBy(at(.milliseconds(1_100)))])
+        #expect(Array(actions.prefix(3)) == [.emit(.deactivate(.leaseLost)), .stopWork(.leaseLost), .stopWorkBy(at(.milliseconds(1_100)))])
+        #expect(machine.workStopped(now: at(.milliseconds(1_200))) == [.finish(rejection)])
+    }
+
+    @Test func rejection_ofStoppingMember_winsOverAShutdownRequestedLater() throws {
+        var machine = try activeMachine()
+        let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
+        let rejection = HeartbeatRejection.activeGoalMismatch(group: Fixture.groupName, stored: 2, requested: 1)
+        _ = machine.heartbeatRejected(renew.id, rejection, now: at(.milliseconds(1_100)))
+        #expect(machine.shutdownRequested(now: at(.milliseconds(1_150))).events.isEmpty)
         #expect(machine.workStopped(now: at(.milliseconds(1_200))) == [.finish(rejection)])
     }
 
@@ -516,12 +542,12 @@ struct MemberStateMachineTests {
         )
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: silent), to: join.id, now: at(.milliseconds(100)))
         #expect(actions == [.emit(.prepareToActivate), .scheduleTick(at: at(.seconds(1)))])
-        #expect(machine.phase == .preparing)
+        #expect(machine.status == .preparing)
         #expect(machine.tick(now: at(.seconds(1))).heartbeats.map(\.heartbeat.phase) == [.preparing])
 
         #expect(machine.tick(now: at(.milliseconds(6_100)) - .nanoseconds(1)).events.isEmpty)
         #expect(machine.tick(now: at(.milliseconds(6_100))).events == [.prepareWithdrawn])
-        #expect(machine.phase == .standby)
+        #expect(machine.status == .standby)
 
         // The same reason again does not prepare again until it has gone away once.
         let again = try #require(machine.tick(now: at(.milliseconds(7_100))).onlyHeartbeat())
@@ -548,7 +574,7 @@ struct MemberStateMachineTests {
         #expect(machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: view(age: .seconds(1))), to: join.id, now: .zero).events == [.prepareToActivate])
         let next = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
         #expect(machine.heartbeatReplied(HeartbeatReply(outcome: .notGranted, view: view(age: .milliseconds(200))), to: next.id, now: at(.seconds(1))).events == [.prepareWithdrawn])
-        #expect(machine.phase == .standby)
+        #expect(machine.status == .standby)
     }
 
     @Test func prepare_notSentWithoutPreparationInterval() throws {
@@ -591,7 +617,7 @@ struct MemberStateMachineTests {
         let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
         let view = heldView(others: [Fixture.viewMember(heavy, join: 2)])
         let actions = machine.heartbeatReplied(HeartbeatReply(outcome: .renewed, view: view), to: renew.id, now: at(.seconds(1)))
-        #expect(actions == [.leaseValid(until: at(.milliseconds(3_500))), .emit(.deactivate(.preempted)), .scheduleTick(at: at(.seconds(2)))])
+        #expect(actions == [.leaseValid(until: at(.milliseconds(3_500))), .emit(.deactivate(.preempted)), .stopWork(.preempted), .scheduleTick(at: at(.seconds(2)))])
         #expect(machine.tick(now: at(.seconds(2))).intents == [.renew(token(1))])
         #expect(machine.workStopped(now: at(.milliseconds(2_500))).intents == [.release(token(1))])
     }
@@ -601,7 +627,7 @@ struct MemberStateMachineTests {
         let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())
         let view = heldView(others: [Fixture.viewMember(try Fixture.member("aaa", weight: 50), join: 2)])
         #expect(machine.heartbeatReplied(HeartbeatReply(outcome: .renewed, view: view), to: renew.id, now: at(.seconds(1))).events.isEmpty)
-        #expect(machine.status == .active(token(1)))
+        #expect(machine.activeToken == token(1))
     }
 
     @Test func preemption_disabled_doesNothing() throws {

@@ -77,6 +77,16 @@ extension Array where Element == MemberStateMachine.Action {
         compactMap { if case .emit(let event) = $0 { event } else { nil } }
     }
 
+    /// The cues to start and stop work, in order: `.startWork` and `.stopWork` only.
+    var workCues: [Action] {
+        filter {
+            switch $0 {
+            case .startWork, .stopWork: true
+            case .sendHeartbeat, .emit, .stopWorkBy, .leaseValid, .scheduleTick, .finish: false
+            }
+        }
+    }
+
     var tick: Instant? {
         compactMap { if case .scheduleTick(let instant) = $0 { instant } else { nil } }.last
     }
@@ -98,7 +108,7 @@ extension Array where Element == MemberStateMachine.Action {
 ///
 /// The group plays every shell: it carries heartbeats to the ledger and replies back with per-member latency,
 /// loss and outages, fires ticks when scheduled, and reports `workStopped` a fixed delay after each
-/// `deactivate`. While it runs it checks two safety properties on every activation: no more than `activeGoal`
+/// `stopWork`. While it runs it checks two safety properties on every activation: no more than `activeGoal`
 /// members work at once, and every activation carries a larger token than any before it.
 final class TestGroup {
     typealias Handle = Int
@@ -248,9 +258,7 @@ final class TestGroup {
 
     func timedEvents(_ handle: Handle) -> [(at: Instant, event: MemberEvent)] { nodes[handle].events }
 
-    func status(_ handle: Handle) -> MemberStateMachine.Status { nodes[handle].machine.status }
-
-    func phase(_ handle: Handle) -> MemberPhase { nodes[handle].machine.phase }
+    func status(_ handle: Handle) -> MemberState { nodes[handle].machine.status }
 
     func machine(_ handle: Handle) -> MemberStateMachine { nodes[handle].machine }
 
@@ -351,22 +359,18 @@ final class TestGroup {
                 }
             case .emit(let event):
                 nodes[handle].events.append((now, event))
-                switch event {
-                case .activate(let token):
-                    if let previous = activations.last, previous.token >= token {
-                        Issue.record("token \(token) activated at \(now) after token \(previous.token)")
-                    }
-                    activations.append((now, handle, token))
-                    nodes[handle].working = token
-                    if working.count > configuration.activeGoal {
-                        Issue.record("\(working.count) members work at \(now) with active goal \(configuration.activeGoal)")
-                    }
-                case .deactivate:
-                    if nodes[handle].working != nil, let delay = nodes[handle].workStopDelay {
-                        schedule(.workStopped(handle), at: now + delay)
-                    }
-                case .prepareToActivate, .prepareWithdrawn:
-                    break
+            case .startWork(let token):
+                if let previous = activations.last, previous.token >= token {
+                    Issue.record("token \(token) activated at \(now) after token \(previous.token)")
+                }
+                activations.append((now, handle, token))
+                nodes[handle].working = token
+                if working.count > configuration.activeGoal {
+                    Issue.record("\(working.count) members work at \(now) with active goal \(configuration.activeGoal)")
+                }
+            case .stopWork:
+                if nodes[handle].working != nil, let delay = nodes[handle].workStopDelay {
+                    schedule(.workStopped(handle), at: now + delay)
                 }
             case .stopWorkBy(let deadline):
                 nodes[handle].stopWorkBy.append((now, deadline))

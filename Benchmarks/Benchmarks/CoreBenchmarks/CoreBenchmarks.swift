@@ -85,7 +85,7 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark("ledger apply: renewal in a group of 3") { benchmark in
         var rig = try Rig()
-        guard case .active(let token) = rig.machine.status else { fatalError("the rig did not activate") }
+        guard let token = rig.machine.activeToken else { fatalError("the rig did not activate") }
         let heartbeat = Heartbeat(
             group: rig.ledger.group, activeGoal: 1, activationInterval: .milliseconds(500), member: rig.machine.member,
             phase: .active, intent: .renew(token)

@@ -141,9 +141,11 @@ let package = Package(
                 "UnderstudySQLite",
                 "UnderstudyPostgres",
                 "Understudy",
+                "UnderstudySupervisor",
                 "UnderstudySimulator",
                 "understudy-fixture",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),

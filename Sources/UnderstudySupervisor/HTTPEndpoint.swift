@@ -15,6 +15,11 @@ public struct HTTPAddress: Sendable, Hashable, CustomStringConvertible {
     /// 0...65535; 0 lets the system pick a free port.
     public var port: Int
 
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
     /// `HOST:PORT` or `[IPv6]:PORT`; anything else is a ``SupervisorError/Kind/invalidHTTPAddress`` error.
     public static func parse(_ text: String) throws(SupervisorError) -> HTTPAddress {
         let invalid = SupervisorError(
@@ -74,11 +79,24 @@ public final class HTTPEndpoint: Sendable {
         registry: PrometheusCollectorRegistry,
         logger: Logger
     ) async throws(SupervisorError) -> HTTPEndpoint {
+        try await start(on: address, router: router(member: member, containment: containment, registry: registry), logger: logger)
+    }
+
+    /// Serves `router` (for instance the routes of many members, see ``addRoutes(for:containment:to:)``) on
+    /// `address`, and returns once the server accepts connections.
+    ///
+    /// - Throws: ``SupervisorError`` with ``SupervisorError/Kind/httpUnavailable`` when the address cannot be
+    ///   listened on.
+    public static func start(
+        on address: HTTPAddress,
+        router: Router<BasicRequestContext>,
+        logger: Logger
+    ) async throws(SupervisorError) -> HTTPEndpoint {
         var serverLogger = logger
         serverLogger.logLevel = .warning
         let (started, reportStart) = AsyncStream<Result<String, any Error>>.makeStream()
         let application = Application(
-            router: router(member: member, containment: containment, registry: registry),
+            router: router,
             configuration: ApplicationConfiguration(address: .hostname(address.host, port: address.port)),
             onServerRunning: { channel in
                 reportStart.yield(.success(describe(channel.localAddress) ?? address.description))
@@ -117,18 +135,33 @@ public final class HTTPEndpoint: Sendable {
 
     // MARK: Routes
 
+    /// `/healthz`, `/active`, `/status` and `/metrics` of one member, at the root.
     private static func router(member: Member, containment: Containment, registry: PrometheusCollectorRegistry) -> Router<BasicRequestContext> {
         let router = Router()
-        router.get("healthz") { _, _ -> Response in
+        addRoutes(for: member, containment: containment, to: router.group())
+        router.get("metrics") { _, _ -> Response in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
+            )
+        }
+        return router
+    }
+
+    /// Adds a member's `healthz`, `active` and `status` to `routes`, so that a process supervising many members
+    /// can serve each under a path of its own (`routes` from `router.group("members/billing/a")`).
+    public static func addRoutes(for member: Member, containment: Containment, to routes: RouterGroup<BasicRequestContext>) {
+        routes.get("healthz") { _, _ -> Response in
             let state = await member.state
             return text(state == .finished ? .serviceUnavailable : .ok, state.rawValue)
         }
-        router.get("active") { _, _ -> Response in
+        routes.get("active") { _, _ -> Response in
             let (state, token) = await member.stateAndToken()
             guard let token else { return text(.serviceUnavailable, state.rawValue) }
             return text(.ok, "active token=\(token)")
         }
-        router.get("status") { _, _ -> Response in
+        routes.get("status") { _, _ -> Response in
             let (state, token) = await member.stateAndToken()
             var document = MemberStatusDocument(
                 group: member.configuration.name.rawValue, member: member.id.rawValue, state: state.rawValue,
@@ -146,14 +179,6 @@ public final class HTTPEndpoint: Sendable {
                 body: ResponseBody(byteBuffer: ByteBuffer(string: document.encoded() + "\n"))
             )
         }
-        router.get("metrics") { _, _ -> Response in
-            Response(
-                status: .ok,
-                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: ResponseBody(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
-            )
-        }
-        return router
     }
 
     private static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {

@@ -63,6 +63,8 @@ protocol Contender {
     func start(label: String, weight: Int, stampFile: String) throws -> pid_t
     /// A graceful stop as an operator (or systemd) would send it.
     func terminate(_ pid: pid_t)
+    /// What to SIGSTOP for a stand-in of a lost host: pids, or negated process group ids.
+    func freezeTargets(_ pid: pid_t) -> [pid_t]
 }
 
 struct UnderstudyContender: Contender {
@@ -90,6 +92,20 @@ struct UnderstudyContender: Contender {
     }
 
     func terminate(_ pid: pid_t) { kill(pid, SIGTERM) }
+
+    /// The supervisor and its watchdog: nobody is left to release the slot, only the guard inside the tree runs.
+    func freezeTargets(_ pid: pid_t) -> [pid_t] { [pid] + watchdogs(of: pid) }
+
+    /// The running children of `supervisor` that are watchdogs (`understudy __watchdog`).
+    private func watchdogs(of supervisor: pid_t) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { pid_t($0) }.filter { pid in
+            guard parentPID(pid) == supervisor,
+                  let command = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))
+            else { return false }
+            return String(decoding: command, as: UTF8.self).contains("__watchdog")
+        }
+    }
 }
 
 struct EtcdContender: Contender {
@@ -113,6 +129,9 @@ struct EtcdContender: Contender {
     /// etcdctl forwards no signal to its command: SIGTERM to etcdctl alone leaves it holding the lock until the
     /// command exits. A graceful stop therefore signals the whole process group, as systemd or Ctrl-C would.
     func terminate(_ pid: pid_t) { kill(-pid, SIGTERM) }
+
+    /// etcdctl's whole process group, its command included.
+    func freezeTargets(_ pid: pid_t) -> [pid_t] { [-pid] }
 }
 
 struct ScenarioResult: Codable, Sendable {
@@ -167,7 +186,7 @@ struct Failover: ParsableCommand {
     @Flag(help: "Also run every Understudy store with children that start a `setsid` escaper (crash and freeze count escapers still running).")
     var escaper = false
 
-    @Flag(help: "Also run the crash and graceful scenarios against `etcdctl lock` on a single-node etcd (installed when missing).")
+    @Flag(help: "Also run the scenarios against `etcdctl lock` on a single-node etcd (installed when missing); freeze stops etcdctl's process group.")
     var etcd = false
 
     @Option(name: .customLong("etcd-ttl"), help: "etcdctl's --ttl, in seconds (1 is the smallest it accepts).")
@@ -176,7 +195,27 @@ struct Failover: ParsableCommand {
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
+    @Option(help: "The wait after the members start and after each round, before the random wait of up to I (default: T + 300ms).")
+    var settle: String?
+
+    @Option(help: "Also draw every sample, side by side on a log time axis, as an SVG file.")
+    var svg: String?
+
+    @Option(help: "Measure nothing: print (and with --svg, draw) a report saved with --json.")
+    var report: String?
+
     func run() throws {
+        let report = try self.report.map { try JSONDecoder().decode(FailoverReport.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
+            ?? measure()
+        if let svg { try FailoverPlot(report: report).svg.write(toFile: svg, atomically: true, encoding: .utf8) }
+        if json {
+            try printJSON(report)
+        } else {
+            print(Self.render(report))
+        }
+    }
+
+    func measure() throws -> FailoverReport {
         Cleanup.shared.installSignalHandlers()
         defer { Cleanup.shared.runAll() }
         let binary = try Binaries.understudy(supervisor.understudy)
@@ -184,6 +223,7 @@ struct Failover: ParsableCommand {
         let heartbeatInterval = try parseDuration(supervisor.heartbeat)
         let activationInterval = try parseDuration(supervisor.activation)
         let wanted = Set(scenarios.split(separator: ",").map(String.init))
+        let settleInterval = try settle.map { try parseDuration($0) } ?? activationInterval + .milliseconds(300)
         let logDirectory = try makeTemporaryDirectory("understudy-bench-logs")
 
         var contenders: [any Contender] = []
@@ -205,20 +245,15 @@ struct Failover: ParsableCommand {
         for (index, contender) in contenders.enumerated() {
             let runner = ScenarioRunner(
                 contender: contender, members: members, rounds: rounds, heartbeat: heartbeatInterval,
-                activation: activationInterval, stampFile: StampFile(path: "\(logDirectory)/stamps-\(index).txt"), prefix: "c\(index)"
+                activation: activationInterval, settle: settleInterval, stampFile: StampFile(path: "\(logDirectory)/stamps-\(index).txt"), prefix: "c\(index)"
             )
             results += try runner.run(scenarios: ["crash", "graceful", "preemption", "freeze"].filter(wanted.contains))
         }
-        let report = FailoverReport(
+        return FailoverReport(
             machine: .current(), command: CommandLine.arguments.joined(separator: " "),
             heartbeatMilliseconds: heartbeatInterval.milliseconds, activationMilliseconds: activationInterval.milliseconds,
             members: members, rounds: rounds, results: results
         )
-        if json {
-            try printJSON(report)
-        } else {
-            print(Self.render(report))
-        }
     }
 
     static func render(_ report: FailoverReport) -> String {
@@ -226,7 +261,7 @@ struct Failover: ParsableCommand {
             guard let d = result.distribution else {
                 return [result.system, result.scenario, "0", "-", "-", "-", "-", "-", "-", "-", "\(result.timeouts) timeouts"]
             }
-            let met = result.targetMilliseconds.map { d.p99 <= $0 ? "met" : "MISSED" } ?? ""
+            let met = result.targetMilliseconds.map { d.p99 <= $0 ? "met" : "**missed**" } ?? ""
             var notes: [String] = []
             if let alive = result.oldChildStillRunning { notes.append("old child or escaper running at the next start: \(alive)/\(d.samples)") }
             if result.timeouts > 0 { notes.append("\(result.timeouts) timeouts") }
@@ -252,6 +287,7 @@ struct ScenarioRunner {
     var rounds: Int
     var heartbeat: Duration
     var activation: Duration
+    var settle: Duration
     var stampFile: StampFile
     var prefix: String
 
@@ -261,20 +297,6 @@ struct ScenarioRunner {
         return text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ")
             return fields.count == 2 && fields[1] == label ? pid_t(fields[0]) : nil
-        }
-    }
-
-    /// The running children of `supervisor` that are watchdogs (`understudy __watchdog`).
-    func childrenRunning(watchdogOf supervisor: pid_t) -> [pid_t] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { pid_t($0) }.filter { pid in
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")"),
-                  let parent = stat[stat.index(after: close)...].split(separator: " ").dropFirst().first.flatMap({ pid_t($0) }),
-                  parent == supervisor,
-                  let command = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))
-            else { return false }
-            return String(decoding: command, as: UTF8.self).contains("__watchdog")
         }
     }
 
@@ -309,7 +331,7 @@ struct ScenarioRunner {
         guard stampFile.wait(after: -1, timeout: .seconds(30)) != nil else {
             throw BenchError("\(contender.name): no member activated within 30 s")
         }
-        let settle = Int(activation.milliseconds) + 300
+        let settle = Int(settle.milliseconds)
         sleep(milliseconds: settle)
         let timeout = activation * 4 + .seconds(10)
 
@@ -331,18 +353,16 @@ struct ScenarioRunner {
                 switch scenario {
                 case "freeze":
                     guard let pid = state.supervisors[active.label] else { throw BenchError("\(contender.name): lost track of \(active.label)") }
-                    let watchdogs = childrenRunning(watchdogOf: pid)
+                    let frozen = contender.freezeTargets(pid)
                     let faultAt = boottime()
-                    kill(pid, SIGSTOP)
-                    for watchdog in watchdogs { kill(watchdog, SIGSTOP) }
+                    for target in frozen { kill(target, SIGSTOP) }
                     if let next = stampFile.wait(after: activeIndex, timeout: timeout, matching: { $0.label != active.label })?.stamp {
                         samples.append(Double(next.at - faultAt) / 1e6)
                         if isRunning(active.pid) || escapers(of: active.label).contains(where: isRunning) { stillRunning += 1 }
                     } else {
                         timeouts += 1
                     }
-                    for watchdog in watchdogs { kill(watchdog, SIGCONT) }
-                    kill(pid, SIGCONT)
+                    for target in frozen.reversed() { kill(target, SIGCONT) }
                     contender.terminate(pid)
                     reap(pid, timeout: .seconds(15))
                     state.supervisors[active.label] = nil
@@ -392,7 +412,7 @@ struct ScenarioRunner {
             // Proof-of-death failover: the watchdog releases the slot once the tree is dead, no waiting for T.
             case ("crash", true): (50, "≤ 50")
             // Frozen with its watchdog, nobody can release: the lease expires; the guard killed the tree before.
-            case ("freeze", true): (t + i + 50, "≤ T + I + 50 = \(format(t + i + 50))")
+            case ("freeze", true): (1.05 * t, "≤ 1.05 × T = \(format(1.05 * t))")
             case ("graceful", true): isPostgres ? (100, "≤ 100") : (i + 20, "≤ I + 20 = \(format(i + 20))")
             default: nil
             }

@@ -118,6 +118,44 @@ struct ContainmentTests {
         }
     }
 
+    /// No release before the death is proven, even when dying takes time: the old command's escaper holds the flock
+    /// and 2 GiB of memory, which the kernel frees (before it closes the process's files) for a good while after
+    /// SIGKILL. A slot released on the kill rather than on the proof would let the next command start while the
+    /// lock is still held.
+    @Test func test_kill9OfTheSupervisor_slowToDieTree_theNextCommandStillGetsTheLockAtOnce() async throws {
+        try #require(Self.cgroupAvailable, "no cgroup v2 leaf can be made here")
+        let scratch = try Scratch()
+        let script = scratch.file("slow-to-die.sh")
+        let log = scratch.file("log")
+        try """
+            #!/bin/sh
+            exec 9>>"\(scratch.file("lock"))"
+            flock -n 9 || echo "OVERLAP $UNDERSTUDY_FENCING_TOKEN" >> "\(log)"
+            echo "start $UNDERSTUDY_FENCING_TOKEN $$ $UNDERSTUDY_MEMBER_ID" >> "\(log)"
+            setsid python3 -c '
+            import os, sys, time
+            memory = bytearray(2 << 30)
+            for i in range(0, len(memory), 4096): memory[i] = 1
+            open(sys.argv[1], "a").write("escaper %s %d\\n" % (os.environ["UNDERSTUDY_FENCING_TOKEN"], os.getpid()))
+            time.sleep(600)
+            ' "\(log)" &
+            wait
+
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        let store = scratch.file("store.db")
+        let a = try Self.member("a", store: store, mode: "cgroup", script: script, in: scratch)
+        #expect(try await eventually(timeout: .seconds(60)) { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
+        let b = try Self.member("b", store: store, mode: "cgroup", script: script, in: scratch)
+        #expect(try await eventually { b.stderr.contains("joined") })
+        a.signal(SIGKILL)
+        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } }, "\(a.stderr)\n\(b.stderr)")
+        #expect(try await eventually { a.stderr.contains("released the slot") }, "\(a.stderr)")
+        Self.checkNoOverlap(scratch.linesByTokenRank("log"))
+        b.signal(SIGTERM)
+        #expect(try await b.exitStatus() == 0)
+    }
+
     /// Proof-of-death failover on PostgreSQL: the watchdog of a killed supervisor opens the store again (its
     /// password from the inherited description, not from arguments) and releases the slot.
     @Test func test_kill9OfTheSupervisor_postgres_theWatchdogReleasesTheSlot() async throws {

@@ -16,6 +16,7 @@ let package = Package(
         .executableTarget(
             name: "understudy-bench",
             dependencies: [
+                .product(name: "UnderstudyCore", package: "Understudy"),
                 .product(name: "Understudy", package: "Understudy"),
                 .product(name: "UnderstudyStore", package: "Understudy"),
                 .product(name: "UnderstudySQLite", package: "Understudy"),

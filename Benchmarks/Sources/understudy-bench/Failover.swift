@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 #endif
 import Understudy
+import UnderstudyCore
 
 /// One line a child wrote when it started.
 struct Stamp: Sendable {

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 #endif
 import Understudy
+import UnderstudyCore
 
 struct ProcessFootprint: Codable, Sendable {
     var role: String

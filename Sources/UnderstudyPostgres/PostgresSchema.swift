@@ -124,12 +124,13 @@ enum PostgresSchema {
     }
 
     /// The newest heartbeat refused because another incarnation holds the id: a waiting member's evidence for the
-    /// store clock. Additive, so schemas of version 2 get it without a new version; checked first so that opening a
-    /// store does not lock the table.
+    /// store clock. Additive, so schemas of version 2 get it without a new version; checked first (in the catalog,
+    /// not the slow `information_schema`: every store open runs this, the watchdog's one-shot release too) so that
+    /// opening a store does not lock the table.
     private static func refusedHeartbeatColumns(schema s: String) -> String {
         """
-            IF NOT EXISTS (SELECT 1 FROM information_schema.columns
-                    WHERE table_schema = '\(s)' AND table_name = 'members' AND column_name = 'refused_sent') THEN
+            IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                    WHERE attrelid = '"\(s)".members'::regclass AND attname = 'refused_sent' AND NOT attisdropped) THEN
                 ALTER TABLE "\(s)".members ADD COLUMN refused_incarnation text, ADD COLUMN refused_at bigint,
                     ADD COLUMN refused_sent bigint;
             END IF;

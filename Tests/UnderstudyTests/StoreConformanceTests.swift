@@ -44,12 +44,24 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
 }
 
 /// What every test of a capability starts from: a clock moved by hand and a scratch directory.
+struct ConformanceFixture {
+    let clock = ManualClock()
+    let directory: TemporaryDirectory
+
+    init() throws {
+        directory = try TemporaryDirectory()
+    }
+}
+
+/// A suite of one capability's conformance tests, each test on a fresh ``ConformanceFixture``.
 protocol ConformanceSuite {
-    var clock: ManualClock { get }
-    var directory: TemporaryDirectory { get }
+    var fixture: ConformanceFixture { get }
 }
 
 extension ConformanceSuite {
+    var clock: ManualClock { fixture.clock }
+    var directory: TemporaryDirectory { fixture.directory }
+
     func store(_ backend: Backend) async throws -> any AnnouncingStore {
         try await backend.makeStores(clock: clock, directory: directory)[0]
     }
@@ -58,12 +70,9 @@ extension ConformanceSuite {
 /// ``LeaseStore``: the semantics of `GroupLedger.apply(_:at:)`.
 @Suite("Lease store conformance", .timeLimit(.minutes(2)))
 struct LeaseStoreConformanceTests: ConformanceSuite {
-    let clock = ManualClock()
-    let directory: TemporaryDirectory
+    let fixture: ConformanceFixture
 
-    init() throws {
-        directory = try TemporaryDirectory()
-    }
+    init() throws { fixture = try ConformanceFixture() }
 
     @Test(arguments: Backend.allCases)
     func acquire_freeSlot_grantsFirstTokenAndRefusesTheNext(_ backend: Backend) async throws {
@@ -248,12 +257,9 @@ struct LeaseStoreConformanceTests: ConformanceSuite {
 /// ``ChangeAnnouncing``: releases and joins reach the other handles of the store, and only for their group.
 @Suite("Change announcement conformance", .timeLimit(.minutes(2)))
 struct ChangeAnnouncementConformanceTests: ConformanceSuite {
-    let clock = ManualClock()
-    let directory: TemporaryDirectory
+    let fixture: ConformanceFixture
 
-    init() throws {
-        directory = try TemporaryDirectory()
-    }
+    init() throws { fixture = try ConformanceFixture() }
 
     @Test(arguments: Backend.allCases)
     func joinsAndReleases_areAnnouncedToOtherHandles_andOnlyToTheirGroup(_ backend: Backend) async throws {
@@ -283,12 +289,9 @@ struct ChangeAnnouncementConformanceTests: ConformanceSuite {
 /// ``GroupDirectory``: one group by name, and the names page by page.
 @Suite("Group directory conformance", .timeLimit(.minutes(2)))
 struct GroupDirectoryConformanceTests: ConformanceSuite {
-    let clock = ManualClock()
-    let directory: TemporaryDirectory
+    let fixture: ConformanceFixture
 
-    init() throws {
-        directory = try TemporaryDirectory()
-    }
+    init() throws { fixture = try ConformanceFixture() }
 
     @Test(arguments: Backend.allCases)
     func groups_listsEveryGroupByName(_ backend: Backend) async throws {

@@ -22,7 +22,7 @@ import UnderstudyStore
 /// Hooks run like the command, under a watchdog and bound to the same lease, and are killed with it.
 ///
 /// A supervisor touches nothing process-wide (no signal handlers, no metrics bootstrap, no `exit`), so one process
-/// can run many: its owner turns signals into ``shutdown(reason:)`` and ``stopAtOnce()``. The process's executable
+/// can run many: its owner turns signals into ``shutdown(reason:)`` and ``stopAtOnce(reason:)``. The process's executable
 /// must run the watchdog when started with ``WatchedProcess/watchdogArgument`` (see `understudy`'s `main.swift`).
 public final class Supervisor: Sendable {
     public struct Settings: Sendable {
@@ -80,7 +80,7 @@ public final class Supervisor: Sendable {
         case left
         /// With ``Settings/once``: the command ran once and exited with this status.
         case ranOnce(status: Int32)
-        /// ``stopAtOnce()`` stopped it.
+        /// ``stopAtOnce(reason:)`` stopped it.
         case stoppedAtOnce
     }
 
@@ -91,7 +91,7 @@ public final class Supervisor: Sendable {
         var onceStatus: Int32?
         var shuttingDown = false
         var stoppedAtOnce = false
-        /// The token of the activation under way, which ``stopAtOnce()`` releases.
+        /// The token of the activation under way, which ``stopAtOnce(reason:)`` releases.
         var token: FencingToken?
     }
 
@@ -213,13 +213,13 @@ public final class Supervisor: Sendable {
 
     /// Stops at once: kills the command's tree, and once it is proven gone releases the slot (waiting at most T:
     /// the lease expires anyway). ``run()`` may go on leaving; the owner is expected to end the process.
-    public func stopAtOnce() async {
+    public func stopAtOnce(reason: String) async {
         let (child, token, member) = state.withLock { state in
             state.shuttingDown = true
             state.stoppedAtOnce = true
             return (state.child, state.token, state.member)
         }
-        logger.warning("second SIGINT: stopping at once")
+        logger.warning("stopping at once", metadata: ["reason": "\(reason)"])
         child?.kill()
         if let child { _ = await child.waitForExit() }
         guard let token, let member else { return }

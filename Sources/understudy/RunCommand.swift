@@ -107,7 +107,7 @@ struct Run: AsyncParsableCommand {
                 if signal == .sigint { interrupts += 1 }
                 if supervisor.shutdown(reason: "\(signal)") { continue }
                 if interrupts == 2 {
-                    await supervisor.stopAtOnce()
+                    await supervisor.stopAtOnce(reason: "second SIGINT")
                     Glibc.exit(ExitStatus.interrupted.rawValue)
                 }
             }

@@ -152,7 +152,7 @@ private final class Tour: @unchecked Sendable {
     }
 
     private func poll() async throws -> [GroupChange] {
-        let views = try await store.groups().filter { $0.group == group }
+        let views = try await store.group(named: group).map { [$0] } ?? []
         let changes = tracker.update(views)
         for change in changes {
             if change.kind == .activate, let token = change.token { tokens.append(token) }

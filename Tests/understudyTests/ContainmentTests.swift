@@ -58,6 +58,19 @@ struct ContainmentTests {
         )
     }
 
+    /// Starts `a` and waits until its command (token 1) has started its escaper, then starts `b` and waits until it
+    /// has joined as the standby.
+    static func activeAndStandby(
+        store: String, mode: String, extraA: [String] = [], extraB: [String] = [], within timeout: Duration = .seconds(15),
+        script: String, in scratch: Scratch
+    ) async throws -> (a: Launched, b: Launched) {
+        let a = try member("a", store: store, mode: mode, script: script, in: scratch, extra: extraA)
+        #expect(try await eventually(timeout: timeout) { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } }, "\(a.stderr)")
+        let b = try member("b", store: store, mode: mode, script: script, in: scratch, extra: extraB)
+        #expect(try await eventually { b.stderr.contains("joined") }, "\(b.stderr)")
+        return (a, b)
+    }
+
     /// The pid of the watchdog that runs the command for `member`, from its log.
     static func watchdogPID(_ member: Launched) -> pid_t? {
         guard let range = member.stderr.range(of: "watchdog=") else { return nil }
@@ -85,10 +98,7 @@ struct ContainmentTests {
         let scratch = try Scratch()
         let script = try Self.escapingScript(in: scratch)
         let store = scratch.file("store.db")
-        let a = try Self.member("a", store: store, mode: mode, script: script, in: scratch)
-        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
-        let b = try Self.member("b", store: store, mode: mode, script: script, in: scratch)
-        #expect(try await eventually { b.stderr.contains("joined") })
+        let (a, b) = try await Self.activeAndStandby(store: store, mode: mode, script: script, in: scratch)
         let escaper = try #require(entries(scratch.linesByTokenRank("log")).first { $0.kind == "escaper" }).pid
         let watchdog = try #require(Self.watchdogPID(a))
         switch victim {
@@ -144,10 +154,7 @@ struct ContainmentTests {
             """.write(toFile: script, atomically: true, encoding: .utf8)
         chmod(script, 0o755)
         let store = scratch.file("store.db")
-        let a = try Self.member("a", store: store, mode: "cgroup", script: script, in: scratch)
-        #expect(try await eventually(timeout: .seconds(60)) { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
-        let b = try Self.member("b", store: store, mode: "cgroup", script: script, in: scratch)
-        #expect(try await eventually { b.stderr.contains("joined") })
+        let (a, b) = try await Self.activeAndStandby(store: store, mode: "cgroup", within: .seconds(60), script: script, in: scratch)
         a.signal(SIGKILL)
         #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } }, "\(a.stderr)\n\(b.stderr)")
         #expect(try await eventually { a.stderr.contains("released the slot") }, "\(a.stderr)")
@@ -165,10 +172,7 @@ struct ContainmentTests {
         let script = try Self.escapingScript(in: scratch)
         // A long lease: only the watchdog's release lets b in within the test's patience.
         let long = ["--heartbeat", "10s", "--activation", "60s"]
-        let a = try Self.member("a", store: store, mode: "auto", script: script, in: scratch, extra: long)
-        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } }, "\(a.stderr)")
-        let b = try Self.member("b", store: store, mode: "auto", script: script, in: scratch, extra: long)
-        #expect(try await eventually { b.stderr.contains("joined") })
+        let (a, b) = try await Self.activeAndStandby(store: store, mode: "auto", extraA: long, extraB: long, script: script, in: scratch)
         a.signal(SIGKILL)
         #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } }, "\(a.stderr)\n\(b.stderr)")
         #expect(a.stderr.contains("released the slot"), "\(a.stderr)")
@@ -201,10 +205,7 @@ struct ContainmentTests {
         // In process-group mode the escaper never gets SIGTERM: COMMAND waits for it until --stop-grace (2 s).
         let script = try Self.escapingScript(in: scratch, waitingOnSIGTERM: true)
         let store = scratch.file("store.db")
-        let a = try Self.member("a", store: store, mode: mode, script: script, in: scratch)
-        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
-        let b = try Self.member("b", store: store, mode: mode, script: script, in: scratch)
-        #expect(try await eventually { b.stderr.contains("joined") })
+        let (a, b) = try await Self.activeAndStandby(store: store, mode: mode, script: script, in: scratch)
         a.signal(SIGTERM)
         #expect(try await a.exitStatus() == 0)
         #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } })
@@ -221,10 +222,7 @@ struct ContainmentTests {
         let scratch = try Scratch()
         let script = try Self.escapingScript(in: scratch)
         let store = scratch.file("store.db")
-        let a = try Self.member("a", store: store, mode: mode, script: script, in: scratch, extra: ["--stop-grace", "500ms"])
-        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
-        let b = try Self.member("b", store: store, mode: mode, script: script, in: scratch)
-        #expect(try await eventually { b.stderr.contains("joined") })
+        let (a, b) = try await Self.activeAndStandby(store: store, mode: mode, extraA: ["--stop-grace", "500ms"], script: script, in: scratch)
         let escaper = try #require(entries(scratch.linesByTokenRank("log")).first { $0.kind == "escaper" }).pid
         let watchdog = try #require(Self.watchdogPID(a))
         kill(watchdog, SIGSTOP)
@@ -245,10 +243,7 @@ struct ContainmentTests {
         let scratch = try Scratch()
         let script = try Self.escapingScript(in: scratch)
         let store = scratch.file("store.db")
-        let a = try Self.member("a", store: store, mode: mode, script: script, in: scratch)
-        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
-        let b = try Self.member("b", store: store, mode: mode, script: script, in: scratch)
-        #expect(try await eventually { b.stderr.contains("joined") })
+        let (a, b) = try await Self.activeAndStandby(store: store, mode: mode, script: script, in: scratch)
         let escaper = try #require(entries(scratch.linesByTokenRank("log")).first { $0.kind == "escaper" }).pid
         let watchdog = try #require(Self.watchdogPID(a))
         try await a.freeze()
@@ -274,10 +269,7 @@ struct ContainmentTests {
             "--on-activate", "echo hook-activate $UNDERSTUDY_FENCING_TOKEN 0 >> \(log)",
             "--on-deactivate", "echo hook-deactivate $UNDERSTUDY_FENCING_TOKEN 0 >> \(log)",
         ]
-        let a = try Self.member("a", store: store, mode: "auto", script: script, in: scratch, extra: hooks)
-        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
-        let b = try Self.member("b", store: store, mode: "auto", script: script, in: scratch, extra: hooks)
-        #expect(try await eventually { b.stderr.contains("joined") })
+        let (a, b) = try await Self.activeAndStandby(store: store, mode: "auto", extraA: hooks, extraB: hooks, script: script, in: scratch)
         try await a.freeze()
         #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("start 2") } })
         a.signal(SIGCONT)
@@ -337,10 +329,7 @@ struct ContainmentTests {
         let store = try await scratch.seasonedSQLiteStore("store.db")
         // A lease far longer than the test's patience: only a release lets b in.
         let long = ["--heartbeat", "10s", "--activation", "60s"]
-        let a = try Self.member("a", store: store, mode: "auto", script: script, in: scratch, extra: long + ["--stop-grace", "60s"])
-        #expect(try await eventually { scratch.linesByTokenRank("log").contains { $0.hasPrefix("escaper 1") } })
-        let b = try Self.member("b", store: store, mode: "auto", script: script, in: scratch, extra: long)
-        #expect(try await eventually { b.stderr.contains("joined") })
+        let (a, b) = try await Self.activeAndStandby(store: store, mode: "auto", extraA: long + ["--stop-grace", "60s"], extraB: long, script: script, in: scratch)
         a.signal(SIGINT)
         #expect(try await eventually { a.stderr.contains("shutting down") })
         a.signal(SIGINT)

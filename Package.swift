@@ -21,6 +21,7 @@ let package = Package(
     products: [
         .library(name: "UnderstudyCore", targets: ["UnderstudyCore"]),
         .library(name: "UnderstudyStore", targets: ["UnderstudyStore"]),
+        .library(name: "UnderstudyStoreConformance", targets: ["UnderstudyStoreConformance"]),
         .library(name: "UnderstudySQLite", targets: ["UnderstudySQLite"]),
         .library(name: "UnderstudyPostgres", targets: ["UnderstudyPostgres"]),
         .library(name: "Understudy", targets: ["Understudy"]),
@@ -49,6 +50,8 @@ let package = Package(
         // 2. The store contract and its kit: capability protocols, errors, clocks, the heartbeat batcher, change
         //    subscribers and the in-memory backend.
         .target(name: "UnderstudyStore", dependencies: ["UnderstudyCore"]),
+        //    The conformance kit: one suite of checks per capability, which every backend's tests run (Swift Testing).
+        .target(name: "UnderstudyStoreConformance", dependencies: ["UnderstudyCore", "UnderstudyStore"]),
         // 3. One target per backend, so a user builds only the database client it uses.
         .target(
             name: "UnderstudySQLite",
@@ -138,6 +141,7 @@ let package = Package(
             name: "UnderstudyTests",
             dependencies: [
                 "UnderstudyStore",
+                "UnderstudyStoreConformance",
                 "UnderstudySQLite",
                 "UnderstudyPostgres",
                 "Understudy",

@@ -4,6 +4,7 @@ import Understudy
 import UnderstudyCore
 import UnderstudyPostgres
 import UnderstudyStore
+import UnderstudyStoreConformance
 @testable import UnderstudyPostgres
 
 /// The PostgreSQL store against what happens to servers: clock steps, a dropped schema, a failover to a replica

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Understudy
 import UnderstudyCore
+import UnderstudyStoreConformance
 import UnderstudySQLite
 import UnderstudySimulator
 

@@ -6,6 +6,7 @@ import UnderstudyCore
 import UnderstudySQLite
 import UnderstudySimulator
 import UnderstudyStore
+import UnderstudyStoreConformance
 
 @Suite("SQLite store", .timeLimit(.minutes(2)))
 struct SQLiteStoreTests {

@@ -6,24 +6,7 @@ import Understudy
 import UnderstudyCore
 import UnderstudySQLite
 import UnderstudyStore
-
-/// A store clock that only moves when a test moves it.
-final class ManualClock: Sendable {
-    private let current = Mutex(Instant(nanoseconds: 1_000_000_000))
-
-    var now: Instant { current.withLock { $0 } }
-
-    func advance(by duration: Duration) {
-        current.withLock { $0 = $0 + duration }
-    }
-
-    var read: @Sendable () -> Instant { { self.now } }
-
-    /// This clock as a SQLite store's host clock, with a wall clock that reads `wall` (0: tokens count from 1).
-    func host(boot: String = "boot-1", host: String = "test-host", wall: @escaping @Sendable () -> UInt64 = { 0 }) -> HostClock {
-        HostClock(bootID: boot, host: host, now: read, wallMicroseconds: wall)
-    }
-}
+import UnderstudyStoreConformance
 
 /// A SQLite store on the host's clock whose file counts as long in use (a new file grants nothing for T, which
 /// tests with a long T cannot wait for), with tokens that count from 1.
@@ -53,7 +36,7 @@ final class TemporaryDirectory: Sendable {
 }
 
 func member(_ id: String, weight: Int = 50, incarnation: String? = nil) throws -> MemberInfo {
-    try MemberInfo(id: MemberID(id), incarnation: incarnation ?? "\(id)-1", weight: weight, host: "test-host", pid: 42)
+    try ConformanceSamples.member(id, weight: weight, incarnation: incarnation)
 }
 
 func heartbeat(
@@ -64,7 +47,7 @@ func heartbeat(
     phase: MemberPhase = .standby,
     _ intent: Heartbeat.Intent
 ) throws -> Heartbeat {
-    try Heartbeat(group: GroupName(group), activeGoal: goal, activationInterval: activation, member: member, phase: phase, intent: intent)
+    try ConformanceSamples.heartbeat(member, group: group, goal: goal, activation: activation, phase: phase, intent)
 }
 
 /// Polls `condition` until it holds or `timeout` passes; for waiting on other processes, whose progress

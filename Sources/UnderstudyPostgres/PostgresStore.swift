@@ -42,7 +42,7 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
     private let poolConfiguration: PostgresClient.Configuration
     private let listenerTask: Mutex<Task<Void, Never>?> = Mutex(nil)
     private let batcher: HeartbeatBatcher
-    private let subscribers = ChangeSubscribers()
+    private let subscribers = ChangeSubscribers<GroupName>()
     private let clock: (@Sendable () -> Instant)?
     private let logger: Logger
     private let roundTripCount = Atomic<Int>(0)

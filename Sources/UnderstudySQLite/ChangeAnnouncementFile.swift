@@ -13,7 +13,7 @@ package final class ChangeAnnouncementFile: Sendable {
     package static let maximumSize = 64 * 1024
 
     package let path: String
-    package let subscribers = ChangeSubscribers()
+    package let subscribers = ChangeSubscribers<GroupName>()
     private let logger = Logger(label: "understudy.sqlite")
 
     private struct Watch {

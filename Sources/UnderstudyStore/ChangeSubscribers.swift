@@ -1,11 +1,11 @@
 import Synchronization
 import UnderstudyCore
 
-/// The subscribers to a store's announced changes, by group, so an announcement wakes only the members of
-/// its own group (see ``ChangeAnnouncing/changes(of:)``).
-package final class ChangeSubscribers: Sendable {
+/// The subscribers to a store's announced changes, by topic (a group, a queue), so an announcement wakes only
+/// those of its own topic (see ``ChangeAnnouncing/changes(of:)`` and ``JobQueueStore/enqueued(on:)``).
+package final class ChangeSubscribers<Topic: Hashable & Sendable>: Sendable {
     private struct State {
-        var byGroup: [GroupName: [Int: AsyncStream<Void>.Continuation]] = [:]
+        var byGroup: [Topic: [Int: AsyncStream<Void>.Continuation]] = [:]
         var nextID = 0
         var finished = false
     }
@@ -15,7 +15,7 @@ package final class ChangeSubscribers: Sendable {
     public init() {}
 
     /// A stream with an element for each announcement of `group`, until ``finishAll()``.
-    public func subscribe(to group: GroupName) -> AsyncStream<Void> {
+    public func subscribe(to group: Topic) -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let id: Int? = state.withLock { state in
             guard !state.finished else { return nil }
@@ -36,7 +36,7 @@ package final class ChangeSubscribers: Sendable {
         return stream
     }
 
-    public func announce(_ group: GroupName) {
+    public func announce(_ group: Topic) {
         for continuation in state.withLock({ Array($0.byGroup[group]?.values ?? [:].values) }) { continuation.yield() }
     }
 

@@ -61,6 +61,11 @@ struct StoreConformanceTests {
         try await run(check, on: backend) { $0 }
     }
 
+    @Test(arguments: [Backend.inMemory], JobQueueConformance.checks)
+    func jobQueue(_ backend: Backend, _ check: ConformanceCheck<any JobQueueStore>) async throws {
+        try await run(check, on: backend) { $0 as! any JobQueueStore }
+    }
+
     private func run<Store>(
         _ check: ConformanceCheck<Store>,
         on backend: Backend,

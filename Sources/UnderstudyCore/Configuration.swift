@@ -140,6 +140,7 @@ public enum ConfigurationError: Error, Hashable, Sendable, CustomStringConvertib
     case nonPositiveInterval(name: String, Duration)
     case activationNotAboveTwiceHeartbeat(heartbeat: Duration, activation: Duration)
     case preparationOutOfRange(preparation: Duration, activation: Duration)
+    case concurrencyOutOfRange(Int)
 
     public var description: String {
         switch self {
@@ -156,6 +157,8 @@ public enum ConfigurationError: Error, Hashable, Sendable, CustomStringConvertib
         case .activationNotAboveTwiceHeartbeat(let heartbeat, let activation):
             "activation interval \(activation.formatted) must be greater than twice the heartbeat interval "
                 + "\(heartbeat.formatted): raise the activation interval or lower the heartbeat interval"
+        case .concurrencyOutOfRange(let concurrency):
+            "invalid concurrency \(concurrency): it must be between 1 and \(QueueWorkerConfiguration.concurrencies.upperBound)"
         case .preparationOutOfRange(let preparation, let activation):
             "preparation interval \(preparation.formatted) must be greater than zero and less than the "
                 + "activation interval \(activation.formatted)"

@@ -13,6 +13,8 @@
 /// - **Tokens**: every claim of a job takes a token larger than the job's last one, and at least the store's wall
 ///   clock in microseconds (``StoreMoment/tokenFloor``), so a restored store never hands out a token twice.
 /// - **Outcomes** are recorded only with the claim's token and before its expiry; otherwise they are stale.
+/// - **A record that may be incomplete** (``StoreMoment/recordCompleteSince``: a replaced or restored store)
+///   grants no claim for one claim lease, since a claim the lost record held may still run.
 public struct JobQueueLedger: Sendable {
     /// A job as the store keeps it.
     public struct Job: Hashable, Sendable {
@@ -80,6 +82,7 @@ public struct JobQueueLedger: Sendable {
     /// Claims up to `limit` claimable jobs of `queue` for `worker`, each for `lease` from now.
     public mutating func claim(queue: QueueName, worker: WorkerID, limit: Int, lease: Duration, at moment: StoreMoment) -> [JobClaim] {
         let now = moment.now
+        if let since = moment.recordCompleteSince, now < since + lease { return [] }
         expireClaims(at: now)
         let ordered = jobs.values.filter { $0.spec.queue == queue }.sorted { $0.id < $1.id }
         var blockedKeys: Set<String> = []

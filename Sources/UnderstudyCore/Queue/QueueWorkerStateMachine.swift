@@ -378,9 +378,12 @@ public struct QueueWorkerStateMachine: Sendable {
             for outcome in unsent { working.held[outcome.claim.id]?.phase = .recording(outcome, inFlight: true) }
             actions.append(.record(unsent))
         }
-        if !working.renewInFlight, let renewBy = working.held.values.map(\.timeline.renewBy).min(), renewBy <= now {
+        // Every claim is renewed while it may still be valid, even one whose job is stopping (it is given back
+        // afterwards), except those the store said are lost.
+        let renewable = working.held.values.filter { if case .stopping(.lost) = $0.phase { false } else { true } }
+        if !working.renewInFlight, let renewBy = renewable.map(\.timeline.renewBy).min(), renewBy <= now {
             working.renewInFlight = true
-            actions.append(.renew(working.held.values.map(\.claim.reference).sorted { $0.id < $1.id }))
+            actions.append(.renew(renewable.map(\.claim.reference).sorted { $0.id < $1.id }))
         }
         let free = configuration.concurrency - working.held.count
         if graceEnds == nil, !working.claimInFlight, free > 0, working.nextPoll.map({ $0 <= now }) ?? true {
@@ -391,7 +394,10 @@ public struct QueueWorkerStateMachine: Sendable {
     }
 
     private func nextTick(working: Working, graceEnds: Instant?, now: Instant) -> Instant? {
-        var candidates: [Instant] = working.held.values.flatMap { [$0.timeline.selfFence, $0.timeline.renewBy] }
+        var candidates: [Instant] = working.held.values.flatMap { held -> [Instant] in
+            if case .stopping(.lost) = held.phase { return [] }
+            return [held.timeline.selfFence, held.timeline.renewBy]
+        }
         if let poll = working.nextPoll, graceEnds == nil { candidates.append(poll) }
         if let graceEnds, working.held.values.contains(where: { if case .working = $0.phase { true } else { false } }) {
             candidates.append(graceEnds)

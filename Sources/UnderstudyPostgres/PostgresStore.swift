@@ -81,8 +81,9 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
         self.clock = clock
         let connection = PostgresConnection(location: location, timeout: timeout, logger: logger)
         self.connection = connection
-        leases = PostgresLeases(connection: connection, clock: clock)
-        batcher = HeartbeatBatcher(window: batchWindow)
+        let leases = PostgresLeases(connection: connection, clock: clock)
+        self.leases = leases
+        batcher = HeartbeatBatcher(window: batchWindow) { batch in try await leases.send(batch) }
         do {
             try await connection.migrate()
         } catch {
@@ -104,8 +105,7 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
     public var description: String { location.description }
 
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
-        let leases = leases
-        return try await batcher.submit(heartbeat) { batch in try await leases.send(batch) }
+        try await batcher.submit(heartbeat)
     }
 
     /// One indexed read of the group's rows; a corrupt row of another group does not matter here.

@@ -31,7 +31,7 @@ public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, Cu
     public let isReadOnly: Bool
     /// The open file, which every transaction runs through; the batcher's round trips hold it too, not the store.
     private let database: SQLiteDatabase
-    private let batcher = HeartbeatBatcher(window: .zero)
+    private let batcher: HeartbeatBatcher
     private let announcements: ChangeAnnouncementFile
 
     /// `sqlite://` and the path, as members log it at start.
@@ -55,15 +55,17 @@ public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, Cu
     public init(path: String = SQLiteStore.defaultPath, clock: HostClock? = nil, readOnly: Bool = false) throws {
         self.path = path
         self.isReadOnly = readOnly
-        announcements = ChangeAnnouncementFile(path: path + "-changes")
-        database = try SQLiteDatabase(path: path, clock: try clock ?? HostClock.system(), readOnly: readOnly)
+        let announcements = ChangeAnnouncementFile(path: path + "-changes")
+        let database = try SQLiteDatabase(path: path, clock: try clock ?? HostClock.system(), readOnly: readOnly)
+        self.announcements = announcements
+        self.database = database
+        batcher = HeartbeatBatcher(window: .zero) { batch in
+            try await SQLiteStore.apply(batch, in: database, announcing: announcements)
+        }
     }
 
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
-        let (database, announcements) = (database, announcements)
-        return try await batcher.submit(heartbeat) { batch in
-            try await Self.apply(batch, in: database, announcing: announcements)
-        }
+        try await batcher.submit(heartbeat)
     }
 
     public func changes(of group: GroupName) -> AsyncStream<Void> {

@@ -35,23 +35,17 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
     /// The most heartbeats one round trip carries; more due together travel in several, side by side.
     public static let maximumBatchSize = HeartbeatBatcher.maximumBatch
 
-    /// The connection pool in use. A round trip that times out may leave its connection waiting for a reply that
-    /// never comes (postgres-nio cannot cancel that wait), so the pool is then replaced: shutting the old one down
-    /// closes all its connections, and the new one connects afresh.
-    private let pool: Mutex<Pool>
-    private let poolConfiguration: PostgresClient.Configuration
+    /// The connection pool, which every query runs through; see ``PostgresConnection``.
+    private let connection: PostgresConnection
+    /// The heartbeat round trips; the batcher's send function holds them (and the connection), not the store.
+    private let leases: PostgresLeases
     private let listenerTask: Mutex<Task<Void, Never>?> = Mutex(nil)
     private let batcher: HeartbeatBatcher
     private let subscribers = ChangeSubscribers<GroupName>()
     private let clock: (@Sendable () -> Instant)?
-    private let logger: Logger
-    private let roundTripCount = Atomic<Int>(0)
-    /// The largest token seen in each group's views: a heartbeat carries it, and a record that holds less has lost
-    /// commits (see `PostgresSchema`).
-    private let seenTokens = Mutex<[GroupName: FencingToken]>([:])
 
     /// How many heartbeat round trips this store has made so far (each may carry many heartbeats).
-    public var roundTrips: Int { roundTripCount.load(ordering: .relaxed) }
+    public var roundTrips: Int { leases.roundTrips }
 
     /// Connects, then creates or checks the schema.
     ///
@@ -85,102 +79,47 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
         self.batchWindow = batchWindow
         self.timeout = timeout
         self.clock = clock
-        var configuration = PostgresClient.Configuration(
-            host: location.host,
-            port: location.port,
-            username: location.user,
-            password: location.password,
-            database: location.database,
-            tls: location.tls
-        )
-        configuration.options.connectTimeout = .seconds(3)
-        configuration.options.maximumConnections = 4
-        // The schema's functions lock before they read, which is right under read committed only: under repeatable
-        // read or serializable (a database's or role's default) concurrent heartbeats and first starts would fail.
-        configuration.options.additionalStartupParameters = [("default_transaction_isolation", "read committed")]
-        // Connection failures surface as failed heartbeats, which the member logs (rate-limited); postgres-nio's own
-        // per-attempt logs stay quiet, or an outage would flood the log.
-        let quietLogger = {
-            var quiet = logger
-            quiet.logLevel = max(logger.logLevel, .critical)
-            return quiet
-        }()
-        self.logger = quietLogger
-        poolConfiguration = configuration
-        let pool = Pool(configuration: configuration, logger: quietLogger)
-        self.pool = Mutex(pool)
-        batcher = HeartbeatBatcher(window: batchWindow)
+        let connection = PostgresConnection(location: location, timeout: timeout, logger: logger)
+        self.connection = connection
+        let leases = PostgresLeases(connection: connection, clock: clock)
+        self.leases = leases
+        batcher = HeartbeatBatcher(window: batchWindow) { batch in try await leases.send(batch) }
         do {
-            try await withTimeout(timeout, location: location) { try await Self.migrate(pool.client, location: location, logger: quietLogger) }
+            try await connection.migrate()
         } catch {
-            pool.shutDown()
-            throw Self.storeError(error, location: location, opening: true)
+            connection.shutDown()
+            throw PostgresConnection.storeError(error, location: location, opening: true)
         }
         await startListening()
     }
 
     deinit {
-        pool.withLock { $0.shutDown() }
+        connection.shutDown()
         listenerTask.withLock { $0?.cancel() }
     }
 
-    /// Creates, checks or migrates the schema.
-    private static func migrate(_ client: PostgresClient, location: PostgresLocation, logger: Logger) async throws {
-        _ = try await client.query(PostgresQuery(unsafeSQL: PostgresSchema.migration(schema: location.schema)), logger: logger)
-    }
-
-    /// Whether the server failed a call because the schema or its functions are gone (dropped while members ran).
-    private static func schemaIsMissing(_ error: any Error) -> Bool {
-        guard let state = (error as? PSQLError)?.serverInfo?[.sqlState] else { return false }
-        return ["3F000", "42883", "42P01"].contains(state)  // invalid schema name, undefined function or table
-    }
-
     /// How many times a round trip timed out and the connection pool was replaced.
-    public var poolReplacements: Int { pool.withLock { $0.generation } }
-
-    private var client: PostgresClient { pool.withLock { $0.client } }
-
-    /// Runs `body` on the current pool within ``timeout``; if it times out, replaces that pool (unless another
-    /// timeout already has).
-    private func withPool<Value: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> Value) async throws -> Value {
-        let current = pool.withLock { $0 }
-        return try await withTimeout(timeout, location: location, onTimeout: { [weak self] in
-            self?.replacePool(current)
-        }) {
-            try await body(current.client)
-        }
-    }
-
-    private func replacePool(_ stale: Pool) {
-        let replaced = pool.withLock { pool -> Bool in
-            guard pool.generation == stale.generation else { return false }
-            pool = Pool(configuration: poolConfiguration, logger: logger, generation: stale.generation + 1)
-            return true
-        }
-        guard replaced else { return }
-        logger.debug("a round trip timed out; replacing the connection pool", metadata: ["replacements": "\(stale.generation + 1)"])
-        stale.shutDown()
-    }
+    public var poolReplacements: Int { connection.poolReplacements }
 
     /// The store's URL without its password, as members log it at start.
     public var description: String { location.description }
 
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
-        try await batcher.submit(heartbeat) { batch in try await self.send(batch) }
+        try await batcher.submit(heartbeat)
     }
 
     /// One indexed read of the group's rows; a corrupt row of another group does not matter here.
     public func group(named name: GroupName) async throws -> GroupView? {
-        let (schema, location) = (location.schema, location)
+        let (schema, location, logger) = (location.schema, location, connection.logger)
         let now = clock.map { $0().nanoseconds / 1_000 }
         do {
-            return try await withPool { client in
+            return try await connection.withPool { client in
                 let rows = try await client.query(
                     """
                     SELECT "\(unescaped: schema)".understudy_view(name, coalesce(\(now), "\(unescaped: schema)".understudy_group_now(name)))::text
                     FROM "\(unescaped: schema)".groups WHERE name = \(name.rawValue)
                     """,
-                    logger: self.logger
+                    logger: logger
                 )
                 for try await text in rows.decode(String.self) { return try Self.decodeView(text, location: location) }
                 return nil
@@ -188,25 +127,25 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
         } catch let error as StoreError {
             throw error
         } catch {
-            throw Self.storeError(error, location: location, opening: false)
+            throw PostgresConnection.storeError(error, location: location, opening: false)
         }
     }
 
     public func groupNames(after cursor: GroupName?, limit: Int) async throws -> [GroupName] {
-        let (schema, location) = (location.schema, location)
+        let (schema, location, logger) = (location.schema, location, connection.logger)
         let (after, limit) = (cursor?.rawValue ?? "", max(0, limit))
         do {
-            return try await withPool { client in
+            return try await connection.withPool { client in
                 let rows = try await client.query(
                     #"SELECT name FROM "\#(unescaped: schema)".groups WHERE name > \#(after) ORDER BY name LIMIT \#(limit)"#,
-                    logger: self.logger
+                    logger: logger
                 )
                 var names: [GroupName] = []
                 for try await name in rows.decode(String.self) { if let name = try? GroupName(name) { names.append(name) } }
                 return names
             }
         } catch {
-            throw Self.storeError(error, location: location, opening: false)
+            throw PostgresConnection.storeError(error, location: location, opening: false)
         }
     }
 
@@ -217,33 +156,42 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
     public func close() async throws {
         listenerTask.withLock { $0?.cancel() }
         subscribers.finishAll()
-        pool.withLock { $0.shutDown() }
+        connection.shutDown()
     }
 
-    // MARK: Round trips
-
-    private func send(_ batch: [Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>] {
-        let seen = seenTokens.withLock { seen in batch.map { seen[$0.group] } }
-        let items = batch.enumerated().map { index, heartbeat in BatchItem(index: index, heartbeat, seen: seen[index]) }
-        let payload = String(decoding: try JSONEncoder().encode(items), as: UTF8.self)
-        let text: String
-        do {
-            text = try await apply(payload, isolated: false)
-        } catch let error as StoreError where error.kind == .corrupt {
-            // The server raised an error for some heartbeat, and the whole batch was rolled back: apply it again,
-            // each heartbeat on its own, so only the heartbeats at fault fail.
-            logger.debug("a batch failed on the server; applying its heartbeats one by one", metadata: ["error": "\(error)"])
-            text = try await apply(payload, isolated: true)
-        }
-        let replies = Self.replies(text, to: batch, location: location)
-        seenTokens.withLock { seen in
-            for case .success(let reply) in replies {
-                guard let token = reply.view.lastToken else { continue }
-                seen[reply.view.group] = max(seen[reply.view.group] ?? token, token)
+    /// Listens for announced changes on a connection of its own, reconnecting after failures; returns once the first
+    /// `LISTEN` is in place (or has failed: polling still works without it). The task ends when it is cancelled (by
+    /// ``close()`` or when the store is released).
+    private func startListening() async {
+        let channel = PostgresSchema.channel(schema: location.schema)
+        let (connection, subscribers, logger) = (connection, subscribers, connection.logger)
+        let (ready, signalReady) = AsyncStream<Void>.makeStream()
+        let task = Task {
+            while !Task.isCancelled {
+                do {
+                    try await connection.client.withConnection { connection in
+                        try await connection.listen(on: channel) { notifications in
+                            signalReady.yield()
+                            for try await notification in notifications {
+                                guard let group = try? GroupName(notification.payload) else { continue }
+                                subscribers.announce(group)
+                            }
+                        }
+                    }
+                } catch {
+                    signalReady.yield()
+                    if Task.isCancelled { return }
+                    logger.debug("listening for announced changes failed; retrying", metadata: ["error": "\(String(reflecting: error))"])
+                }
+                try? await Task.sleep(for: .milliseconds(500))
             }
         }
-        return replies
+        listenerTask.withLock { $0 = task }
+        var iterator = ready.makeAsyncIterator()
+        _ = await iterator.next()
     }
+
+    // MARK: Decoding
 
     /// The replies to `batch` in the server's answer `text`: a reply, or the error of a heartbeat whose part of the
     /// answer is missing or out of range. Never traps, whatever the text.
@@ -269,115 +217,6 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
             }
         }
         return replies
-    }
-
-    /// One round trip: the batch applied by `understudy_heartbeats`, with its answer as JSON text.
-    private func apply(_ payload: String, isolated: Bool, recreating: Bool = true) async throws -> String {
-        let schema = location.schema
-        let now = clock.map { $0().nanoseconds / 1_000 }
-        roundTripCount.add(1, ordering: .relaxed)
-        do {
-            return try await withPool { client in
-                let rows = try await client.query(
-                    "SELECT \"\(unescaped: schema)\".understudy_heartbeats(\(payload)::jsonb, \(now), \(isolated))::text",
-                    logger: self.logger
-                )
-                guard let first = try await rows.decode(String.self).first(where: { _ in true }) else {
-                    throw StoreError(.corrupt, "the server answered a heartbeat with no row")
-                }
-                return first
-            }
-        } catch let error as StoreError {
-            throw error
-        } catch where recreating && Self.schemaIsMissing(error) {
-            // Someone dropped the schema: create it again. Its groups are new and so grant nothing for T, and every
-            // token is at least the wall clock in µs: no lease the old schema held can be granted twice.
-            logger.debug("the schema is gone; creating it again", metadata: ["location": "\(location)"])
-            let location = location, logger = logger
-            do {
-                try await withPool { client in try await Self.migrate(client, location: location, logger: logger) }
-            } catch {
-                throw Self.storeError(error, location: location, opening: true)
-            }
-            return try await apply(payload, isolated: isolated, recreating: false)
-        } catch {
-            throw Self.storeError(error, location: location, opening: false)
-        }
-    }
-
-    /// Listens for announced changes on a connection of its own, reconnecting after failures; returns once the first
-    /// `LISTEN` is in place (or has failed: polling still works without it).
-    private func startListening() async {
-        let channel = PostgresSchema.channel(schema: location.schema)
-        let logger = self.logger
-        let (ready, signalReady) = AsyncStream<Void>.makeStream()
-        let task = Task { [weak self] in
-            while !Task.isCancelled {
-                do {
-                    guard let client = self?.client else { return }
-                    try await client.withConnection { connection in
-                        try await connection.listen(on: channel) { notifications in
-                            signalReady.yield()
-                            for try await notification in notifications {
-                                guard let group = try? GroupName(notification.payload) else { continue }
-                                self?.subscribers.announce(group)
-                            }
-                        }
-                    }
-                } catch {
-                    signalReady.yield()
-                    if Task.isCancelled { return }
-                    logger.debug("listening for announced changes failed; retrying", metadata: ["error": "\(String(reflecting: error))"])
-                }
-                try? await Task.sleep(for: .milliseconds(500))
-            }
-        }
-        listenerTask.withLock { $0 = task }
-        var iterator = ready.makeAsyncIterator()
-        _ = await iterator.next()
-    }
-
-    // MARK: Encoding
-
-    private struct BatchItem: Encodable {
-        var i: Int
-        var group: String
-        var goal: Int
-        var ttl: Int64
-        var member: String
-        var incarnation: String
-        var weight: Int
-        var host: String
-        var pid: Int32
-        var phase: String
-        var intent: String
-        var token: Int64?
-        /// The member's send instant in µs on its own monotonic clock: the evidence that bounds the store clock.
-        var sent: Int64?
-        /// The largest token of the group this store has seen.
-        var seen: Int64?
-
-        init(index: Int, _ heartbeat: Heartbeat, seen: FencingToken?) {
-            i = index
-            group = heartbeat.group.rawValue
-            goal = heartbeat.activeGoal
-            ttl = heartbeat.activationInterval.nanoseconds / 1_000
-            member = heartbeat.member.id.rawValue
-            incarnation = heartbeat.member.incarnation
-            weight = heartbeat.member.weight
-            host = heartbeat.member.host
-            pid = heartbeat.member.pid
-            phase = heartbeat.phase.rawValue
-            sent = heartbeat.sentAt.map { $0.nanoseconds / 1_000 }
-            self.seen = seen.map { Int64($0.rawValue) }
-            switch heartbeat.intent {
-            case .none: intent = "none"
-            case .acquire: intent = "acquire"
-            case .renew(let token): intent = "renew"; self.token = Int64(token.rawValue)
-            case .release(let token): intent = "release"; self.token = Int64(token.rawValue)
-            case .leave(let token): intent = "leave"; self.token = token.map { Int64($0.rawValue) }
-            }
-        }
     }
 
     /// One heartbeat's part of the answer; a part that cannot be decoded fails that heartbeat only.
@@ -512,112 +351,4 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
             leases: leases
         )
     }
-
-    // MARK: Errors
-
-    private static func storeError(_ error: any Error, location: PostgresLocation, opening: Bool) -> StoreError {
-        if let error = error as? StoreError { return error }
-        if let error = error as? PSQLError {
-            if let message = error.serverInfo?[.message] {
-                if message.contains("newer than this Understudy") { return StoreError(.newerSchema, message.replacingOccurrences(of: "understudy: ", with: "")) }
-                if message.contains("another application") { return StoreError(.foreign, message.replacingOccurrences(of: "understudy: ", with: "")) }
-                return StoreError(opening ? .unavailable : .corrupt, "PostgreSQL at \(location): \(message)")
-            }
-            return StoreError(.unavailable, "cannot reach PostgreSQL at \(location): \(error.code.description)")
-        }
-        return StoreError(.unavailable, "cannot reach PostgreSQL at \(location): \(error)")
-    }
-}
-
-/// Runs `body`, failing with ``StoreError`` once it has taken `timeout`, whether or not `body` has ended by then.
-///
-/// Not every wait inside postgres-nio reacts to cancellation (a query's reply is awaited on an NIO future), so a
-/// task group, which waits for all its children, could hold a heartbeat far past its deadline. Here the caller
-/// resumes at the deadline; `body` is cancelled and left to end on its own, its result discarded.
-private func withTimeout<Value: Sendable>(
-    _ timeout: Duration,
-    location: PostgresLocation,
-    onTimeout: @escaping @Sendable () -> Void = {},
-    _ body: @escaping @Sendable () async throws -> Value
-) async throws -> Value {
-    let outcome = FirstOutcome<Value>()
-    return try await withTaskCancellationHandler {
-        try await withCheckedThrowingContinuation { continuation in
-            let work = Task {
-                do { outcome.settle(.success(try await body())) } catch { outcome.settle(.failure(error)) }
-            }
-            let deadline = Task {
-                guard (try? await Task.sleep(for: timeout)) != nil else { return }
-                if outcome.settle(.failure(StoreError(.unavailable, "PostgreSQL at \(location) did not answer within \(timeout.formatted)"))) {
-                    onTimeout()
-                }
-            }
-            outcome.deliver(to: continuation, cancelling: [work, deadline])
-        }
-    } onCancel: {
-        outcome.settle(.failure(CancellationError()))
-    }
-}
-
-/// The first of several results to arrive, handed to one continuation exactly once; the tasks that raced for it
-/// are cancelled then.
-private final class FirstOutcome<Value: Sendable>: Sendable {
-    private struct State {
-        var result: Result<Value, any Error>?
-        var continuation: CheckedContinuation<Value, any Error>?
-        var racers: [Task<Void, Never>] = []
-    }
-
-    private let state = Mutex(State())
-
-    /// Resumes `continuation` with the first result, now if it has already arrived.
-    func deliver(to continuation: CheckedContinuation<Value, any Error>, cancelling racers: [Task<Void, Never>]) {
-        let ready = state.withLock { state -> Result<Value, any Error>? in
-            if let result = state.result { return result }
-            state.continuation = continuation
-            state.racers = racers
-            return nil
-        }
-        if let ready {
-            racers.forEach { $0.cancel() }
-            continuation.resume(with: ready)
-        }
-    }
-
-    /// Records `result` if it is the first, and says whether it was; later ones are dropped.
-    @discardableResult
-    func settle(_ result: Result<Value, any Error>) -> Bool {
-        let waiting = state.withLock { state -> (CheckedContinuation<Value, any Error>, [Task<Void, Never>])?? in
-            guard state.result == nil else { return nil }
-            state.result = result
-            guard let continuation = state.continuation else { return .some(nil) }
-            state.continuation = nil
-            defer { state.racers = [] }
-            return (continuation, state.racers)
-        }
-        guard let first = waiting else { return false }
-        if let (continuation, racers) = first {
-            racers.forEach { $0.cancel() }
-            continuation.resume(with: result)
-        }
-        return true
-    }
-}
-
-/// A `PostgresClient` and the task that runs it.
-private struct Pool: Sendable {
-    let client: PostgresClient
-    let run: Task<Void, Never>
-    /// 0 for the store's first pool, then one more for each replacement.
-    let generation: Int
-
-    init(configuration: PostgresClient.Configuration, logger: Logger, generation: Int = 0) {
-        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        self.client = client
-        run = Task { await client.run() }
-        self.generation = generation
-    }
-
-    /// Closes every connection, also those waiting for a reply; their queries fail.
-    func shutDown() { run.cancel() }
 }

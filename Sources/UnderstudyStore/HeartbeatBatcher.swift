@@ -7,6 +7,10 @@ import UnderstudyCore
 /// With a `window` of zero nothing waits: the first heartbeat goes at once, and those that arrive while it is in
 /// flight travel together next. A caller that is cancelled gets `CancellationError` at once; its heartbeat is
 /// still applied if it was already on its way.
+///
+/// The batcher is given its send function once, at init. The store that owns a batcher keeps what the function
+/// needs (its database or connection) in an object of its own, which the function captures, so the function does
+/// not hold the store.
 public actor HeartbeatBatcher {
     public typealias Send = @Sendable ([Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>]
 
@@ -14,17 +18,23 @@ public actor HeartbeatBatcher {
     /// A larger batch holds its group locks longer and risks the round-trip timeout (10,000 did, 500 does not).
     public static let maximumBatch = 500
     private let window: Duration
+    private let send: Send
     private var pending: [(id: Int, heartbeat: Heartbeat)] = []
     /// Who waits for each heartbeat not answered yet, by id; a cancelled caller is removed at once.
     private var waiters: [Int: Waiter] = [:]
     private var nextID = 0
     private var flushing = false
 
-    public init(window: Duration) {
+    /// - Parameters:
+    ///   - window: how long the first heartbeat of a batch waits for others.
+    ///   - send: applies one batch, answering each heartbeat in order; an error it throws fails the whole batch.
+    public init(window: Duration, send: @escaping Send) {
         self.window = window
+        self.send = send
     }
 
-    public func submit(_ heartbeat: Heartbeat, send: @escaping Send) async throws -> HeartbeatReply {
+    /// Sends `heartbeat` with the next batch, and returns its reply.
+    public func submit(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
         nextID += 1
         let id = nextID
         return try await withTaskCancellationHandler {
@@ -34,7 +44,7 @@ public actor HeartbeatBatcher {
                 pending.append((id, heartbeat))
                 guard !flushing else { return }
                 flushing = true
-                Task { await self.flush(send) }
+                Task { await self.flush() }
             }
         } onCancel: {
             Task { await self.cancel(id) }
@@ -50,7 +60,8 @@ public actor HeartbeatBatcher {
         waiters.removeValue(forKey: id)?.resume(with: result)
     }
 
-    private func flush(_ send: @escaping Send) async {
+    private func flush() async {
+        let send = send
         if window > .zero { try? await Task.sleep(for: window) }
         while !pending.isEmpty {
             let due = pending.sorted { $0.heartbeat.group < $1.heartbeat.group }

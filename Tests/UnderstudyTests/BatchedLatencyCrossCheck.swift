@@ -17,17 +17,13 @@ struct BatchedLatencyCrossCheck {
     final class DelayedStore: LeaseStore {
         let ledger: InMemoryStore
         let latency: ClosedRange<Int64>
-        let batcher = HeartbeatBatcher(window: .zero)
+        let batcher: HeartbeatBatcher
 
         init(ledger: InMemoryStore, latencyMilliseconds: ClosedRange<Int64>) {
             self.ledger = ledger
             self.latency = latencyMilliseconds
-        }
-
-        func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
-            let ledger = self.ledger
-            let range = latency
-            return try await batcher.submit(heartbeat) { batch in
+            let range = latencyMilliseconds
+            batcher = HeartbeatBatcher(window: .zero) { batch in
                 let roundTrip = Int64.random(in: range)
                 try await Task.sleep(for: .milliseconds(roundTrip / 2))
                 var results: [Result<HeartbeatReply, any Error>] = []
@@ -37,6 +33,10 @@ struct BatchedLatencyCrossCheck {
                 try await Task.sleep(for: .milliseconds(roundTrip - roundTrip / 2))
                 return results
             }
+        }
+
+        func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
+            try await batcher.submit(heartbeat)
         }
 
         func close() async throws {}

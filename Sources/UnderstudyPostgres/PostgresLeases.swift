@@ -1,0 +1,131 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Synchronization
+import UnderstudyCore
+import UnderstudyStore
+
+/// The heartbeat round trips of a ``PostgresStore``: what its heartbeat batcher sends each batch with. It holds the
+/// store's connection, not the store.
+///
+/// A batch is one call of `understudy_heartbeats`; the server's answer is read by
+/// ``PostgresStore/replies(_:to:location:)``.
+final class PostgresLeases: Sendable {
+    private let connection: PostgresConnection
+    private let clock: (@Sendable () -> Instant)?
+    private let roundTripCount = Atomic<Int>(0)
+    /// The largest token seen in each group's views: a heartbeat carries it, and a record that holds less has lost
+    /// commits (see `PostgresSchema`).
+    private let seenTokens = Mutex<[GroupName: FencingToken]>([:])
+
+    /// How many heartbeat round trips have been made so far (each may carry many heartbeats).
+    var roundTrips: Int { roundTripCount.load(ordering: .relaxed) }
+
+    /// - Parameter clock: for tests only: judge time on this clock instead of the groups' store clocks.
+    init(connection: PostgresConnection, clock: (@Sendable () -> Instant)?) {
+        self.connection = connection
+        self.clock = clock
+    }
+
+    /// Applies `batch` in one round trip (two if the server fails it as a whole: then each heartbeat on its own),
+    /// answering each heartbeat with its reply or its error.
+    func send(_ batch: [Heartbeat]) async throws -> [Result<HeartbeatReply, any Error>] {
+        let seen = seenTokens.withLock { seen in batch.map { seen[$0.group] } }
+        let items = batch.enumerated().map { index, heartbeat in BatchItem(index: index, heartbeat, seen: seen[index]) }
+        let payload = String(decoding: try JSONEncoder().encode(items), as: UTF8.self)
+        let text: String
+        do {
+            text = try await apply(payload, isolated: false)
+        } catch let error as StoreError where error.kind == .corrupt {
+            // The server raised an error for some heartbeat, and the whole batch was rolled back: apply it again,
+            // each heartbeat on its own, so only the heartbeats at fault fail.
+            connection.logger.debug("a batch failed on the server; applying its heartbeats one by one", metadata: ["error": "\(error)"])
+            text = try await apply(payload, isolated: true)
+        }
+        let replies = PostgresStore.replies(text, to: batch, location: connection.location)
+        seenTokens.withLock { seen in
+            for case .success(let reply) in replies {
+                guard let token = reply.view.lastToken else { continue }
+                seen[reply.view.group] = max(seen[reply.view.group] ?? token, token)
+            }
+        }
+        return replies
+    }
+
+    /// One round trip: the batch applied by `understudy_heartbeats`, with its answer as JSON text.
+    private func apply(_ payload: String, isolated: Bool, recreating: Bool = true) async throws -> String {
+        let (location, logger) = (connection.location, connection.logger)
+        let schema = location.schema
+        let now = clock.map { $0().nanoseconds / 1_000 }
+        roundTripCount.add(1, ordering: .relaxed)
+        do {
+            return try await connection.withPool { client in
+                let rows = try await client.query(
+                    "SELECT \"\(unescaped: schema)\".understudy_heartbeats(\(payload)::jsonb, \(now), \(isolated))::text",
+                    logger: logger
+                )
+                guard let first = try await rows.decode(String.self).first(where: { _ in true }) else {
+                    throw StoreError(.corrupt, "the server answered a heartbeat with no row")
+                }
+                return first
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch where recreating && PostgresConnection.schemaIsMissing(error) {
+            // Someone dropped the schema: create it again. Its groups are new and so grant nothing for T, and every
+            // token is at least the wall clock in µs: no lease the old schema held can be granted twice.
+            logger.debug("the schema is gone; creating it again", metadata: ["location": "\(location)"])
+            do {
+                try await connection.migrate()
+            } catch {
+                throw PostgresConnection.storeError(error, location: location, opening: true)
+            }
+            return try await apply(payload, isolated: isolated, recreating: false)
+        } catch {
+            throw PostgresConnection.storeError(error, location: location, opening: false)
+        }
+    }
+
+    // MARK: Encoding
+
+    private struct BatchItem: Encodable {
+        var i: Int
+        var group: String
+        var goal: Int
+        var ttl: Int64
+        var member: String
+        var incarnation: String
+        var weight: Int
+        var host: String
+        var pid: Int32
+        var phase: String
+        var intent: String
+        var token: Int64?
+        /// The member's send instant in µs on its own monotonic clock: the evidence that bounds the store clock.
+        var sent: Int64?
+        /// The largest token of the group this store has seen.
+        var seen: Int64?
+
+        init(index: Int, _ heartbeat: Heartbeat, seen: FencingToken?) {
+            i = index
+            group = heartbeat.group.rawValue
+            goal = heartbeat.activeGoal
+            ttl = heartbeat.activationInterval.nanoseconds / 1_000
+            member = heartbeat.member.id.rawValue
+            incarnation = heartbeat.member.incarnation
+            weight = heartbeat.member.weight
+            host = heartbeat.member.host
+            pid = heartbeat.member.pid
+            phase = heartbeat.phase.rawValue
+            sent = heartbeat.sentAt.map { $0.nanoseconds / 1_000 }
+            self.seen = seen.map { Int64($0.rawValue) }
+            switch heartbeat.intent {
+            case .none: intent = "none"
+            case .acquire: intent = "acquire"
+            case .renew(let token): intent = "renew"; self.token = Int64(token.rawValue)
+            case .release(let token): intent = "release"; self.token = Int64(token.rawValue)
+            case .leave(let token): intent = "leave"; self.token = token.map { Int64($0.rawValue) }
+            }
+        }
+    }
+}

@@ -47,6 +47,8 @@ public final class WatchedProcess: Sendable {
     ///     subreaper (``Containment``) for ``waitForExit()`` to prove the tree gone after a watchdog's death.
     ///   - release: what `understudy __release-slot` reads to give the slot back once the watchdog has killed
     ///     the tree on its own (`nil`: nothing to release). Passed in an anonymous file, never in arguments.
+    ///   - standardInput: what the command reads on standard input, from an anonymous file (`nil`: this
+    ///     process's standard input).
     /// - Throws: ``SupervisorError`` when the watchdog cannot be started.
     public init(
         command: [String],
@@ -54,7 +56,8 @@ public final class WatchedProcess: Sendable {
         deadline: Instant,
         margin: Duration,
         containment: Containment = .processGroup,
-        release: [UInt8]? = nil
+        release: [UInt8]? = nil,
+        standardInput: [UInt8]? = nil
     ) throws(SupervisorError) {
         var fds: [Int32] = [-1, -1]
         guard understudy_pipe_cloexec(&fds) == 0 else {
@@ -70,6 +73,14 @@ public final class WatchedProcess: Sendable {
         }
         let ticket = release.map { bytes in bytes.withUnsafeBytes { understudy_memfd($0.baseAddress, $0.count) } } ?? -1
         defer { if ticket >= 0 { close(ticket) } }
+        let input = standardInput.map { bytes in bytes.withUnsafeBytes { understudy_memfd($0.baseAddress, $0.count) } }
+        defer { if let input, input >= 0 { close(input) } }
+        if let input, input < 0 {
+            close(fds[0])
+            close(fds[1])
+            if let leaf { rmdir(leaf) }
+            throw SupervisorError(.storeUnavailable, "cannot pass the command its input: \(String(cString: strerror(errno)))")
+        }
         let executable = Self.executablePath
         let arguments = [
             executable, Self.watchdogArgument, "3", String(margin.nanoseconds), String(deadline.nanoseconds),
@@ -82,6 +93,7 @@ public final class WatchedProcess: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, fds[0], 3)
         if ticket >= 0 { posix_spawn_file_actions_adddup2(&actions, ticket, 4) }
+        if let input { posix_spawn_file_actions_adddup2(&actions, input, 0) }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

@@ -169,6 +169,9 @@ extension Queue {
         @Option(name: .customLong("log-format"), help: "text or json.")
         var logFormat: LogFormat = .text
 
+        @Option(help: ArgumentHelp("Enqueue a job named NAME (its payload) on SCHEDULE: \"@every 30s\" or a cron expression in UTC (\"*/5 * * * *\"). Exactly once per tick: the workers elect one enqueuer (group QUEUE.periodic), and each tick's job has its own idempotency key. Repeatable.", valueName: "NAME=SCHEDULE"))
+        var periodic: [String] = []
+
         @Argument(parsing: .postTerminator, help: "The command to run per job, after `--`.")
         var command: [String] = []
 
@@ -195,6 +198,17 @@ extension Queue {
             } catch {
                 throw CLIError(.invalidConfiguration, error.description)
             }
+            let periodicJobs = try periodic.map { text throws(CLIError) in
+                guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
+                    throw CLIError(.invalidJob, "invalid --periodic \"\(text)\": use NAME=SCHEDULE, e.g. cleanup=*/5 * * * *")
+                }
+                do {
+                    let schedule = try PeriodicSchedule(parsing: String(text[text.index(after: equals)...]))
+                    return try PeriodicJob(name: String(text[..<equals]), schedule: schedule, queue: queue)
+                } catch {
+                    throw CLIError(.invalidJob, "--periodic: \(error)")
+                }
+            }
             let chosen: Containment
             do throws(SupervisorError) { chosen = try Containment.choose(containment) } catch { throw CLIError(error) }
             let location = try options.location
@@ -210,12 +224,34 @@ extension Queue {
             let worker = QueueWorker(configuration: configuration, store: store, retention: retention, logger: logger) { job in
                 try await runner.run(job)
             }
+            let enqueuer: PeriodicEnqueuer?
+            do {
+                enqueuer = periodicJobs.isEmpty
+                    ? nil : try PeriodicEnqueuer(jobs: periodicJobs, queue: queue, store: store, memberID: configuration.worker.id, logger: logger)
+            } catch {
+                throw CLIError(.invalidConfiguration, error.description)
+            }
             let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
             let handler = Task {
-                for await _ in signals { worker.shutdown() }
+                for await _ in signals {
+                    worker.shutdown()
+                    enqueuer?.leave()
+                }
             }
             defer { handler.cancel() }
-            try await worker.run()
+            do {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await worker.run() }
+                    if let enqueuer { group.addTask { try await enqueuer.run() } }
+                    try await group.waitForAll()
+                }
+            } catch MemberError.rejected(let rejection) {
+                let status: ExitStatus = switch rejection {
+                case .memberIDInUse: .memberIDInUse
+                case .activeGoalMismatch: .activeGoalMismatch
+                }
+                throw CLIError(status, "the periodic enqueuer was refused: \(rejection)")
+            }
             try? await store.close()
         }
     }

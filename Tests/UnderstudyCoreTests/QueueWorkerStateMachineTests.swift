@@ -170,3 +170,35 @@ struct JobQueueLedgerTests {
         #expect(policy.delay(afterAttempt: 30, jitter: 1) == .seconds(10))
     }
 }
+
+@Suite("Periodic schedules")
+struct PeriodicScheduleTests {
+    /// 2026-12-01 16:15:00 UTC, a Tuesday.
+    static let tuesday: Int64 = 1_796_141_700
+
+    @Test func every_ticksAtMultiplesOfItsIntervalSinceTheEpoch() throws {
+        let schedule = try PeriodicSchedule(parsing: "@every 30s")
+        #expect(schedule.tick(after: 1_000) == 1_020)
+        #expect(schedule.tick(after: 1_020) == 1_050)
+    }
+
+    @Test func cron_findsTheNextMatchingMinuteInUTC() throws {
+        let everyFive = try PeriodicSchedule(parsing: "*/5 * * * *")
+        #expect(everyFive.tick(after: Self.tuesday) == Self.tuesday + 300)
+        let weekdayMornings = try PeriodicSchedule(parsing: "30 9 * * 1-5")
+        // The next 09:30 after Tuesday 16:15 is Wednesday's: 17 h 15 min later.
+        #expect(weekdayMornings.tick(after: Self.tuesday) == Self.tuesday + 17 * 3_600 + 15 * 60)
+        let sundays = try PeriodicSchedule(parsing: "0 0 * * 7")
+        // Sunday 2026-12-06 00:00 UTC.
+        #expect(sundays.tick(after: Self.tuesday) == 1_796_515_200)
+        let newYear = try PeriodicSchedule(parsing: "0 0 1 1 *")
+        #expect(newYear.tick(after: Self.tuesday) == 1_798_761_600)  // 2027-01-01
+        #expect(try PeriodicSchedule(parsing: "0 0 30 2 *").tick(after: Self.tuesday) == nil)
+    }
+
+    @Test func badSchedules_areRefusedNamingTheProblem() {
+        for text in ["@every 0s", "@every soon", "* * * *", "61 * * * *", "*/0 * * * *", "5-1 * * * *", "a * * * *"] {
+            #expect(throws: JobError.self, "\(text)") { try PeriodicSchedule(parsing: text) }
+        }
+    }
+}

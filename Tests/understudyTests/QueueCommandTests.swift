@@ -90,6 +90,39 @@ struct QueueCommandTests {
         #expect(!scratch.read("log").contains("OVERLAP"))
     }
 
+    /// Two workers enqueue `@every 1s`; one is killed with SIGKILL (if it was the enqueuer, the other takes over
+    /// within T and catches up). Every second in between has exactly one job, run once.
+    @Test func periodicJobs_onePerTick_acrossAFailover() async throws {
+        let scratch = try Scratch()
+        let store = scratch.file("store.db")
+        let script = try Self.jobScript(in: scratch, sleep: "0")
+        func worker(_ name: String) throws -> Launched {
+            try Launched(
+                ["queue", "work", "--store", store, "--queue", "q", "--id", name, "--claim-lease", "3s", "--renew", "1s",
+                 "--poll", "200ms", "--periodic", "tick=@every 1s", "--", script],
+                in: scratch, name: name
+            )
+        }
+        let (a, b) = (try worker("a"), try worker("b"))
+        func runs() -> [String] { scratch.lines("log").filter { $0.hasPrefix("start") && $0.contains(" tick ") } }
+        #expect(try await eventually(timeout: .seconds(30)) { runs().count >= 4 })
+        a.signal(SIGKILL)
+        let before = runs().count
+        #expect(try await eventually(timeout: .seconds(30)) { runs().count >= before + 8 })
+        b.signal(SIGTERM)
+        #expect(try await b.exitStatus() == 0, "\(b.stderr)")
+        let done = try await understudy(["queue", "list", "--store", store, "--state", "done", "--limit", "1000", "--json"], in: scratch)
+        let ticks = done.stdout.split(separator: "\n").compactMap { line -> Int64? in
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return (object?["idempotencyKey"] as? String).flatMap { Int64($0.split(separator: ":").last ?? "") }
+        }.sorted()
+        #expect(ticks.count >= 12)
+        // One job per second, none missing in between, none twice.
+        #expect(ticks == Array(ticks.first!...ticks.last!), "\(ticks)")
+        let jobIDs = runs().map { $0.split(separator: " ")[1] }
+        #expect(Set(jobIDs).count == jobIDs.count, "a tick's job ran twice")
+    }
+
     @Test func badInput_getsOneLineAndItsOwnExitStatus() async throws {
         let scratch = try Scratch()
         let store = scratch.file("store.db")
@@ -103,6 +136,8 @@ struct QueueCommandTests {
             (["queue", "work", "--store", store, "--queue", "q"], 64, "missing command"),
             (["queue", "work", "--store", store, "--queue", "q", "--", "/nonexistent/cmd"], 127, "command not found"),
             (["queue", "cancel", "--store", store, "424242"], 74, "no job 424242"),
+            (["queue", "work", "--store", store, "--queue", "q", "--periodic", "x=* * *", "--", "true"], 73, "invalid schedule"),
+            (["queue", "work", "--store", store, "--queue", "q", "--periodic", "nameless", "--", "true"], 73, "NAME=SCHEDULE"),
         ]
         for (arguments, status, message) in cases {
             let result = try await understudy(arguments, in: scratch)

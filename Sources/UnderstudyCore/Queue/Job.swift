@@ -255,6 +255,7 @@ public enum JobError: Error, Hashable, Sendable, CustomStringConvertible {
     case negativeDelay(Duration)
     case maxAttemptsOutOfRange(Int)
     case invalidKey(name: String, String)
+    case invalidSchedule(String, String)
 
     public var description: String {
         switch self {
@@ -268,6 +269,8 @@ public enum JobError: Error, Hashable, Sendable, CustomStringConvertible {
             "invalid delay \(delay.formatted): it must not be negative"
         case .maxAttemptsOutOfRange(let attempts):
             "invalid max attempts \(attempts): it must be between 1 and \(JobSpec.attempts.upperBound)"
+        case .invalidSchedule(let schedule, let problem):
+            "invalid schedule \"\(schedule)\": \(problem) (use \"@every 30s\" or a cron expression such as \"*/5 * * * *\")"
         case .invalidKey(let name, let key):
             "invalid \(name) key \"\(key.prefix(40))\(key.count > 40 ? "…" : "")\": use 1 to \(JobSpec.maximumKeyLength) bytes"
         }

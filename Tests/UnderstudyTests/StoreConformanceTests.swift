@@ -66,6 +66,11 @@ struct StoreConformanceTests {
         try await run(check, on: backend) { $0 as! any JobQueueStore }
     }
 
+    @Test(arguments: [Backend.inMemory], CheckpointConformance.checks)
+    func checkpoint(_ backend: Backend, _ check: ConformanceCheck<any CoordinationStore & CheckpointStore>) async throws {
+        try await run(check, on: backend) { $0 as! any CoordinationStore & CheckpointStore }
+    }
+
     private func run<Store>(
         _ check: ConformanceCheck<Store>,
         on backend: Backend,

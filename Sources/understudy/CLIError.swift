@@ -18,6 +18,7 @@ enum ExitStatus: Int32, CaseIterable {
     case passwordFileUnreadable = 72
     case invalidJob = 73
     case jobNotFound = 74
+    case checkpointRefused = 75
     case commandNotExecutable = 126
     case commandNotFound = 127
     case interrupted = 130
@@ -39,6 +40,7 @@ enum ExitStatus: Int32, CaseIterable {
         case .passwordFileUnreadable: "`--password-file` cannot be read"
         case .invalidJob: "`queue`: invalid job (payload too large, priority, attempts, key) or queue name"
         case .jobNotFound: "`queue cancel`: no such job, or it is done already"
+        case .checkpointRefused: "`checkpoint put`: the token holds no valid lease of the group, or a newer one wrote"
         case .commandNotExecutable: "COMMAND not executable"
         case .commandNotFound: "COMMAND not found"
         case .interrupted: "second SIGINT: stopped at once"

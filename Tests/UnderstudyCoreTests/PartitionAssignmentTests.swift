@@ -11,6 +11,13 @@ struct PartitionRoutingTests {
         #expect(PartitionRouting.partition(of: "a", count: 16) == Int(UInt64(0xaf63_dc4c_8601_ec8c) % 16))
         #expect(PartitionRouting.partition(of: "foobar", count: 1_000) == Int(UInt64(0x8594_4171_f739_67e8) % 1_000))
     }
+
+    /// The table in docs/partitions.md.
+    @Test(arguments: [("", 5, 805), ("a", 12, 140), ("foobar", 8, 1_000), ("order-42", 4, 724), ("user:1001", 6, 214), ("日本", 1, 657)])
+    func documentedVectors(key: String, of16: Int, of1024: Int) {
+        #expect(PartitionRouting.partition(of: key, count: 16) == of16)
+        #expect(PartitionRouting.partition(of: key, count: 1_024) == of1024)
+    }
 }
 
 @Suite("Partition assignment")

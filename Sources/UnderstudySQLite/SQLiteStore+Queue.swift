@@ -84,7 +84,7 @@ extension SQLiteStore: JobQueueStore {
 
     public func redrive(queue: QueueName, ids: [JobID]?) async throws -> Int {
         let count = try await database.write { db, moment in
-            try Self.expireClaims(of: queue, db, now: moment.now)
+            try Self.expireClaims(db, now: moment.now)
             let revive = "UPDATE jobs SET stage = 'available', available_since = :now, attempt = 0, finished_at = NULL"
             if let ids {
                 try db.cachedStatement(sql: """
@@ -221,7 +221,7 @@ extension SQLiteStore: JobQueueStore {
         let now = moment.now
         // A record that may have lost claims grants none for one claim lease: the lost claims may still run.
         if let since = moment.recordCompleteSince, now < since + lease { return [] }
-        try expireClaims(of: queue, db, now: now)
+        try expireClaims(db, now: now)
         try buryUnknownStages(of: queue, db, now: now)
         let candidates = try db.cachedStatement(sql: """
             SELECT id, payload, attempt, max_attempts, token, available_since, priority FROM jobs AS j
@@ -319,15 +319,15 @@ extension SQLiteStore: JobQueueStore {
         }
     }
 
-    /// Claims of `queue` that expired are claimable since they expired, or dead on their job's last attempt
-    /// (``JobQueueLedger``'s `expireClaims`; other queues' expired claims are judged when they are read).
-    private static func expireClaims(of queue: QueueName, _ db: Database, now: Instant) throws {
+    /// Claims that expired, of every queue, are claimable since they expired, or dead on their job's last attempt
+    /// with the error that says so (``JobQueueLedger``'s `expireClaims`). A scan of the running jobs' index: the
+    /// claims in flight, not the jobs.
+    private static func expireClaims(_ db: Database, now: Instant) throws {
         let expired = try Row.fetchAll(
             db.cachedStatement(sql: """
-                SELECT id, attempt >= max_attempts, attempt FROM jobs
-                WHERE queue = ? AND stage = 'running' AND expires_at <= ?
+                SELECT id, attempt >= max_attempts, attempt FROM jobs WHERE stage = 'running' AND expires_at <= ?
                 """),
-            arguments: [queue.rawValue, now.nanoseconds]
+            arguments: [now.nanoseconds]
         )
         for row in expired {
             let id: DatabaseValue = row[0]

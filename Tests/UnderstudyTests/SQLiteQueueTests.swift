@@ -4,6 +4,7 @@ import Testing
 import Understudy
 import UnderstudyCore
 import UnderstudySQLite
+import UnderstudySimulator
 import UnderstudyStore
 import UnderstudyStoreConformance
 
@@ -309,5 +310,83 @@ struct SQLiteQueueTests {
         #expect(await queue.next() != nil)
         try await queueListener.close()
         #expect(await unwokenGroup.next() == nil)
+    }
+
+    // MARK: Against the ledger
+
+    /// The same long random sequences of calls (several queues, priorities, delays, idempotency and ordering keys,
+    /// claims, renewals, outcomes and releases with right and wrong tokens, cancels, redrives, prunes, time
+    /// passing) go to a SQLite file and to a ``JobQueueLedger``: every reply and every view must be the same.
+    @Test(arguments: [1, 2, 3])
+    func randomCalls_giveTheLedgersRepliesAndViews(seed: UInt64) async throws {
+        let store = try newStore()
+        var ledger = JobQueueLedger()
+        var random = SimulationRandom(seed: seed)
+        func pick<T>(_ values: [T]) -> T { values[Int(random.next() % UInt64(values.count))] }
+        func chance(_ probability: Double) -> Bool { Double(random.next() % 1_000) < probability * 1_000 }
+        let queues = try ["q1", "q2"].map(QueueName.init)
+        var claims: [JobClaim] = []
+        var ids: [JobID] = []
+        for step in 0..<600 {
+            clock.advance(by: pick([.zero, .zero, .milliseconds(500), .seconds(2), .seconds(7)]))
+            let now = clock.now
+            let queue = pick(queues)
+            let lease = pick([Duration.seconds(3), .seconds(10)])
+            func reference() -> ClaimReference? {
+                guard !claims.isEmpty else { return nil }
+                let claim = pick(claims).reference
+                return chance(0.2) ? ClaimReference(id: claim.id, token: FencingToken(rawValue: claim.token.rawValue + 1)) : claim
+            }
+            switch random.next() % 10 {
+            case 0, 1:
+                let specs = try (0..<Int(random.next() % 4 + 1)).map { _ in
+                    try JobSpec(
+                        queue: pick(queues), payload: Array("s\(step)".utf8), priority: pick([0, 0, 1, -1]),
+                        delay: pick([.zero, .zero, .seconds(3)]), maxAttempts: pick([1, 2, 3]),
+                        idempotencyKey: chance(0.3) ? pick(["i1", "i2", "i3"]) : nil,
+                        orderingKey: chance(0.4) ? pick(["o1", "o2"]) : nil
+                    )
+                }
+                let got = try await store.enqueue(specs)
+                #expect(got == ledger.enqueue(specs, at: now), "step \(step): enqueue")
+                ids += got.map(\.id)
+            case 2, 3:
+                let worker = try WorkerID(id: MemberID("w"), incarnation: "1")
+                let limit = pick([1, 2, 5])
+                let got = try await store.claim(queue: queue, worker: worker, limit: limit, lease: lease)
+                #expect(got == ledger.claim(queue: queue, worker: worker, limit: limit, lease: lease, at: StoreMoment(now: now)), "step \(step): claim")
+                claims += got
+            case 4:
+                let references = (0..<Int(random.next() % 3 + 1)).compactMap { _ in reference() }
+                #expect(try await store.renew(references, lease: lease) == ledger.renew(references, lease: lease, at: now), "step \(step): renew")
+            case 5, 6:
+                let outcomes: [JobOutcome] = (0..<Int(random.next() % 3 + 1)).compactMap { _ in
+                    reference().map { claim in
+                        chance(0.5) ? .completed(claim) : .failed(claim, error: "e\(step)", retryAfter: pick([.zero, .seconds(2)]))
+                    }
+                }
+                #expect(try await store.record(outcomes) == ledger.record(outcomes, at: now), "step \(step): record")
+            case 7:
+                let references = (0..<Int(random.next() % 2 + 1)).compactMap { _ in reference() }
+                try await store.release(references)
+                ledger.release(references, at: now)
+            case 8:
+                if chance(0.5), let id = ids.isEmpty ? nil : pick(ids) {
+                    #expect(try await store.cancel(id) == ledger.cancel(id, at: now), "step \(step): cancel")
+                } else {
+                    let wanted = chance(0.5) || ids.isEmpty ? nil : [pick(ids)]
+                    #expect(try await store.redrive(queue: queue, ids: wanted) == ledger.redrive(queue: queue, ids: wanted, at: now), "step \(step): redrive")
+                }
+            default:
+                let retention = pick([Duration.seconds(5), .seconds(30)])
+                #expect(try await store.prune(retention: retention, limit: 3) == ledger.prune(retention: retention, limit: 3, at: now), "step \(step): prune")
+            }
+            #expect(try await store.stats(queue: nil) == ledger.stats(queue: nil, at: now), "step \(step): stats")
+            for state in JobState.allCases {
+                let got = try await store.jobs(queue: nil, state: state, after: nil, limit: 1_000)
+                #expect(got == ledger.jobs(queue: nil, state: state, after: nil, limit: 1_000, at: now), "step \(step): \(state) jobs")
+            }
+        }
+        #expect(ids.count > 100)
     }
 }

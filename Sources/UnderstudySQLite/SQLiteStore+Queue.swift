@@ -194,25 +194,63 @@ extension SQLiteStore: JobQueueStore {
 
     // MARK: Transactions
 
+    /// How many jobs one `INSERT` statement carries at most.
+    private static let rowsPerInsert = 64
+
+    /// Inserts the jobs in order, those without an idempotency key by up to ``rowsPerInsert`` per statement; a job
+    /// whose key a job of its queue holds (also one inserted just before) returns that job.
     private static func enqueue(_ specs: [JobSpec], _ db: Database, now: Instant) throws -> [Enqueued] {
         let holder = try db.cachedStatement(sql: "SELECT id FROM jobs WHERE queue = ? AND idempotency_key = ?")
-        let insert = try db.cachedStatement(sql: """
-            INSERT INTO jobs
-                (queue, payload, priority, max_attempts, attempt, token, stage, available_since, enqueued_at,
-                 idempotency_key, ordering_key)
-            VALUES (?, coalesce(?, x''), ?, ?, 0, 0, 'available', ?, ?, ?, ?)
-            """)
-        return try specs.map { spec in
-            if let key = spec.idempotencyKey,
-               let id = try Int64.fetchOne(holder, arguments: [spec.queue.rawValue, key]) {
-                return Enqueued(id: JobID(rawValue: id), deduplicated: true)
+        var enqueued: [Enqueued] = []
+        enqueued.reserveCapacity(specs.count)
+        var start = specs.startIndex
+        while start < specs.endIndex {
+            var end = start + 1
+            if let key = specs[start].idempotencyKey {
+                if let id = try Int64.fetchOne(holder, arguments: [specs[start].queue.rawValue, key]) {
+                    enqueued.append(Enqueued(id: JobID(rawValue: id), deduplicated: true))
+                    start = end
+                    continue
+                }
+            } else {
+                while end < specs.endIndex, end - start < rowsPerInsert, specs[end].idempotencyKey == nil { end += 1 }
             }
-            try insert.execute(arguments: [
-                spec.queue.rawValue, Data(spec.payload), spec.priority, spec.maxAttempts,
-                adding(spec.delay, to: now), now.nanoseconds, spec.idempotencyKey, spec.orderingKey,
-            ])
-            return Enqueued(id: JobID(rawValue: db.lastInsertedRowID), deduplicated: false)
+            let rows = specs[start..<end]
+            var values: [(any DatabaseValueConvertible)?] = []
+            values.reserveCapacity(rows.count * 7)
+            for spec in rows {
+                values += [
+                    spec.queue.rawValue, Data(spec.payload), spec.priority, spec.maxAttempts, adding(spec.delay, to: now),
+                    spec.idempotencyKey, spec.orderingKey,
+                ]
+            }
+            values.append(now.nanoseconds)
+            try db.cachedStatement(sql: insertSQL(rows: rows.count)).execute(arguments: StatementArguments(values))
+            // One statement under the write lock: AUTOINCREMENT gives its rows consecutive ids, in order.
+            let last = db.lastInsertedRowID
+            for offset in 0..<Int64(rows.count) {
+                enqueued.append(Enqueued(id: JobID(rawValue: last - Int64(rows.count) + 1 + offset), deduplicated: false))
+            }
+            start = end
         }
+        return enqueued
+    }
+
+    /// An `INSERT` of `rows` jobs: 7 arguments per job, then the enqueue instant.
+    private static func insertSQL(rows: Int) -> String {
+        var sql = """
+            INSERT INTO jobs
+                (queue, payload, priority, max_attempts, attempt, token, stage, available_since, idempotency_key,
+                 ordering_key, enqueued_at)
+            VALUES
+            """
+        let now = rows * 7 + 1
+        sql += (0..<rows).map { index in
+            let base = index * 7
+            return "(?\(base + 1), coalesce(?\(base + 2), x''), ?\(base + 3), ?\(base + 4), 0, 0, 'available', ?\(base + 5), "
+                + "?\(base + 6), ?\(base + 7), ?\(now))"
+        }.joined(separator: ", ")
+        return sql
     }
 
     private static func claim(

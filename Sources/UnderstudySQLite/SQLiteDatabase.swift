@@ -17,8 +17,9 @@ import UnderstudyStore
 final class SQLiteDatabase: Sendable {
     /// The schema version this build writes and reads.
     ///
-    /// 1: groups, members and leases. 2: and the work queues' jobs (``SQLiteQueueSchema``).
-    static let schemaVersion = 2
+    /// 1: groups, members and leases. 2: and the work queues' jobs (``SQLiteQueueSchema``). 3: and the groups'
+    /// checkpoints.
+    static let schemaVersion = 3
     static let applicationTag = "understudy"
 
     /// The path of the database file.
@@ -264,6 +265,7 @@ final class SQLiteDatabase: Sendable {
             );
             """)
         try SQLiteQueueSchema.create(db)
+        try db.execute(sql: SQLiteStore.checkpointTable)
         try db.execute(
             sql: "INSERT INTO understudy_meta (key, value) VALUES ('application', ?), ('schema_version', ?)",
             arguments: [applicationTag, String(schemaVersion)]
@@ -275,6 +277,7 @@ final class SQLiteDatabase: Sendable {
     private static func migrate(_ db: Database, from version: Int) throws {
         guard version < schemaVersion else { return }
         if version < 2 { try SQLiteQueueSchema.create(db) }
+        if version < 3 { try db.execute(sql: SQLiteStore.checkpointTable) }
         try db.execute(
             sql: "UPDATE understudy_meta SET value = ? WHERE key = 'schema_version'",
             arguments: [String(schemaVersion)]

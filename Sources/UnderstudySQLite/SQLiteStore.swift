@@ -134,7 +134,7 @@ public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, Cu
 
     // MARK: Rows
 
-    private static func loadLedger(_ db: Database, group: GroupName) throws -> GroupLedger? {
+    static func loadLedger(_ db: Database, group: GroupName) throws -> GroupLedger? {
         let groupRow = try db.cachedStatement(sql: "SELECT active_goal, last_token, next_join FROM groups WHERE name = ?")
         guard let row = try Row.fetchOne(groupRow, arguments: [group.rawValue]) else { return nil }
         func corrupt(_ what: String) -> StoreError {

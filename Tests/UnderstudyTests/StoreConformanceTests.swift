@@ -66,7 +66,7 @@ struct StoreConformanceTests {
         try await run(check, on: backend) { $0 as! any JobQueueStore }
     }
 
-    @Test(arguments: [Backend.inMemory], CheckpointConformance.checks)
+    @Test(arguments: [Backend.inMemory, .sqlite], CheckpointConformance.checks)
     func checkpoint(_ backend: Backend, _ check: ConformanceCheck<any CoordinationStore & CheckpointStore>) async throws {
         try await run(check, on: backend) { $0 as! any CoordinationStore & CheckpointStore }
     }

@@ -64,6 +64,9 @@ public struct QueueSimulation: Sendable {
     private var reRuns = 0
     private var released = 0
     private var claimsIgnored = 0
+    private var lostButRecorded = 0
+    /// The claims whose outcome the store recorded.
+    private var recordedClaims: Set<ClaimReference> = []
     private var injected: [QueueFault: Int] = [:]
 
     /// Prepares the run of `seed`; nothing happens until ``run()``.
@@ -153,6 +156,7 @@ public struct QueueSimulation: Sendable {
             reRuns: reRuns,
             released: released,
             claimsIgnored: claimsIgnored,
+            lostButRecorded: lostButRecorded,
             injected: injected,
             end: Instant(nanoseconds: now)
         )
@@ -337,8 +341,15 @@ public struct QueueSimulation: Sendable {
                 }
                 terminate(run, reason)
             case .abandon(let id, let reason):
-                claimsLost += 1
-                record(.abandoned(id, reason), worker: index)
+                if let token = workers[index].claimTokens[id], recordedClaims.contains(ClaimReference(id: id, token: token)) {
+                    // The store did record this claim's outcome: a renewal applied after the record answered
+                    // `false`, and the machine took that for a lost claim.
+                    lostButRecorded += 1
+                    record(.abandonedButRecorded(id), worker: index)
+                } else {
+                    claimsLost += 1
+                    record(.abandoned(id, reason), worker: index)
+                }
             case .scheduleTick(let at):
                 workers[index].tickGeneration += 1
                 let tick = QueueEvent.worker(index, process: workers[index].process, .tick(workers[index].tickGeneration))
@@ -429,17 +440,18 @@ public struct QueueSimulation: Sendable {
         nextRun += 1
         runs[run] = JobRun(worker: index, process: workers[index].process, job: id, token: claim.token)
         workers[index].handlers[id] = run
+        workers[index].claimTokens[id] = claim.token
         record(.jobStarted(id, claim.token), worker: index)
         queue.schedule(.commandExit(run, .byItself), at: now + commandDuration())
         armWatchdog(run, deadline: stopBy)
     }
 
-    /// How long a command takes: mostly under I, a quarter of them several renewals long, a few longer than 2·T.
+    /// How long a command takes: about half under I, a third several renewals long, the rest up to 8·T/3.
     private mutating func commandDuration() -> Int64 {
         let draw = random.index(below: 100)
         let lease = options.claimLease
-        if draw < 70 { return random.duration(in: .milliseconds(50)...options.renewInterval).nanoseconds }
-        if draw < 95 { return random.duration(in: options.renewInterval...(lease + lease / 3)).nanoseconds }
+        if draw < 55 { return random.duration(in: .milliseconds(50)...options.renewInterval).nanoseconds }
+        if draw < 85 { return random.duration(in: options.renewInterval...(lease + lease / 3)).nanoseconds }
         return random.duration(in: (lease + lease / 3)...(lease * 8 / 3)).nanoseconds
     }
 
@@ -591,6 +603,7 @@ public struct QueueSimulation: Sendable {
             let replies = ledger.record(outcomes, at: storeNow)
             record(.recorded(call: request.call, replies), worker: request.worker)
             for (outcome, reply) in zip(outcomes, replies) where reply != .stale {
+                recordedClaims.insert(outcome.claim)
                 if unrecordedStart[outcome.claim.id] == outcome.claim.token { unrecordedStart[outcome.claim.id] = nil }
             }
             answer = .recorded(replies)
@@ -657,11 +670,11 @@ public struct QueueSimulation: Sendable {
         queue.schedule(.faultsStop, at: faultEnd)
     }
 
-    /// A running worker, preferring one whose jobs run (half of the time) since that is where faults hurt.
-    private mutating func faultTarget(excludingPaused: Bool = true) -> Int? {
+    /// A running worker, preferring one whose jobs run (half of the time by default) since that is where faults hurt.
+    private mutating func faultTarget(excludingPaused: Bool = true, preferringBusy: Double = 0.5) -> Int? {
         let running = workers.indices.filter { workers[$0].machine != nil && (!excludingPaused || workers[$0].pausedUntil == nil) }
         let busy = running.filter { !workers[$0].handlers.isEmpty }
-        let pool = !busy.isEmpty && random.chance(0.5) ? busy : running
+        let pool = !busy.isEmpty && random.chance(preferringBusy) ? busy : running
         return pool.isEmpty ? nil : pool[random.index(below: pool.count)]
     }
 
@@ -680,7 +693,8 @@ public struct QueueSimulation: Sendable {
     }
 
     private mutating func freezeFault() {
-        guard let index = faultTarget() else { return }
+        // A freeze hurts only a worker whose commands run: it picks one most of the time.
+        guard let index = faultTarget(preferringBusy: 0.8) else { return }
         injected[.freeze, default: 0] += 1
         let until = faultDuration(upTo: 3)
         workers[index].pausedUntil = until
@@ -776,6 +790,8 @@ struct SimulatedWorker: Sendable {
     var calls: [UInt64: PendingCall] = [:]
     /// The run of each job whose handler has not returned yet.
     var handlers: [JobID: Int] = [:]
+    /// The token of the newest claim this process started of each job.
+    var claimTokens: [JobID: FencingToken] = [:]
 
     init(id: MemberID, clock: MemberClock) {
         self.id = id
@@ -789,6 +805,7 @@ struct SimulatedWorker: Sendable {
         deferred = []
         calls = [:]
         handlers = [:]
+        claimTokens = [:]
     }
 }
 
@@ -947,6 +964,7 @@ struct QueueTraceEntry: Sendable {
         case fenceIgnored(JobID)
         case commandExited(JobID, FencingToken, CommandEnd)
         case abandoned(JobID, QueueWorkerStateMachine.StopReason)
+        case abandonedButRecorded(JobID)
         case outage(until: Int64)
         case outageOver
         case slow(until: Int64)
@@ -994,6 +1012,7 @@ struct QueueTraceEntry: Sendable {
         case .fenceIgnored(let id): hash.combine(22, UInt64(id.rawValue))
         case .commandExited(let id, let token, let how): hash.combine(23, UInt64(id.rawValue), token.rawValue, UInt64(how.rawValue))
         case .abandoned(let id, let reason): hash.combine(24, UInt64(id.rawValue), Self.code(reason))
+        case .abandonedButRecorded(let id): hash.combine(30, UInt64(id.rawValue))
         case .outage(let until): hash.combine(25, UInt64(bitPattern: until))
         case .outageOver: hash.combine(26)
         case .slow(let until): hash.combine(27, UInt64(bitPattern: until))
@@ -1056,6 +1075,7 @@ struct QueueTraceEntry: Sendable {
         case .fenceIgnored(let id): "ignored the self-fence of job \(id)"
         case .commandExited(let id, let token, let how): "command of job \(id) token \(token) \(how)"
         case .abandoned(let id, let reason): "lost job \(id): \(reason)"
+        case .abandonedButRecorded(let id): "reported job \(id) lost, though the store recorded its outcome (a renewal applied after the record)"
         case .outage(let until): "outage until \(Instant(nanoseconds: until))"
         case .outageOver: "outage over"
         case .slow(let until): "store slow until \(Instant(nanoseconds: until))"

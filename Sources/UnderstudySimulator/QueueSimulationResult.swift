@@ -55,6 +55,10 @@ public struct QueueSimulationResult: Hashable, Sendable {
     public var released: Int
     /// Claims the store granted that the worker dropped because it still held an earlier claim of the same job.
     public var claimsIgnored: Int
+    /// Jobs the worker reported lost although the store had recorded their outcome: a renewal sent before the
+    /// record and applied after it answered `false`, which ``QueueWorkerStateMachine/renewed(_:sentAt:now:)`` takes
+    /// for a lost claim (a wrong "lost" log line and metric; nothing runs twice).
+    public var lostButRecorded: Int
     /// How many times each fault struck.
     public var injected: [QueueFault: Int]
     /// Where the run stopped, on the simulator's real timeline.
@@ -77,6 +81,7 @@ public struct QueueSimulationSummary: Hashable, Sendable {
     public var reRuns: Int
     public var released: Int
     public var claimsIgnored: Int
+    public var lostButRecorded: Int
     public var injected: [QueueFault: Int]
     public var violationsByInvariant: [QueueInvariant: Int]
     /// The trace hashes of all runs folded in seed order.
@@ -96,6 +101,7 @@ public struct QueueSimulationSummary: Hashable, Sendable {
         reRuns = 0
         released = 0
         claimsIgnored = 0
+        lostButRecorded = 0
         injected = [:]
         violationsByInvariant = [:]
         traceHash = TraceHash()
@@ -113,6 +119,7 @@ public struct QueueSimulationSummary: Hashable, Sendable {
             reRuns += result.reRuns
             released += result.released
             claimsIgnored += result.claimsIgnored
+            lostButRecorded += result.lostButRecorded
             injected.merge(result.injected, uniquingKeysWith: +)
             if let violation = result.violation {
                 failures.append(result)

@@ -47,6 +47,8 @@ private func run(seed: UInt64, _ options: QueueSimulationOptions) throws -> Queu
             Issue.record(report(failure))
         }
         #expect(summary.claimsLost == 0)
+        // Not zero: see QueueCoreFindings. Nothing runs twice for it.
+        #expect(summary.lostButRecorded < summary.runs)
         #expect(summary.reRuns == 0)
         #expect(summary.claimsIgnored == 0)
         #expect(summary.dead == 50, "only the job that always fails is dead")
@@ -81,9 +83,11 @@ private func run(seed: UInt64, _ options: QueueSimulationOptions) throws -> Queu
         #expect(caught.contains { $0 == .exclusiveWork || $0 == .ordering }, "caught: \(caught)")
     }
 
-    @Test func test_storeExpiringClaimsOneRenewIntervalEarly_isCaughtWithinFiftySeeds() throws {
-        let options = QueueSimulationOptions(weakening: .storeExpiresEarly(by: .seconds(1)))
-        let summary = try QueueSimulationSummary(seeds: 1...50, options: options)
+    @Test func test_storeExpiringClaimsOneRenewIntervalEarly_isCaughtWithinAHundredSeeds() throws {
+        // A frozen worker's command is killed I/4 before its work deadline, s + T − 3·I/4; a store that expires
+        // the claim I early hands the job on from s + T − I on.
+        let options = QueueSimulationOptions(faults: [.freeze], weakening: .storeExpiresEarly(by: .seconds(1)))
+        let summary = try QueueSimulationSummary(seeds: 1...100, options: options)
         let caught = summary.failures.compactMap(\.violation?.invariant)
         #expect(caught.contains { $0 == .exclusiveWork || $0 == .ordering }, "caught: \(caught)")
     }
@@ -119,5 +123,40 @@ private func run(seed: UInt64, _ options: QueueSimulationOptions) throws -> Queu
         #expect(throws: QueueSimulationOptionsError.nonPositiveCallTimeout) {
             _ = try QueueSimulation(seed: 1, options: QueueSimulationOptions(callTimeout: .zero))
         }
+    }
+}
+
+/// What the queue simulation found in the core: each test states the expected behaviour, and is marked as a
+/// known issue until the core is fixed.
+@Suite struct QueueCoreFindings {
+    private static let queue = try! QueueName("q")
+    private static let worker = WorkerID(id: try! MemberID("w1"), incarnation: "w1.1")
+
+    @Test func test_renewalAnsweredAfterTheRecordWasApplied_doesNotReportTheJobLost() throws {
+        // A renewal is under way when the job ends; the record goes out at once, overtakes it and is applied first,
+        // so the store answers the renewal `false` (the claim is finished). The machine takes that for a lost claim
+        // and abandons the job (the runtime logs "job lost; its outcome is not recorded" and counts it lost),
+        // though the outcome was recorded; the record's answer is then ignored. Seen in fault-free simulations.
+        var machine = QueueWorkerStateMachine(configuration: try QueueWorkerConfiguration(queue: Self.queue, worker: Self.worker))
+        _ = machine.start(now: .zero)
+        let claim = JobClaim(
+            id: JobID(rawValue: 1), queue: Self.queue, payload: [], attempt: 1, maxAttempts: 5,
+            token: FencingToken(rawValue: 7), waited: .zero
+        )
+        let started = machine.claimed([claim], sentAt: .zero, now: Instant.zero + .milliseconds(10))
+        #expect(started.contains { if case .startJob = $0 { true } else { false } })
+        let renewSent = Instant.zero + .seconds(10)
+        let renewal = machine.tick(now: renewSent)
+        #expect(renewal.contains(.renew([claim.reference])))
+        let ended = machine.jobEnded(claim.id, .succeeded, jitter: 0, now: renewSent + .milliseconds(5))
+        let outcome = JobOutcome.completed(claim.reference)
+        #expect(ended.contains(.record([outcome])))
+        // The store applied the record, then the renewal: the claim is no longer running.
+        let renewed = machine.renewed([(claim.reference, false)], sentAt: renewSent, now: renewSent + .milliseconds(40))
+        let recorded = machine.recorded([outcome], replies: [.recorded(.done)], now: renewSent + .milliseconds(45))
+        withKnownIssue("QueueWorkerStateMachine.renewed abandons a claim whose outcome is being recorded") {
+            #expect(!(renewed + recorded).contains { if case .abandon = $0 { true } else { false } }, "actions: \(renewed + recorded)")
+        }
+        #expect(machine.heldCount == 0)
     }
 }

@@ -159,4 +159,34 @@ private func run(seed: UInt64, _ options: QueueSimulationOptions) throws -> Queu
         }
         #expect(machine.heldCount == 0)
     }
+
+    @Test func test_claimOfAJobStillHeld_isGivenBackOrUsed() throws {
+        // The worker still holds job 1 (its outcome is being recorded, and the record is slow) when the store,
+        // having expired that claim, grants the job to the same worker again. `claimed` skips a claim for a job it
+        // holds without giving it back, so the new claim runs on the store until it expires: the job loses an
+        // attempt and waits up to T. Seen 23 times in 1,000 simulated seeds with every fault.
+        let configuration = try QueueWorkerConfiguration(queue: Self.queue, worker: Self.worker, concurrency: 2)
+        var machine = QueueWorkerStateMachine(configuration: configuration)
+        _ = machine.start(now: .zero)
+        func claim(token: UInt64, attempt: Int) -> JobClaim {
+            JobClaim(id: JobID(rawValue: 1), queue: Self.queue, payload: [], attempt: attempt, maxAttempts: 5, token: FencingToken(rawValue: token), waited: .zero)
+        }
+        let first = claim(token: 7, attempt: 1)
+        _ = machine.claimed([first], sentAt: .zero, now: Instant.zero + .milliseconds(10))
+        let ended = machine.jobEnded(first.id, .succeeded, jitter: 0, now: Instant.zero + .milliseconds(500))
+        #expect(ended.contains(.record([.completed(first.reference)])))
+        let poll = Instant.zero + .seconds(2)
+        #expect(machine.tick(now: poll).contains(.claim(limit: 1)))
+        let second = claim(token: 9, attempt: 2)
+        let actions = machine.claimed([second], sentAt: poll, now: poll + .milliseconds(20))
+        withKnownIssue("QueueWorkerStateMachine.claimed drops a claim for a job it still holds without giving it back") {
+            #expect(actions.contains { action in
+                switch action {
+                case .release(let references): references.contains(second.reference)
+                case .startJob(let claim, _): claim == second
+                default: false
+                }
+            }, "actions: \(actions)")
+        }
+    }
 }

@@ -190,16 +190,13 @@ extension PostgresSchema {
                 v_nows bigint[] := '{}';
                 v_ids bigint[];
                 v_inserted bigint[];
-                v_now bigint;
             BEGIN
                 SELECT array_agg(DISTINCT q) INTO v_queues FROM unnest(p_queues) q;
                 FOREACH v_queue IN ARRAY coalesce(v_queues, '{}') LOOP
-                    v_now := "\(s)".understudy_queue_read_now(v_queue, p_now);
-                    IF v_now IS NULL THEN
+                    IF NOT EXISTS (SELECT 1 FROM "\(s)".queue_clocks WHERE queue = v_queue) THEN
                         PERFORM "\(s)".understudy_queue_clock(v_queue, p_now);
-                        v_now := "\(s)".understudy_queue_read_now(v_queue, p_now);
                     END IF;
-                    v_nows := array_append(v_nows, v_now);
+                    v_nows := array_append(v_nows, "\(s)".understudy_queue_read_now(v_queue, p_now));
                     PERFORM pg_notify('\(channel)', v_queue);
                 END LOOP;
                 -- Ids in batch order, allocated before the insert so that each row's id is known.

@@ -199,6 +199,7 @@ struct PostgresQueueTests {
         var held: [(store: JobClaim, ledger: JobClaim)] = []
         let queues = try ["a", "b"].map { try QueueName($0) }
         let lease = Duration.seconds(5)
+        var claimed = 0, recorded = 0, stale = 0
         func pick<T>(_ values: [T]) -> T { values[random.next(below: values.count)] }
 
         for step in 0..<400 {
@@ -226,6 +227,7 @@ struct PostgresQueueTests {
                 #expect(mine.map(\.token) == theirs.map(\.token), "step \(step): tokens")
                 #expect(mine.map(\.attempt) == theirs.map(\.attempt) && mine.map(\.waited) == theirs.map(\.waited), "step \(step)")
                 held += zip(mine, theirs).map { (store: $0, ledger: $1) }
+                claimed += theirs.count
             case 4, 5:
                 guard !held.isEmpty else { continue }
                 let chosen = (0..<min(held.count, 1 + random.next(below: 3))).map { _ in held[random.next(below: held.count)] }
@@ -237,6 +239,8 @@ struct PostgresQueueTests {
                 let mine = try await store.record(outcomes(chosen.map(\.store)))
                 let theirs = ledger.record(outcomes(chosen.map(\.ledger)), at: now)
                 #expect(mine == theirs, "step \(step): recorded")
+                recorded += theirs.filter { $0 != .stale }.count
+                stale += theirs.filter { $0 == .stale }.count
             case 6:
                 guard !held.isEmpty else { continue }
                 let chosen = held[random.next(below: held.count)]
@@ -281,6 +285,8 @@ struct PostgresQueueTests {
                 }
             }
         }
+        // The sequence reaches every path: many claims, recorded and stale outcomes.
+        #expect(claimed > 40 && recorded > 15 && stale > 5, "claimed \(claimed), recorded \(recorded), stale \(stale)")
         try await store.close()
     }
 

@@ -6,6 +6,12 @@ extension PostgresSchema {
     /// server's clock moves what such a reader sees by at most this much.
     static let queueReadAheadMicroseconds: Int64 = 1_000_000
 
+    /// The longest span between two claims or renewals of one client that counts as its measurement of time (µs),
+    /// unless the claim lease is longer: an idle worker polls less often than a group member heartbeats, and without
+    /// evidence the clock moves by the slack only. Over 5 minutes a client's clock (within 0.1 %) errs by 0.3 s at
+    /// most, far less than a claim's fencing margin.
+    static let queueEvidenceWindowMicroseconds: Int64 = 300_000_000
+
     /// The notification channel on which enqueues, releases and redrives are announced, with the queue name as
     /// payload. Distinct from the groups' channel (``channel(schema:)`` always starts `understudy_`), so neither
     /// wakes the other's subscribers.
@@ -119,7 +125,8 @@ extension PostgresSchema {
             $fn$;
 
             -- Advances a queue's clock for a claim or renewal of client p_client sent at p_sent (its monotonic clock,
-            -- µs), under the clock row's lock; p_ttl: the claim lease, the longest span taken as a measurement.
+            -- µs), under the clock row's lock; p_ttl: the claim lease, the longest span taken as a measurement (if
+            -- longer than the evidence window).
             CREATE OR REPLACE FUNCTION "\(s)".understudy_queue_advance(
                 p_queue text, p_client text, p_sent bigint, p_ttl bigint, p_now bigint,
                 OUT o_now bigint, OUT o_complete_since bigint
@@ -137,7 +144,8 @@ extension PostgresSchema {
                 END IF;
                 SELECT * INTO k FROM "\(s)".queue_clients WHERE queue = p_queue AND client = p_client;
                 v_wall := "\(s)".understudy_wall();
-                o_now := coalesce(p_now, "\(s)".understudy_advance(c.store_now, c.wall_at, v_wall, k.applied_at, k.sent_at, p_sent, p_ttl));
+                o_now := coalesce(p_now, "\(s)".understudy_advance(c.store_now, c.wall_at, v_wall, k.applied_at, k.sent_at, p_sent,
+                    greatest(p_ttl, \(queueEvidenceWindowMicroseconds))));
                 o_complete_since := c.complete_since;
                 IF c.identity IS DISTINCT FROM v_identity THEN
                     -- Another server or another copy of the schema: claims it lost may still run.

@@ -59,6 +59,7 @@ enum PostgresSchema {
             leaseFunctions(schema: s),
             queueTables(schema: s),
             queueFunctions(schema: s),
+            checkpointTableAndFunctions(schema: s),
             """
             -- Functions of development builds that no client calls any more.
             DROP FUNCTION IF EXISTS "\(s)".understudy_heartbeats(jsonb, bigint);

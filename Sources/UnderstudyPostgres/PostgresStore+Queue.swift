@@ -29,8 +29,9 @@ extension PostgresStore: JobQueueStore {
     /// The injected test clock in µs, or `nil`: judge on the queues' store clocks.
     private var queueNow: Int64? { clock.map { $0().nanoseconds / 1_000 } }
 
-    /// Runs one round trip of the queue functions, as ``StoreError``; recreates a dropped schema once.
-    private func queueCall<Value: Sendable>(
+    /// Runs one round trip of the server-side functions of a capability (the queues, the checkpoints), failing as
+    /// ``StoreError``; recreates a dropped schema once.
+    func serverCall<Value: Sendable>(
         recreating: Bool = true,
         _ body: @escaping @Sendable (PostgresClient, String, Logger) async throws -> Value
     ) async throws -> Value {
@@ -46,7 +47,7 @@ extension PostgresStore: JobQueueStore {
             } catch {
                 throw PostgresConnection.storeError(error, location: location, opening: true)
             }
-            return try await queueCall(recreating: false, body)
+            return try await serverCall(recreating: false, body)
         } catch {
             throw PostgresConnection.storeError(error, location: location, opening: false)
         }
@@ -66,7 +67,7 @@ extension PostgresStore: JobQueueStore {
         let idempotency = jobs.map { $0.idempotencyKey ?? "" }
         let ordering = jobs.map { $0.orderingKey ?? "" }
         let now = queueNow
-        let rows = try await queueCall { client, schema, logger in
+        let rows = try await serverCall { client, schema, logger in
             let rows = try await client.query(
                 """
                 SELECT o_n, o_id, o_deduplicated FROM "\(unescaped: schema)".understudy_enqueue(
@@ -91,7 +92,7 @@ extension PostgresStore: JobQueueStore {
     public func claim(queue: QueueName, worker: WorkerID, limit: Int, lease: Duration) async throws -> [JobClaim] {
         let (now, sent, client) = (queueNow, MonotonicClock.now().nanoseconds / 1_000, queueClient)
         let (limit, lease, name, workerName) = (Int32(clamping: max(0, limit)), Self.micros(lease), queue.rawValue, worker.description)
-        let rows = try await queueCall { connectionClient, schema, logger in
+        let rows = try await serverCall { connectionClient, schema, logger in
             let rows = try await connectionClient.query(
                 """
                 SELECT o_id, o_payload, o_attempt, o_max_attempts, o_token, o_waited FROM "\(unescaped: schema)".understudy_claim(
@@ -119,7 +120,7 @@ extension PostgresStore: JobQueueStore {
             // The claim checks what it can on the server; what only the client sees goes to the dead letter too.
             let (ids, texts) = (faults.map(\.0), faults.map(\.1))
             connection.logger.debug("claimed rows cannot be read; sending them to the dead letter", metadata: ["ids": "\(ids)"])
-            _ = try? await queueCall { client, schema, logger in
+            _ = try? await serverCall { client, schema, logger in
                 _ = try await client.query(
                     #"SELECT "\#(unescaped: schema)".understudy_job_corrupt(\#(ids)::bigint[], \#(texts)::text[], \#(now)::bigint)"#,
                     logger: logger
@@ -137,7 +138,7 @@ extension PostgresStore: JobQueueStore {
         guard !claims.isEmpty else { return [] }
         let (ids, tokens) = Self.references(claims)
         let (now, sent, client, lease) = (queueNow, MonotonicClock.now().nanoseconds / 1_000, queueClient, Self.micros(lease))
-        let renewed = try await queueCall { connectionClient, schema, logger in
+        let renewed = try await serverCall { connectionClient, schema, logger in
             let rows = try await connectionClient.query(
                 """
                 SELECT "\(unescaped: schema)".understudy_renew(\(ids)::bigint[], \(tokens)::bigint[], \(lease)::bigint,
@@ -165,7 +166,7 @@ extension PostgresStore: JobQueueStore {
             }
         }
         let (now, failedFlags, errorTexts, retryMicros) = (queueNow, failed, errors, retries)
-        let states = try await queueCall { client, schema, logger in
+        let states = try await serverCall { client, schema, logger in
             let rows = try await client.query(
                 """
                 SELECT "\(unescaped: schema)".understudy_record(\(ids)::bigint[], \(tokens)::bigint[], \(failedFlags)::boolean[],
@@ -192,7 +193,7 @@ extension PostgresStore: JobQueueStore {
         guard !claims.isEmpty else { return }
         let (ids, tokens) = Self.references(claims)
         let now = queueNow
-        try await queueCall { client, schema, logger in
+        try await serverCall { client, schema, logger in
             _ = try await client.query(
                 #"SELECT "\#(unescaped: schema)".understudy_release(\#(ids)::bigint[], \#(tokens)::bigint[], \#(now)::bigint)"#,
                 logger: logger
@@ -202,7 +203,7 @@ extension PostgresStore: JobQueueStore {
 
     public func cancel(_ job: JobID) async throws -> JobState? {
         let (id, now) = (job.rawValue, queueNow)
-        let state = try await queueCall { client, schema, logger in
+        let state = try await serverCall { client, schema, logger in
             let rows = try await client.query(
                 #"SELECT "\#(unescaped: schema)".understudy_cancel(\#(id)::bigint, \#(now)::bigint)"#,
                 logger: logger
@@ -217,7 +218,7 @@ extension PostgresStore: JobQueueStore {
 
     public func redrive(queue: QueueName, ids: [JobID]?) async throws -> Int {
         let (name, wanted, now) = (queue.rawValue, ids.map { $0.map(\.rawValue) }, queueNow)
-        return try await queueCall { client, schema, logger in
+        return try await serverCall { client, schema, logger in
             let rows = try await client.query(
                 #"SELECT "\#(unescaped: schema)".understudy_redrive(\#(name)::text, \#(wanted)::bigint[], \#(now)::bigint)"#,
                 logger: logger
@@ -229,7 +230,7 @@ extension PostgresStore: JobQueueStore {
 
     public func prune(retention: Duration, limit: Int) async throws -> Int {
         let (retention, limit, now) = (Self.micros(max(retention, .zero)), Int32(clamping: max(0, limit)), queueNow)
-        return try await queueCall { client, schema, logger in
+        return try await serverCall { client, schema, logger in
             let rows = try await client.query(
                 #"SELECT "\#(unescaped: schema)".understudy_prune(\#(retention)::bigint, \#(limit)::int, \#(now)::bigint)"#,
                 logger: logger
@@ -241,7 +242,7 @@ extension PostgresStore: JobQueueStore {
 
     public func stats(queue: QueueName?) async throws -> [QueueStats] {
         let (name, now) = (queue?.rawValue, queueNow)
-        let rows = try await queueCall { client, schema, logger in
+        let rows = try await serverCall { client, schema, logger in
             let rows = try await client.query(
                 #"SELECT o_queue, o_state, o_count, o_oldest FROM "\#(unescaped: schema)".understudy_queue_stats(\#(name)::text, \#(now)::bigint)"#,
                 logger: logger
@@ -274,7 +275,7 @@ extension PostgresStore: JobQueueStore {
     /// One round trip of `understudy_jobs`; each row as a record, or the error that it cannot be one.
     private func records(queue: String?, state: String?, after: Int64?, limit: Int32, id: Int64?) async throws -> [Result<JobRecord, StoreError>] {
         let now = queueNow
-        let rows = try await queueCall { client, schema, logger in
+        let rows = try await serverCall { client, schema, logger in
             let rows = try await client.query(
                 """
                 SELECT o_id, o_queue, o_state, o_priority, o_attempt, o_max_attempts, o_idempotency_key, o_ordering_key,

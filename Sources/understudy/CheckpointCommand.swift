@@ -42,13 +42,8 @@ struct CheckpointCommand: AsyncParsableCommand {
             }
         }
 
-        func open() async throws(CLIError) -> (StoreLocation, any CoordinationStore & CheckpointStore) {
-            let location = try options.location
-            let store = try await location.openForWriting()
-            guard let checkpoints = store as? any CoordinationStore & CheckpointStore else {
-                throw CLIError(.storeUnavailable, "the store \(location) keeps no checkpoints")
-            }
-            return (location, checkpoints)
+        func open() async throws(CLIError) -> (StoreLocation, any CommandStore) {
+            try await options.open()
         }
     }
 

@@ -38,17 +38,9 @@ struct QueueStoreOptions: ParsableArguments {
     }
 
     /// The store, opened for writing (created if needed).
-    func open() async throws(CLIError) -> (StoreLocation, any JobQueueStore & CoordinationStore) {
+    func open() async throws(CLIError) -> (StoreLocation, any CommandStore) {
         let location = try location
-        return (location, try await Self.queues(of: location))
-    }
-
-    static func queues(of location: StoreLocation) async throws(CLIError) -> any JobQueueStore & CoordinationStore {
-        let store = try await location.openForWriting()
-        guard let queues = store as? any JobQueueStore & CoordinationStore else {
-            throw CLIError(.storeUnavailable, "the store \(location) keeps no queues")
-        }
-        return queues
+        return (location, try await location.openForWriting())
     }
 
     static func queueName(_ text: String) throws(CLIError) -> QueueName {
@@ -212,7 +204,7 @@ extension Queue {
             let chosen: Containment
             do throws(SupervisorError) { chosen = try Containment.choose(containment) } catch { throw CLIError(error) }
             let location = try options.location
-            let store = try await QueueStoreOptions.queues(of: location)
+            let store = try await location.openForWriting()
             let timeline = configuration.timeline(sentAt: .zero)
             let runner = JobCommand(
                 command: [executable] + command.dropFirst(),

@@ -4,6 +4,9 @@ import UnderstudyPostgres
 import UnderstudySQLite
 import UnderstudyStore
 
+/// Every capability the CLI uses of a store; SQLite and PostgreSQL have them all.
+typealias CommandStore = CoordinationStore & JobQueueStore & CheckpointStore
+
 /// Where the members of a group meet: `--store URL`, else `UNDERSTUDY_STORE`, else the embedded SQLite database.
 enum StoreLocation: CustomStringConvertible {
     case sqlite(path: String)
@@ -91,7 +94,7 @@ enum StoreLocation: CustomStringConvertible {
     /// Opens the store for a member, creating it if needed, and checks that it can be written.
     ///
     /// - Throws: ``CLIError`` with ``ExitStatus/storeUnavailable``.
-    func openForWriting() async throws(CLIError) -> any CoordinationStore {
+    func openForWriting() async throws(CLIError) -> any CommandStore {
         switch self {
         case .postgres:
             return try await openPostgres(failingWith: .storeUnavailable)
@@ -116,7 +119,7 @@ enum StoreLocation: CustomStringConvertible {
     /// Opens an existing store for reading: nothing is created, migrated or expired.
     ///
     /// - Throws: ``CLIError`` with ``ExitStatus/statusError``.
-    func openForReading() async throws(CLIError) -> any CoordinationStore {
+    func openForReading() async throws(CLIError) -> any CommandStore {
         switch self {
         case .postgres:
             return try await openPostgres(failingWith: .statusError)
@@ -132,7 +135,7 @@ enum StoreLocation: CustomStringConvertible {
         }
     }
 
-    private func openPostgres(failingWith status: ExitStatus) async throws(CLIError) -> any CoordinationStore {
+    private func openPostgres(failingWith status: ExitStatus) async throws(CLIError) -> any CommandStore {
         guard case .postgres(let location, _) = self else { throw CLIError(status, "not a PostgreSQL store: \(self)") }
         do {
             return try await PostgresStore(location: location)

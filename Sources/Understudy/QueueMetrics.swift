@@ -10,12 +10,14 @@ import UnderstudyCore
 /// | `understudy_queue_lost_total` | counter | jobs whose claim was lost while they ran, so their end was not recorded |
 /// | `understudy_queue_start_latency_seconds` | timer | from a job becoming claimable to its first claim |
 /// | `understudy_queue_store_errors_total` | counter | round trips that failed for want of a store |
+/// | `understudy_queue_jobs` | gauge, dimension `state` | the queue's jobs in each state, read every prune interval |
 public enum QueueMetricLabel {
     public static let claims = "understudy_queue_claims_total"
     public static let outcomes = "understudy_queue_outcomes_total"
     public static let lost = "understudy_queue_lost_total"
     public static let startLatency = "understudy_queue_start_latency_seconds"
     public static let storeErrors = "understudy_queue_store_errors_total"
+    public static let depth = "understudy_queue_jobs"
 }
 
 /// The metric handles of one worker, made once so that every series exists from the start.
@@ -25,6 +27,7 @@ struct QueueMetrics: Sendable {
     private let lostJobs: Counter
     private let startLatency: Timer
     private let storeErrors: Counter
+    private let depth: [JobState: Gauge]
 
     init(queue: QueueName) {
         let dimensions = [("queue", queue.rawValue)]
@@ -35,6 +38,13 @@ struct QueueMetrics: Sendable {
         lostJobs = Counter(label: QueueMetricLabel.lost, dimensions: dimensions)
         startLatency = Timer(label: QueueMetricLabel.startLatency, dimensions: dimensions)
         storeErrors = Counter(label: QueueMetricLabel.storeErrors, dimensions: dimensions)
+        depth = Dictionary(uniqueKeysWithValues: JobState.allCases.map { state in
+            (state, Gauge(label: QueueMetricLabel.depth, dimensions: dimensions + [("state", state.rawValue)]))
+        })
+    }
+
+    func counted(_ stats: QueueStats?) {
+        for (state, gauge) in depth { gauge.record(Double(stats?.count(state) ?? 0)) }
     }
 
     func claimed(_ claim: JobClaim) {

@@ -61,6 +61,7 @@ public actor QueueWorker: Service {
     /// - Parameters:
     ///   - retention: how long done and cancelled jobs are kept before this worker deletes them (at most 1,000 at
     ///     a time, every `pruneInterval`), so the store does not grow under steady load.
+    ///   - pruneInterval: also how often the worker reads the queue's counts for the `understudy_queue_jobs` gauges.
     public init(
         configuration: QueueWorkerConfiguration,
         store: any JobQueueStore,
@@ -119,8 +120,8 @@ public actor QueueWorker: Service {
             group.addTask { [inputs] in
                 for await _ in announcements { inputs.yield(.announced) }
             }
-            group.addTask { [store, retention, pruneInterval, logger] in
-                await Self.prune(store, retention: retention, every: pruneInterval, logger: logger)
+            group.addTask { [store, retention, pruneInterval, logger, metrics, queue = configuration.queue] in
+                await Self.maintain(store, queue: queue, retention: retention, every: pruneInterval, metrics: metrics, logger: logger)
             }
             defer { group.cancelAll() }
             logger.notice("working", metadata: ["store": "\(store)", "concurrency": "\(configuration.concurrency)"])
@@ -262,12 +263,16 @@ public actor QueueWorker: Service {
         }
     }
 
-    /// Deletes done and cancelled jobs older than the retention, every `interval`, until cancelled.
-    private static func prune(_ store: any JobQueueStore, retention: Duration, every interval: Duration, logger: Logger) async {
+    /// Every `interval`, until cancelled: deletes done and cancelled jobs older than the retention, and reads the
+    /// queue's counts for the depth gauges.
+    private static func maintain(
+        _ store: any JobQueueStore, queue: QueueName, retention: Duration, every interval: Duration, metrics: QueueMetrics, logger: Logger
+    ) async {
         while !Task.isCancelled {
             do {
                 try await Task.sleep(for: interval)
                 while try await store.prune(retention: retention, limit: 1_000) == 1_000 {}
+                metrics.counted(try await store.stats(queue: queue).first)
             } catch is CancellationError {
                 return
             } catch {

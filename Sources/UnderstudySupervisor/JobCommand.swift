@@ -6,7 +6,7 @@ import UnderstudyCore
 /// claim that allowed it to run.
 ///
 /// The command gets the job's payload on standard input and `UNDERSTUDY_QUEUE`, `UNDERSTUDY_JOB_ID`,
-/// `UNDERSTUDY_JOB_ATTEMPT` and `UNDERSTUDY_FENCING_TOKEN` in its environment. Exit status 0 completes the job;
+/// `UNDERSTUDY_JOB_ATTEMPT`, `UNDERSTUDY_FENCING_TOKEN` and `UNDERSTUDY_WORKER_ID` in its environment. Exit status 0 completes the job;
 /// any other status fails it. When the job is stopped (its claim lost, or the worker shutting down past its grace)
 /// the command gets SIGTERM, then SIGKILL after `stopGrace`; the watchdog kills its tree at each work deadline
 /// less `margin` unless a renewal moved the deadline on, even if this process freezes or dies.
@@ -18,8 +18,14 @@ public struct JobCommand: Sendable {
     /// How long before a work deadline the watchdog kills the tree (``LeaseTimeline/killMargin``).
     public let margin: Duration
 
-    public init(command: [String], environment: [String: String], containment: Containment, stopGrace: Duration, margin: Duration) {
+    /// The worker's id, as `UNDERSTUDY_WORKER_ID`.
+    public let worker: MemberID
+
+    public init(
+        command: [String], environment: [String: String], worker: MemberID, containment: Containment, stopGrace: Duration, margin: Duration
+    ) {
         self.command = command
+        self.worker = worker
         self.environment = environment
         self.containment = containment
         self.stopGrace = stopGrace
@@ -44,6 +50,7 @@ public struct JobCommand: Sendable {
         environment["UNDERSTUDY_JOB_ID"] = String(claim.id.rawValue)
         environment["UNDERSTUDY_JOB_ATTEMPT"] = String(claim.attempt)
         environment["UNDERSTUDY_FENCING_TOKEN"] = String(claim.token.rawValue)
+        environment["UNDERSTUDY_WORKER_ID"] = worker.rawValue
         let process = try WatchedProcess(
             command: command, environment: environment, deadline: first, margin: margin,
             containment: containment, standardInput: claim.payload

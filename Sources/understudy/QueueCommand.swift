@@ -119,8 +119,8 @@ extension Queue {
             abstract: "Claim jobs of a queue and run COMMAND once per job, under the watchdog.",
             discussion: """
                 COMMAND gets the payload on standard input and UNDERSTUDY_QUEUE, UNDERSTUDY_JOB_ID, \
-                UNDERSTUDY_JOB_ATTEMPT and UNDERSTUDY_FENCING_TOKEN in its environment (without the store's \
-                credentials). Exit status 0 completes the job; any other fails it: it is retried after an \
+                UNDERSTUDY_JOB_ATTEMPT, UNDERSTUDY_FENCING_TOKEN and UNDERSTUDY_WORKER_ID in its environment \
+                (without the store's credentials). Exit status 0 completes the job; any other fails it: it is retried after an \
                 exponential backoff with jitter, and goes to the dead letter after its last attempt. COMMAND never \
                 outlives its claim: it is killed before the claim can expire, even if this worker freezes or dies.
 
@@ -209,7 +209,7 @@ extension Queue {
             let runner = JobCommand(
                 command: [executable] + command.dropFirst(),
                 environment: location.strippingCredentials(from: ProcessInfo.processInfo.environment),
-                containment: chosen, stopGrace: grace, margin: timeline.killMargin
+                worker: configuration.worker.id, containment: chosen, stopGrace: grace, margin: timeline.killMargin
             )
             let format = logFormat
             let logger = Logger(label: "understudy") { _ in LineLogHandler(format: format) }

@@ -16,8 +16,8 @@ struct QueueCommandTests {
             payload=$(cat)
             exec 9>"\(scratch.file("locks"))/$UNDERSTUDY_JOB_ID"
             flock -n 9 || echo "OVERLAP $UNDERSTUDY_JOB_ID" >> "\(scratch.file("log"))"
-            echo "start $UNDERSTUDY_JOB_ID $UNDERSTUDY_FENCING_TOKEN $UNDERSTUDY_JOB_ATTEMPT $payload $UNDERSTUDY_QUEUE" >> "\(scratch.file("log"))"
-            case "$payload" in fail*) exit 3;; esac
+            echo "start $UNDERSTUDY_JOB_ID $UNDERSTUDY_FENCING_TOKEN $UNDERSTUDY_JOB_ATTEMPT $payload $UNDERSTUDY_QUEUE $UNDERSTUDY_WORKER_ID" >> "\(scratch.file("log"))"
+            case "$payload" in fail*) exit 3;; slow*) sleep 6;; esac
             sleep \(sleep)
             echo "end $UNDERSTUDY_JOB_ID $UNDERSTUDY_FENCING_TOKEN $payload" >> "\(scratch.file("log"))"
 
@@ -79,7 +79,7 @@ struct QueueCommandTests {
         #expect(stats["done"] == 4 && stats["dead"] == 1 && stats["cancelled"] == 1, "\(stats)")
         let dead = try await understudy(["queue", "list", "--store", store, "--state", "dead", "--json"], in: scratch)
         #expect(dead.stdout.contains("the command exited with status 3"), "\(dead)")
-        #expect(scratch.lines("log").contains { $0.hasPrefix("start") && $0.hasSuffix(" a q") })
+        #expect(scratch.lines("log").contains { $0.hasPrefix("start") && $0.hasSuffix(" a q w") })
 
         // Redrive: the dead job runs again, from its first attempt.
         let redriven = try await understudy(["queue", "redrive", "--store", store, "--queue", "q"], in: scratch)
@@ -162,12 +162,14 @@ struct QueueCommandTests {
         let scratch = try Scratch()
         let store = backend == "sqlite" ? scratch.file("store.db") : try RunTests.freshPostgresSchemaURL()
         let script = try Self.jobScript(in: scratch, sleep: "0.03")
-        let plain = (1...300).map { "p\($0)" }
+        // 300 plain jobs here; the soak in docs/cli.md sets UNDERSTUDY_QUEUE_CHAOS_JOBS=2000.
+        let count = ProcessInfo.processInfo.environment["UNDERSTUDY_QUEUE_CHAOS_JOBS"].flatMap(Int.init) ?? 300
+        let plain = (1...max(count, 250)).map { "p\($0)" }
         _ = try await Self.push(plain, store: store, in: scratch)
         let keys = ["ka", "kb", "kc"]
         for key in keys { _ = try await Self.push((1...10).map { "\(key)-\($0)" }, store: store, extra: ["--ordering-key", key], in: scratch) }
         _ = try await Self.push(["fail-always"], store: store, extra: ["--max-attempts", "3"], in: scratch)
-        let total = plain.count + keys.count * 10 + 1
+        let total = plain.count + keys.count * 10 + 1 + 4
 
         var workers = try (0..<4).map { try Self.worker("w\($0)", store: store, script: script, in: scratch) }
         func ended() -> Int { Set(scratch.lines("log").filter { $0.hasPrefix("end") }.map { $0.split(separator: " ")[1] }).count }
@@ -178,12 +180,21 @@ struct QueueCommandTests {
             _ = try await workers[victim].exitStatus()
             workers[victim] = try Self.worker("w\(victim)", store: store, script: script, in: scratch)
         }
-        // One worker frozen past its claim lease: the watchdog kills its commands, the jobs run elsewhere.
-        try await workers[0].freeze()
-        try await Task.sleep(for: .seconds(4))
-        workers[0].signal(SIGCONT)
-        if backend == "postgres" { try await runPostgresControl("restart", in: scratch) }
-        #expect(try await eventually(timeout: .seconds(120)) {
+        // A worker frozen past its claim lease while it runs a job that takes longer than the lease: the watchdog
+        // kills that command before the lease expires, and the job runs elsewhere only after it has.
+        _ = try await Self.push((1...4).map { "slow-\($0)" }, store: store, extra: ["--priority", "10"], in: scratch)
+        var slowWorker: Int?
+        #expect(try await eventually(timeout: .seconds(20)) {
+            let slow = scratch.lines("log").last { $0.hasPrefix("start") && $0.contains(" slow-") }
+            slowWorker = slow.flatMap { $0.split(separator: " ").last }.flatMap { Int($0.dropFirst()) }
+            return slowWorker != nil
+        })
+        let frozen = try #require(slowWorker)
+        try await workers[frozen].freeze()
+        try await Task.sleep(for: .seconds(5))
+        workers[frozen].signal(SIGCONT)
+        if backend == "postgres" { try runPostgresControl("restart") }
+        #expect(try await eventually(timeout: .seconds(120 + count / 10)) {
             ended() == total - 1 && scratch.lines("log").filter { $0.contains("fail-always") }.count == 3
         }, "\(ended()) of \(total - 1) ended")
         var stats: [String: Int] = [:]
@@ -223,9 +234,21 @@ func eventuallyAsync(timeout: Duration, _ condition: () async throws -> Bool) as
     return try await condition()
 }
 
-/// Runs the control script of the test PostgreSQL server (`restart`, …) to completion.
-func runPostgresControl(_ command: String, in scratch: Scratch) async throws {
+/// Runs the control script of the test PostgreSQL server (`restart`, …) to completion, waited for with
+/// `waitpid`: Foundation's `Process` also waits for the server it starts, which never exits.
+func runPostgresControl(_ command: String) throws {
     guard let script = ProcessInfo.processInfo.environment["UNDERSTUDY_TEST_POSTGRES_CTL"] else { throw RunTests.PostgresNotConfigured() }
-    let control = try Launched([script, command], in: scratch, name: "pg-\(command)", executable: true)
-    #expect(try await control.exitStatus(within: .seconds(60)) == 0, "\(control.stderr)")
+    let argv: [UnsafeMutablePointer<CChar>?] = [strdup(script), strdup(command), nil]
+    defer { argv.forEach { free($0) } }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, script, &actions, nil, argv, environ)
+    #expect(spawned == 0, "cannot run \(script): error \(spawned)")
+    guard spawned == 0 else { return }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    #expect(status == 0, "\(script) \(command) exited with \(status)")
 }

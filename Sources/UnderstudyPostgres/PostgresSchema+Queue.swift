@@ -16,11 +16,7 @@ extension PostgresSchema {
     /// payload. Distinct from the groups' channel (``channel(schema:)`` always starts `understudy_`), so neither
     /// wakes the other's subscribers.
     static func queueChannel(schema: String) -> String {
-        let plain = "understudyq_\(schema)"
-        guard plain.utf8.count > 63 else { return plain }
-        let hash = schema.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
-        let hex = String(hash, radix: 16)
-        return "understudyq_\(schema.prefix(32))_\(String(repeating: "0", count: 16 - hex.count))\(hex)"
+        channel(prefix: "understudyq_", schema: schema)
     }
 
     /// The queue tables, created once. Additive (older clients ignore them), so no new schema version: a rolling

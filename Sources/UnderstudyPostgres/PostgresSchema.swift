@@ -39,11 +39,16 @@ enum PostgresSchema {
     /// PostgreSQL truncates identifiers to 63 bytes and `pg_notify` refuses longer channels, so a long schema name
     /// is shortened and a hash of the whole name appended.
     static func channel(schema: String) -> String {
-        let plain = "understudy_\(schema)"
+        channel(prefix: "understudy_", schema: schema)
+    }
+
+    /// `prefix` and `schema`, shortened with a hash of the whole schema name when longer than 63 bytes.
+    static func channel(prefix: String, schema: String) -> String {
+        let plain = prefix + schema
         guard plain.utf8.count > 63 else { return plain }
         let hash = schema.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
         let hex = String(hash, radix: 16)
-        return "understudy_\(schema.prefix(32))_\(String(repeating: "0", count: 16 - hex.count))\(hex)"
+        return "\(prefix)\(schema.prefix(32))_\(String(repeating: "0", count: 16 - hex.count))\(hex)"
     }
 
     /// One `DO` block, serialized by an advisory lock, that creates, checks or migrates the schema and (re)defines

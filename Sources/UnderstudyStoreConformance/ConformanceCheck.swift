@@ -97,3 +97,20 @@ public enum ConformanceSamples {
         try Heartbeat(group: GroupName(group), activeGoal: goal, activationInterval: activation, member: member, phase: phase, intent: intent)
     }
 }
+
+/// A member on host `test-host` with pid 42 (``ConformanceSamples/member(_:weight:incarnation:)``).
+public func member(_ id: String, weight: Int = 50, incarnation: String? = nil) throws -> MemberInfo {
+    try ConformanceSamples.member(id, weight: weight, incarnation: incarnation)
+}
+
+/// A heartbeat of `member` (``ConformanceSamples/heartbeat(_:group:goal:activation:phase:_:)``).
+public func heartbeat(
+    _ member: MemberInfo,
+    group: String = "group",
+    goal: Int = 1,
+    activation: Duration = .seconds(3),
+    phase: MemberPhase = .standby,
+    _ intent: Heartbeat.Intent
+) throws -> Heartbeat {
+    try ConformanceSamples.heartbeat(member, group: group, goal: goal, activation: activation, phase: phase, intent)
+}

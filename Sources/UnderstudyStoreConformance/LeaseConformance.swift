@@ -2,21 +2,6 @@ import Testing
 import UnderstudyCore
 import UnderstudyStore
 
-private func member(_ id: String, weight: Int = 50, incarnation: String? = nil) throws -> MemberInfo {
-    try ConformanceSamples.member(id, weight: weight, incarnation: incarnation)
-}
-
-private func heartbeat(
-    _ member: MemberInfo,
-    group: String = "group",
-    goal: Int = 1,
-    activation: Duration = .seconds(3),
-    phase: MemberPhase = .standby,
-    _ intent: Heartbeat.Intent
-) throws -> Heartbeat {
-    try ConformanceSamples.heartbeat(member, group: group, goal: goal, activation: activation, phase: phase, intent)
-}
-
 /// ``LeaseStore``: the semantics of `GroupLedger.apply(_:at:)`; `group(named:)` to read a group back.
 public enum LeaseConformance {
     public static let checks: [ConformanceCheck<any CoordinationStore>] = [

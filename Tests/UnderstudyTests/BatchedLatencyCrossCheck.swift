@@ -2,9 +2,10 @@ import Foundation
 import Synchronization
 import Testing
 import Understudy
+@testable import Understudy
 import UnderstudyCore
 import UnderstudyStore
-@testable import Understudy
+import UnderstudyStoreConformance
 
 /// A cross-check of the simulator's store client against the real one: real ``Member``s, each behind its own
 /// ``HeartbeatBatcher`` (as every SQLite and PostgreSQL store is), sharing one in-memory ledger reached through a

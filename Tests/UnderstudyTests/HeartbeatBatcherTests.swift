@@ -2,6 +2,7 @@ import Testing
 import Understudy
 import UnderstudyCore
 import UnderstudyStore
+import UnderstudyStoreConformance
 
 @Suite("Heartbeat batcher", .timeLimit(.minutes(1)))
 struct HeartbeatBatcherTests {

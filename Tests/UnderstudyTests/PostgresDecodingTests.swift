@@ -3,9 +3,10 @@ import Testing
 import Understudy
 import UnderstudyCore
 import UnderstudyPostgres
+@testable import UnderstudyPostgres
 import UnderstudySimulator
 import UnderstudyStore
-@testable import UnderstudyPostgres
+import UnderstudyStoreConformance
 
 /// Every value the PostgreSQL store reads is range-checked: a corrupt row fails its own group's heartbeats, naming
 /// the group and the value, and no answer of the server, however mangled, traps.

@@ -1,8 +1,9 @@
 import Testing
 import Understudy
 import UnderstudyCore
-import UnderstudyStore
 import UnderstudyPostgres
+import UnderstudyStore
+import UnderstudyStoreConformance
 
 /// The store clock of a group whose every member restarted within T: only heartbeats the store refuses (an older
 /// incarnation's row still holds each id) reach it, and they must still measure time.

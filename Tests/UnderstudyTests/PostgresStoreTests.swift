@@ -4,6 +4,7 @@ import Understudy
 import UnderstudyCore
 import UnderstudyPostgres
 import UnderstudyStore
+import UnderstudyStoreConformance
 
 @Suite("PostgreSQL store", .serialized, .timeLimit(.minutes(2)))
 struct PostgresStoreTests {

@@ -35,21 +35,6 @@ final class TemporaryDirectory: Sendable {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
-func member(_ id: String, weight: Int = 50, incarnation: String? = nil) throws -> MemberInfo {
-    try ConformanceSamples.member(id, weight: weight, incarnation: incarnation)
-}
-
-func heartbeat(
-    _ member: MemberInfo,
-    group: String = "group",
-    goal: Int = 1,
-    activation: Duration = .seconds(3),
-    phase: MemberPhase = .standby,
-    _ intent: Heartbeat.Intent
-) throws -> Heartbeat {
-    try ConformanceSamples.heartbeat(member, group: group, goal: goal, activation: activation, phase: phase, intent)
-}
-
 /// Polls `condition` until it holds or `timeout` passes; for waiting on other processes, whose progress
 /// cannot be awaited directly.
 func eventually(timeout: Duration = .seconds(20), _ condition: () throws -> Bool) async throws -> Bool {

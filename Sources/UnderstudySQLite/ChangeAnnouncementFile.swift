@@ -8,12 +8,19 @@ import UnderstudyStore
 /// Announcements of releases and joins between the processes that share a SQLite store, SQLite's `NOTIFY`: the
 /// store that applied one appends the group's name to a small file beside the database, and every store that watches
 /// the file (with inotify) announces it to the group's subscribers. Only a hint; polling stays the safety net.
+///
+/// Work queues announce enqueued (and given back) jobs through the same file, as lines `queue:` and the queue's
+/// name; `:` is in no group name, so a reader that knows only groups skips them.
 package final class ChangeAnnouncementFile: Sendable {
     /// Once the file is larger than this, the next announcement empties it first.
     package static let maximumSize = 64 * 1024
 
     package let path: String
     package let subscribers = ChangeSubscribers<GroupName>()
+    /// The subscribers to announcements of work queues.
+    package let queueSubscribers = ChangeSubscribers<QueueName>()
+    /// What starts a line that announces a queue.
+    static let queuePrefix = "queue:"
     private let logger = Logger(label: "understudy.sqlite")
 
     private struct Watch {
@@ -37,7 +44,17 @@ package final class ChangeAnnouncementFile: Sendable {
     /// Appends one line per group; each line is one `write` of fewer than `PIPE_BUF` bytes in append mode, so
     /// lines of concurrent writers do not interleave.
     package func announce(_ groups: [GroupName]) {
-        guard !groups.isEmpty else { return }
+        append(groups.map(\.rawValue))
+    }
+
+    /// Appends one line per queue, once for each queue however often it is named.
+    package func announce(queues: some Sequence<QueueName>) {
+        var seen: Set<QueueName> = []
+        append(queues.filter { seen.insert($0).inserted }.map { Self.queuePrefix + $0.rawValue })
+    }
+
+    private func append(_ lines: [String]) {
+        guard !lines.isEmpty else { return }
         let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
             logger.debug("cannot announce a change", metadata: ["file": "\(path)", "errno": "\(errno)"])
@@ -48,8 +65,8 @@ package final class ChangeAnnouncementFile: Sendable {
         if fstat(descriptor, &status) == 0, Int(status.st_size) > Self.maximumSize {
             _ = ftruncate(descriptor, 0)
         }
-        for group in groups {
-            var line = Array((group.rawValue + "\n").utf8)
+        for text in lines {
+            var line = Array((text + "\n").utf8)
             _ = line.withUnsafeMutableBytes { write(descriptor, $0.baseAddress, $0.count) }
         }
     }
@@ -86,10 +103,11 @@ package final class ChangeAnnouncementFile: Sendable {
             watch = nil
         }
         subscribers.finishAll()
+        queueSubscribers.finishAll()
     }
 
     private func readAnnouncements() {
-        let groups: [GroupName] = watch.withLock { watch in
+        let lines: [String] = watch.withLock { watch in
             guard var current = watch else { return [] }
             defer { watch = current }
             let size = Self.size(of: path)
@@ -102,11 +120,19 @@ package final class ChangeAnnouncementFile: Sendable {
             // Only whole lines; a line still being written is read next time.
             guard let end = bytes[..<count].lastIndex(of: UInt8(ascii: "\n")) else { return [] }
             current.offset += end + 1
-            return bytes[..<end].split(separator: UInt8(ascii: "\n")).compactMap { line in
-                try? GroupName(String(decoding: line, as: UTF8.self))
+            return bytes[..<end].split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }
+        }
+        var groups: Set<GroupName> = []
+        var queues: Set<QueueName> = []
+        for line in lines {
+            if line.hasPrefix(Self.queuePrefix) {
+                if let queue = try? QueueName(String(line.dropFirst(Self.queuePrefix.count))) { queues.insert(queue) }
+            } else if let group = try? GroupName(line) {
+                groups.insert(group)
             }
         }
-        for group in Set(groups) { subscribers.announce(group) }
+        for group in groups { subscribers.announce(group) }
+        for queue in queues { queueSubscribers.announce(queue) }
     }
 
     private static func drain(_ notifications: Int32) {

@@ -16,7 +16,10 @@ import UnderstudyStore
 /// - ``read(orIfEmpty:_:)`` runs one read transaction at the store's present instant.
 final class SQLiteDatabase: Sendable {
     /// The schema version this build writes and reads.
-    static let schemaVersion = 1
+    ///
+    /// 1: groups, members and leases. 2: and the work queues' jobs (``SQLiteQueueSchema``). 3: and the groups'
+    /// checkpoints.
+    static let schemaVersion = 3
     static let applicationTag = "understudy"
 
     /// The path of the database file.
@@ -120,13 +123,15 @@ final class SQLiteDatabase: Sendable {
     /// Runs `body` in one read transaction, at the store's present instant; for rows of an earlier boot (which
     /// only a read-only handle sees before a member adopts the file), at an instant after every one of them
     /// expired. Returns `empty` while the file has no tables yet (its first member is creating it).
+    /// `table` is the table `body` reads: a file of an earlier schema that no writer has migrated yet may lack it.
     func read<Value: Sendable>(
         orIfEmpty empty: Value,
+        table: String = "groups",
         _ body: @escaping @Sendable (Database, Instant) throws -> Value
     ) async throws -> Value {
         let (file, clock, path) = (file.withLock { $0 }, self.clock, self.path)
         return try await file.database.read { db in
-            guard try db.tableExists("groups") else { return empty }
+            guard try db.tableExists(table) else { return empty }
             let predates = try Self.checkBoot(db, path: path, clock: clock) == .predatesThisBoot
             return try body(db, predates ? Instant(nanoseconds: .max) : clock.now())
         }
@@ -217,10 +222,11 @@ final class SQLiteDatabase: Sendable {
 
     // MARK: Schema
 
-    /// Creates the schema in an empty file, or checks the one there; returns whether it created it.
+    /// Creates the schema in an empty file, or checks the one there and migrates it to this version; returns
+    /// whether it created it.
     private static func prepareSchema(_ db: Database, path: String) throws -> Bool {
         if try db.tableExists("understudy_meta") {
-            try checkSchema(db, path: path)
+            try migrate(db, from: try checkSchema(db, path: path))
             return false
         }
         let existingTables = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table'") ?? 0
@@ -258,6 +264,8 @@ final class SQLiteDatabase: Sendable {
                 PRIMARY KEY (group_name, slot)
             );
             """)
+        try SQLiteQueueSchema.create(db)
+        try db.execute(sql: SQLiteStore.checkpointTable)
         try db.execute(
             sql: "INSERT INTO understudy_meta (key, value) VALUES ('application', ?), ('schema_version', ?)",
             arguments: [applicationTag, String(schemaVersion)]
@@ -265,7 +273,20 @@ final class SQLiteDatabase: Sendable {
         return true
     }
 
-    private static func checkSchema(_ db: Database, path: String) throws {
+    /// Brings a file of schema `version` to this build's: version 1 keeps its groups and gains the queue tables.
+    private static func migrate(_ db: Database, from version: Int) throws {
+        guard version < schemaVersion else { return }
+        if version < 2 { try SQLiteQueueSchema.create(db) }
+        if version < 3 { try db.execute(sql: SQLiteStore.checkpointTable) }
+        try db.execute(
+            sql: "UPDATE understudy_meta SET value = ? WHERE key = 'schema_version'",
+            arguments: [String(schemaVersion)]
+        )
+    }
+
+    /// Checks that the file is an Understudy database this build can read; returns its schema version.
+    @discardableResult
+    private static func checkSchema(_ db: Database, path: String) throws -> Int {
         guard try db.tableExists("understudy_meta") else {
             throw StoreError(.foreign, "\(path) is not an Understudy database: choose another store path")
         }
@@ -282,6 +303,7 @@ final class SQLiteDatabase: Sendable {
                 "\(path) has schema version \(version), newer than this Understudy supports (\(schemaVersion)): upgrade Understudy"
             )
         }
+        return version
     }
 
     private enum BootCheck {
@@ -316,10 +338,12 @@ final class SQLiteDatabase: Sendable {
 
     /// After a reboot the boot-time clock restarts from zero, so instants written before it mean nothing: every
     /// membership and lease of the earlier boot is expired, and this boot's clock is recorded. Token counters
-    /// are kept.
+    /// are kept. The jobs' claims and instants of the earlier boot are rebased to now
+    /// (``SQLiteQueueSchema/expireRowsOfEarlierBoot(_:now:)``).
     private static func expireRowsOfEarlierBoot(_ db: Database, clock: HostClock) throws {
         try db.execute(sql: "DELETE FROM members")
         try db.execute(sql: "UPDATE leases SET holder = NULL, incarnation = NULL, token = NULL, expires_at = NULL")
+        try SQLiteQueueSchema.expireRowsOfEarlierBoot(db, now: clock.now())
         try db.execute(sql: "DELETE FROM understudy_meta WHERE key = 'record_complete_since'")
         try recordBoot(db, clock: clock)
     }

@@ -20,6 +20,8 @@ import UnderstudyStore
 ///   in microseconds (``StoreMoment/tokenFloor``).
 /// - Released slots and joins are announced to the other processes through a file beside the database
 ///   (`…-changes`, watched with inotify), so their members act at once; see ``changes(of:)``. Linux only.
+/// - It keeps work queues too (``JobQueueStore``, in `SQLiteStore+Queue.swift`): each call is one transaction,
+///   whatever the number of jobs it carries, and enqueued jobs are announced through the same file.
 /// - The database runs in WAL mode with a busy timeout; the schema is versioned.
 public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, CustomStringConvertible {
     /// The schema version this build writes and reads.
@@ -30,9 +32,10 @@ public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, Cu
     /// Whether this handle only reads: it never creates, migrates or expires anything (`status`, `watch`).
     public let isReadOnly: Bool
     /// The open file, which every transaction runs through; the batcher's round trips hold it too, not the store.
-    private let database: SQLiteDatabase
+    let database: SQLiteDatabase
     private let batcher: HeartbeatBatcher
-    private let announcements: ChangeAnnouncementFile
+    /// The announcements of groups' changes and queues' jobs to the other processes sharing the file.
+    let announcements: ChangeAnnouncementFile
 
     /// `sqlite://` and the path, as members log it at start.
     public var description: String { "sqlite://\(path)" }
@@ -131,7 +134,7 @@ public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, Cu
 
     // MARK: Rows
 
-    private static func loadLedger(_ db: Database, group: GroupName) throws -> GroupLedger? {
+    static func loadLedger(_ db: Database, group: GroupName) throws -> GroupLedger? {
         let groupRow = try db.cachedStatement(sql: "SELECT active_goal, last_token, next_join FROM groups WHERE name = ?")
         guard let row = try Row.fetchOne(groupRow, arguments: [group.rawValue]) else { return nil }
         func corrupt(_ what: String) -> StoreError {

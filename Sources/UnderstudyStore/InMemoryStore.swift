@@ -5,10 +5,11 @@ import UnderstudyCore
 /// process.
 ///
 /// Time is judged on `clock`, by default the process's monotonic clock; tests inject their own.
-public final class InMemoryStore: LeaseStore, ChangeAnnouncing, GroupDirectory, JobQueueStore, CustomStringConvertible {
+public final class InMemoryStore: LeaseStore, ChangeAnnouncing, GroupDirectory, JobQueueStore, CheckpointStore, CustomStringConvertible {
     private struct State {
         var ledgers: [GroupName: GroupLedger] = [:]
         var queues = JobQueueLedger()
+        var checkpoints: [GroupName: [CheckpointName: Checkpoint]] = [:]
         var closed = false
     }
 
@@ -135,6 +136,24 @@ public final class InMemoryStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
 
     public func job(_ id: JobID) async throws -> JobRecord? {
         try withQueues { queues, now in queues.job(id, at: now) }
+    }
+
+    public func checkpoint(of group: GroupName, named name: CheckpointName) async throws -> Checkpoint? {
+        try state.withLock { state in
+            guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
+            return state.checkpoints[group]?[name]
+        }
+    }
+
+    public func writeCheckpoint(of group: GroupName, named name: CheckpointName, value: [UInt8], token: FencingToken) async throws -> CheckpointWrite {
+        guard value.count <= Checkpoint.maximumSize else { throw CheckpointError.valueTooLarge(value.count) }
+        let now = clock()
+        return try state.withLock { state in
+            guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
+            let write = CheckpointRule.write(value, token: token, over: state.checkpoints[group]?[name], group: state.ledgers[group], now: now)
+            if case .accepted(let checkpoint) = write { state.checkpoints[group, default: [:]][name] = checkpoint }
+            return write
+        }
     }
 
     public func enqueued(on queue: QueueName) -> AsyncStream<Void> {

@@ -18,6 +18,7 @@ enum ExitStatus: Int32, CaseIterable {
     case passwordFileUnreadable = 72
     case invalidJob = 73
     case jobNotFound = 74
+    case checkpointRefused = 75
     case commandNotExecutable = 126
     case commandNotFound = 127
     case interrupted = 130
@@ -37,8 +38,9 @@ enum ExitStatus: Int32, CaseIterable {
         case .httpUnavailable: "`--http`: the port is in use, or the address cannot be listened on"
         case .activeGoalMismatch: "the group runs with another active goal"
         case .passwordFileUnreadable: "`--password-file` cannot be read"
-        case .invalidJob: "`queue`: invalid job (payload too large, priority, attempts, key) or queue name"
+        case .invalidJob: "`queue`: invalid queue name, payload, priority, attempts or key"
         case .jobNotFound: "`queue cancel`: no such job, or it is done already"
+        case .checkpointRefused: "`checkpoint put`: refused (no valid lease with the token, or stale)"
         case .commandNotExecutable: "COMMAND not executable"
         case .commandNotFound: "COMMAND not found"
         case .interrupted: "second SIGINT: stopped at once"

@@ -16,6 +16,12 @@ struct Simulate: ParsableCommand {
             clock as PostgreSQL does, so clock-step (its wall clock steps by up to hours) models PostgreSQL; \
             SQLite's clock does not step. Exits with status 1 when an invariant is violated and prints the \
             command that replays the failing seed.
+
+            With --queue it simulates a work queue instead: --workers real queue workers claim, renew and record \
+            --jobs jobs (some with ordering keys, some failing a few times, one always failing) on a simulated \
+            store under crash, freeze, shutdown, outage, slow, loss and drift faults, and shows job completion \
+            times, claims lost and jobs re-run. --store-latency, --call-timeout, --faults, --seeds, --seed and \
+            --json apply to both; the group options are ignored with --queue.
             """
     )
 
@@ -61,12 +67,35 @@ struct Simulate: ParsableCommand {
     @Flag(help: "Print the results as JSON.")
     var json = false
 
+    @Flag(help: "Simulate a work queue's workers and claims instead of a group.")
+    var queue = false
+
+    @Option(help: "With --queue: how many workers.")
+    var workers = 3
+
+    @Option(help: "With --queue: how many jobs.")
+    var jobs = 24
+
+    @Option(help: "With --queue: how many jobs each worker runs at once.")
+    var concurrency = 2
+
+    @Option(name: .customLong("claim-lease"), parsing: .unconditional, help: "With --queue: the claim lease T.")
+    var claimLease = "3s"
+
+    @Option(parsing: .unconditional, help: "With --queue: the renew interval I (T/3 by default; T > 2·I).")
+    var renew: String?
+
     func validate() throws {
-        _ = try simulationOptions()
+        if queue {
+            _ = try queueOptions()
+        } else {
+            _ = try simulationOptions()
+        }
         guard seeds >= 1 else { throw ValidationError("invalid --seeds \(seeds): run at least one seed") }
     }
 
     func run() throws {
+        if queue { return try runQueue() }
         let options = try simulationOptions()
         let seedRange: [UInt64] = seed.map { [$0] } ?? Array(1...UInt64(seeds))
         let summary: SimulationSummary
@@ -264,6 +293,181 @@ struct Simulate: ParsableCommand {
                         message: $0.message,
                         lastEvents: $0.recentTrace,
                         replay: replayCommand(seed: result.seed)
+                    )
+                }
+            },
+            traceHash: summary.traceHash.description
+        )
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+    }
+}
+
+// MARK: - Queue claims
+
+extension Simulate {
+    private func runQueue() throws {
+        let options = try queueOptions()
+        let seedRange: [UInt64] = seed.map { [$0] } ?? Array(1...UInt64(seeds))
+        let summary: QueueSimulationSummary
+        do {
+            summary = try QueueSimulationSummary(seeds: seedRange, options: options)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        if json {
+            try printQueueJSON(summary)
+        } else {
+            printQueueText(summary)
+        }
+        if !summary.failures.isEmpty { throw ExitCode(1) }
+    }
+
+    private func queueOptions() throws -> QueueSimulationOptions {
+        let lease = try duration(claimLease, option: "--claim-lease")
+        let options = QueueSimulationOptions(
+            workers: workers,
+            jobs: jobs,
+            concurrency: concurrency,
+            claimLease: lease,
+            renewInterval: try renew.map { try duration($0, option: "--renew") } ?? lease / 3,
+            storeLatency: try latencyRange(storeLatency, option: "--store-latency"),
+            callTimeout: try duration(callTimeout, option: "--call-timeout"),
+            faults: try queueFaultSet()
+        )
+        do {
+            try options.validate()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        return options
+    }
+
+    private func queueFaultSet() throws -> Set<QueueFault> {
+        switch faults {
+        case "all": return Set(QueueFault.allCases)
+        case "none", "": return []
+        default: break
+        }
+        var set: Set<QueueFault> = []
+        for name in faults.split(separator: ",") {
+            guard let fault = QueueFault(rawValue: String(name)) else {
+                let valid = QueueFault.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ValidationError("--faults: unknown queue fault \"\(name)\"; valid faults with --queue are \(valid), or all or none")
+            }
+            set.insert(fault)
+        }
+        return set
+    }
+
+    /// The command that runs `seed` of the queue simulation again with exactly these options.
+    private func queueReplayCommand(seed: UInt64) -> String {
+        [
+            "understudy simulate --queue --seed \(seed)",
+            "--workers \(workers)",
+            "--jobs \(jobs)",
+            "--concurrency \(concurrency)",
+            "--claim-lease \(claimLease)",
+            renew.map { "--renew \($0)" },
+            "--store-latency \(storeLatency)",
+            "--call-timeout \(callTimeout)",
+            "--faults \(faults.isEmpty ? "none" : faults)",
+        ].compactMap { $0 }.joined(separator: " ")
+    }
+
+    private func printQueueText(_ summary: QueueSimulationSummary) {
+        let options = summary.options
+        let faultNames = options.faults.isEmpty ? "none" : QueueFault.allCases.filter(options.faults.contains).map(\.rawValue).joined(separator: ",")
+        print(
+            "simulated \(summary.runs) seed\(summary.runs == 1 ? "" : "s") of a work queue: \(options.workers) workers × \(options.concurrency), "
+                + "\(options.jobs) jobs, claim lease \(options.claimLease.formatted), renew \(options.renewInterval.formatted), "
+                + "store latency \(storeLatency), call timeout \(options.callTimeout.formatted), faults \(faultNames)"
+        )
+        print("invariants:")
+        for invariant in QueueInvariant.allCases {
+            let count = summary.violationsByInvariant[invariant] ?? 0
+            let status = count == 0 ? "held" : "VIOLATED in \(count) seed\(count == 1 ? "" : "s")"
+            print("  \(invariant.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)) \(status)")
+        }
+        print("  liveness bound: every job done or dead, and no claim held, within \((options.quietTail ?? options.claimLease * 40).formatted) of the faults stopping")
+        print("violations: \(summary.failures.count) of \(summary.runs) seeds")
+        print("job completion time (enqueued to done or dead): " + distribution(summary.completionTimes))
+        print("jobs: \(summary.done) done, \(summary.dead) dead (\(summary.deadByLostClaims) other than the always-failing one, through lost claims)")
+        print("starts: \(summary.starts); jobs re-run (previous start's outcome never recorded): \(summary.reRuns); claims lost: \(summary.claimsLost); claims given back: \(summary.released); claims dropped (an earlier claim of the job still held): \(summary.claimsIgnored)")
+        if summary.lostButRecorded > 0 {
+            print("jobs reported lost although their outcome was recorded (a renewal applied after the record): \(summary.lostButRecorded)")
+        }
+        let struck = QueueFault.allCases.compactMap { fault in summary.injected[fault].map { "\(fault) \($0)" } }
+        if !struck.isEmpty { print("faults struck: " + struck.joined(separator: ", ")) }
+        if let result = summary.failures.first, let violation = result.violation {
+            print("")
+            print("seed \(result.seed): \(violation)")
+            print("last events:")
+            for line in violation.recentTrace { print("  \(line)") }
+            print("replay: \(queueReplayCommand(seed: result.seed))")
+            if summary.failures.count > 1 {
+                print("failing seeds: " + summary.failures.prefix(20).map { String($0.seed) }.joined(separator: " "))
+            }
+        }
+        print("trace hash: \(summary.traceHash)")
+    }
+
+    private func printQueueJSON(_ summary: QueueSimulationSummary) throws {
+        struct Distribution: Encodable {
+            var count: Int
+            var p50Nanoseconds: Int64?
+            var p99Nanoseconds: Int64?
+            var maxNanoseconds: Int64?
+        }
+        struct Failure: Encodable {
+            var seed: UInt64
+            var invariant: String
+            var atNanoseconds: Int64
+            var message: String
+            var lastEvents: [String]
+            var replay: String
+        }
+        struct Report: Encodable {
+            var seeds: Int
+            var invariants: [String: Int]
+            var completion: Distribution
+            var done: Int
+            var dead: Int
+            var deadByLostClaims: Int
+            var starts: Int
+            var reRuns: Int
+            var claimsLost: Int
+            var claimsReleased: Int
+            var claimsDropped: Int
+            var lostButRecorded: Int
+            var failures: [Failure]
+            var traceHash: String
+        }
+        let values = summary.completionTimes
+        let report = Report(
+            seeds: summary.runs,
+            invariants: Dictionary(uniqueKeysWithValues: QueueInvariant.allCases.map { ($0.rawValue, summary.violationsByInvariant[$0] ?? 0) }),
+            completion: Distribution(
+                count: values.count,
+                p50Nanoseconds: SimulationSummary.percentile(50, of: values)?.nanoseconds,
+                p99Nanoseconds: SimulationSummary.percentile(99, of: values)?.nanoseconds,
+                maxNanoseconds: values.last?.nanoseconds
+            ),
+            done: summary.done,
+            dead: summary.dead,
+            deadByLostClaims: summary.deadByLostClaims,
+            starts: summary.starts,
+            reRuns: summary.reRuns,
+            claimsLost: summary.claimsLost,
+            claimsReleased: summary.released,
+            claimsDropped: summary.claimsIgnored,
+            lostButRecorded: summary.lostButRecorded,
+            failures: summary.failures.compactMap { result in
+                result.violation.map {
+                    Failure(
+                        seed: result.seed, invariant: $0.invariant.rawValue, atNanoseconds: $0.at.nanoseconds,
+                        message: $0.message, lastEvents: $0.recentTrace, replay: queueReplayCommand(seed: result.seed)
                     )
                 }
             },

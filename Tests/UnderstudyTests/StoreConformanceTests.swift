@@ -61,9 +61,14 @@ struct StoreConformanceTests {
         try await run(check, on: backend) { $0 }
     }
 
-    @Test(arguments: [Backend.inMemory], JobQueueConformance.checks)
+    @Test(arguments: [Backend.inMemory, .sqlite], JobQueueConformance.checks)
     func jobQueue(_ backend: Backend, _ check: ConformanceCheck<any JobQueueStore>) async throws {
         try await run(check, on: backend) { $0 as! any JobQueueStore }
+    }
+
+    @Test(arguments: [Backend.inMemory, .sqlite], CheckpointConformance.checks)
+    func checkpoint(_ backend: Backend, _ check: ConformanceCheck<any CoordinationStore & CheckpointStore>) async throws {
+        try await run(check, on: backend) { $0 as! any CoordinationStore & CheckpointStore }
     }
 
     private func run<Store>(

@@ -206,6 +206,10 @@ public struct QueueWorkerStateMachine: Sendable {
                 if !claims.isEmpty { actions.append(.release(claims.map(\.reference))) }
                 return actions
             }
+            // A job this worker still holds under an older claim (the store expired that one) is not started a
+            // second time here: its new claim is given back, and the renewal will tell whether the old one is lost.
+            let again = claims.filter { working.held[$0.id] != nil }
+            if !again.isEmpty { actions.append(.release(again.map(\.reference))) }
             for claim in claims where working.held[claim.id] == nil {
                 working.held[claim.id] = Held(claim: claim, timeline: timeline, phase: .working)
                 actions.append(.startJob(claim, stopBy: timeline.workDeadline))
@@ -327,6 +331,10 @@ public struct QueueWorkerStateMachine: Sendable {
             working.held[id]?.phase = .stopping(reason)
             return []
         case .stopping:
+            return []
+        case .recording(_, inFlight: true) where reason == .lost:
+            // The record may have been applied before the renewal that found the claim gone: its own answer says
+            // whether the job was lost.
             return []
         case .recording:
             working.held[id] = nil

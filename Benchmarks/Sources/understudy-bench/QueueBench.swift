@@ -119,6 +119,13 @@ struct QueueBenchmark: AsyncParsableCommand {
             say("command: \(report.command)\n")
         }
 
+        let needsStore = !selected.isDisjoint(with: ["throughput", "latency", "failover", "steady", "idle"])
+        for target in (targets + (selected.contains("idle") ? [pgTarget].compactMap { $0 } : [])) where needsStore {
+            note("queue: waiting until the \(target.kind) store grants claims (a fresh store grants none for one claim lease)")
+            let waited = try await prime(target)
+            note(String(format: "queue: the \(target.kind) store granted its first claim after %.1f s", waited))
+        }
+
         // 1–3. Throughput beside the floor and the peer, concurrency by concurrency.
         if !selected.isDisjoint(with: ["throughput", "floor", "python"]) {
             let peer = selected.contains("python") ? try PythonPeer.install(in: directory) : nil

@@ -26,7 +26,7 @@ func killedWorkerFailover(
     binary: String, child: String, target: QueueTarget, rounds: Int, lease: Duration, leaseText: String, pollText: String,
     directory: String
 ) throws -> QueueFailoverResult {
-    let queue = "failover-\(UUID().uuidString.prefix(8).lowercased())"
+    let queue = benchQueue
     let prefix = "\(directory)/failover-\(target.kind)"
     let stamps = StampFile(path: "\(prefix).stamps")
     let renewMilliseconds = Int(lease.milliseconds / 3)

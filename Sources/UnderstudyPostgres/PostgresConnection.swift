@@ -108,6 +108,12 @@ final class PostgresConnection: Sendable {
         if let error = error as? StoreError { return error }
         if let error = error as? PSQLError {
             if let message = error.serverInfo?[.message] {
+                // A server shutting down or restarting (57), a broken connection (08), a server out of resources
+                // (53), a transaction rolled back for a deadlock or a serialization failure (40): the next call may
+                // well succeed.
+                if let state = error.serverInfo?[.sqlState], ["57", "08", "53", "40"].contains(String(state.prefix(2))) {
+                    return StoreError(.unavailable, "PostgreSQL at \(location) is unavailable: \(message)")
+                }
                 if message.contains("newer than this Understudy") { return StoreError(.newerSchema, message.replacingOccurrences(of: "understudy: ", with: "")) }
                 if message.contains("another application") { return StoreError(.foreign, message.replacingOccurrences(of: "understudy: ", with: "")) }
                 return StoreError(opening ? .unavailable : .corrupt, "PostgreSQL at \(location): \(message)")

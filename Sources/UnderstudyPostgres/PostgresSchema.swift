@@ -8,7 +8,9 @@
 ///   order and cannot deadlock), with `p_isolate` each heartbeat in its own subtransaction, so one bad row fails
 ///   only its own heartbeat;
 /// - `PostgresSchema+StoreClock.swift`: the store clock and the record's history;
-/// - `PostgresSchema+Directory.swift`: a group's view.
+/// - `PostgresSchema+Directory.swift`: a group's view;
+/// - `PostgresSchema+Queue.swift`: the work queues (`JobQueueStore`), with the rules of `JobQueueLedger`; their
+///   tables are additive, so they need no new schema version.
 ///
 /// Time (see "Clocks" in docs/design.md): each group has a **store clock** (`groups.store_now`), advanced under the
 /// group's row lock by the server's wall-clock delta since the last advance (`wall_at`), never backwards, and no
@@ -55,6 +57,8 @@ enum PostgresSchema {
             storeClockFunctions(schema: s),
             directoryFunctions(schema: s),
             leaseFunctions(schema: s),
+            queueTables(schema: s),
+            queueFunctions(schema: s),
             """
             -- Functions of development builds that no client calls any more.
             DROP FUNCTION IF EXISTS "\(s)".understudy_heartbeats(jsonb, bigint);

@@ -36,13 +36,18 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
     public static let maximumBatchSize = HeartbeatBatcher.maximumBatch
 
     /// The connection pool, which every query runs through; see ``PostgresConnection``.
-    private let connection: PostgresConnection
+    let connection: PostgresConnection
     /// The heartbeat round trips; the batcher's send function holds them (and the connection), not the store.
     private let leases: PostgresLeases
     private let listenerTask: Mutex<Task<Void, Never>?> = Mutex(nil)
     private let batcher: HeartbeatBatcher
     private let subscribers = ChangeSubscribers<GroupName>()
-    private let clock: (@Sendable () -> Instant)?
+    /// Idle workers of each queue, woken by announced enqueues (see `PostgresStore+Queue.swift`).
+    let queueSubscribers = ChangeSubscribers<QueueName>()
+    /// This handle's identity in each queue's clock evidence (`queue_clients`): its claims and renewals carry
+    /// their send instants on this process's monotonic clock, which only this handle's earlier calls compare with.
+    let queueClient = UUID().uuidString.lowercased()
+    let clock: (@Sendable () -> Instant)?
 
     /// How many heartbeat round trips this store has made so far (each may carry many heartbeats).
     public var roundTrips: Int { leases.roundTrips }
@@ -156,6 +161,7 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
     public func close() async throws {
         listenerTask.withLock { $0?.cancel() }
         subscribers.finishAll()
+        queueSubscribers.finishAll()
         connection.shutDown()
     }
 
@@ -164,17 +170,33 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
     /// ``close()`` or when the store is released).
     private func startListening() async {
         let channel = PostgresSchema.channel(schema: location.schema)
-        let (connection, subscribers, logger) = (connection, subscribers, connection.logger)
+        let queueChannel = PostgresSchema.queueChannel(schema: location.schema)
+        let (connection, subscribers, queueSubscribers, logger) = (connection, subscribers, queueSubscribers, connection.logger)
         let (ready, signalReady) = AsyncStream<Void>.makeStream()
         let task = Task {
             while !Task.isCancelled {
                 do {
                     try await connection.client.withConnection { connection in
-                        try await connection.listen(on: channel) { notifications in
-                            signalReady.yield()
-                            for try await notification in notifications {
-                                guard let group = try? GroupName(notification.payload) else { continue }
-                                subscribers.announce(group)
+                        try await connection.listen(on: channel) { groupNotifications in
+                            try await connection.listen(on: queueChannel) { queueNotifications in
+                                signalReady.yield()
+                                // Both channels on the one connection; when either sequence ends, listen again.
+                                try await withThrowingTaskGroup(of: Void.self) { group in
+                                    group.addTask {
+                                        for try await notification in groupNotifications {
+                                            guard let group = try? GroupName(notification.payload) else { continue }
+                                            subscribers.announce(group)
+                                        }
+                                    }
+                                    group.addTask {
+                                        for try await notification in queueNotifications {
+                                            guard let queue = try? QueueName(notification.payload) else { continue }
+                                            queueSubscribers.announce(queue)
+                                        }
+                                    }
+                                    try await group.next()
+                                    group.cancelAll()
+                                }
                             }
                         }
                     }

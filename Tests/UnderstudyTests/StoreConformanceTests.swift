@@ -61,7 +61,7 @@ struct StoreConformanceTests {
         try await run(check, on: backend) { $0 }
     }
 
-    @Test(arguments: [Backend.inMemory, .sqlite], JobQueueConformance.checks)
+    @Test(arguments: Backend.allCases, JobQueueConformance.checks)
     func jobQueue(_ backend: Backend, _ check: ConformanceCheck<any JobQueueStore>) async throws {
         try await run(check, on: backend) { $0 as! any JobQueueStore }
     }

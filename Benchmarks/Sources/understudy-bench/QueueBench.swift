@@ -104,7 +104,8 @@ struct QueueBenchmark: AsyncParsableCommand {
         var postgresURL: String?
         func postgres() throws -> String {
             if let postgresURL { return postgresURL }
-            let url = try ThrowawayPostgres.start()
+            // track_functions: the time each queue function takes in the server, printed beside the throughput.
+            let url = try ThrowawayPostgres.start(settings: ["track_functions=pl"])
             postgresURL = url
             return url
         }

@@ -56,8 +56,9 @@ func sleep(untilBoottime deadline: Int64) async throws {
 
 /// Counts of `count()` per second over `duration`, after `warmup`: the per-second rates, the total and the exact
 /// window in seconds.
-func samplePerSecond(warmup: Duration, duration: Duration, count: () -> Int) async throws -> (rates: [Double], total: Int, seconds: Double) {
+func samplePerSecond(warmup: Duration, duration: Duration, atStart: () -> Void = {}, count: () -> Int) async throws -> (rates: [Double], total: Int, seconds: Double) {
     try await Task.sleep(for: warmup)
+    atStart()
     let start = boottime()
     let first = count()
     var (last, lastAt) = (first, start)
@@ -161,10 +162,14 @@ func understudyThroughput(
     let worker = QueueWorker(configuration: configuration, store: store) { _ in }
     let stop = StopFlag()
     let producer = produce(on: store, queue: queue, done: { store.done }, backlog: 1_000, batch: 200, stop: stop)
+    if target.kind == "PostgreSQL" { _ = try? psql(target.url, "SELECT pg_stat_reset()") }
     let running = Task { try await worker.run() }
     let sampled: (rates: [Double], total: Int, seconds: Double)
+    var waits: WaitSampler?
     do {
-        sampled = try await samplePerSecond(warmup: warmup, duration: duration) { store.done }
+        sampled = try await samplePerSecond(warmup: warmup, duration: duration, atStart: {
+            if target.kind == "PostgreSQL" { waits = try? WaitSampler.start(url: target.url, seconds: duration.milliseconds / 1000) }
+        }) { store.done }
     } catch {
         stop.set()
         worker.shutdown()
@@ -176,13 +181,25 @@ func understudyThroughput(
     worker.shutdown()
     try await running.value
     let counts = store.counts
+    let means = store.meanMilliseconds
+    var serverTime = ""
+    if target.kind == "PostgreSQL" {
+        // track_functions = 'pl' (set when the server starts): time spent in each queue function on the server.
+        serverTime = ((try? psql(target.url, """
+            SELECT string_agg(format('%s %s calls %s ms/call', funcname, calls, round((total_time / calls)::numeric, 2)), '; ' ORDER BY total_time DESC)
+            FROM pg_stat_user_functions WHERE calls > 0 AND funcname IN ('understudy_claim', 'understudy_record', 'understudy_enqueue', 'understudy_renew')
+            """)) ?? "").replacingOccurrences(of: "understudy_", with: "")
+    }
     try? await drain(opened.queues, queue: queue)
     await opened.close()
     let perClaim = counts.claims > 0 ? Double(counts.claimed) / Double(counts.claims) : 0
     return RateResult(
         system: "understudy", store: target.kind, handlers: handlers, condition: condition, perSecond: sampled.rates,
         jobs: sampled.total, seconds: sampled.seconds,
-        note: String(format: "%.1f jobs per claim, %d claims, %d records, %d enqueues (whole run)", perClaim, counts.claims, counts.records, counts.enqueues)
+        note: String(format: "%.1f jobs per claim; %d claims %.2f ms, %d records %.2f ms, %d enqueues %.2f ms (whole run, mean per call)",
+                     perClaim, counts.claims, means.claim, counts.records, means.record, counts.enqueues, means.enqueue)
+            + (serverTime.isEmpty ? "" : "; in the server: " + serverTime)
+            + (waits.map { "; server backends sampled every 100 ms: " + $0.finish() } ?? "")
     )
 }
 
@@ -304,4 +321,37 @@ func steadyRun(
         await run.opened.close()
     }
     return samples
+}
+
+/// A `psql` session that samples what the server's other client backends wait for, every 100 ms for `seconds`:
+/// `active` without a wait event is a backend on the CPU (or waiting for it).
+struct WaitSampler {
+    let pid: pid_t
+    let log: String
+
+    static func start(url: String, seconds: Double) throws -> WaitSampler {
+        let samples = Int(seconds * 10)
+        let sql = """
+            CREATE TEMP TABLE w (e text);
+            DO $$ BEGIN FOR i IN 1..\(samples) LOOP
+                PERFORM pg_stat_clear_snapshot();
+                INSERT INTO w SELECT CASE WHEN wait_event IS NULL THEN state ELSE wait_event_type || ':' || wait_event END
+                    FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+                        AND coalesce(application_name, '') NOT IN ('psql', 'bench-idle-tx') AND state <> 'idle';
+                PERFORM pg_sleep(0.1);
+            END LOOP; END $$;
+            SELECT 'WAITS ' || coalesce(string_agg(e || ' ' || round(100.0 * n / \(samples), 0) || '%', ', ' ORDER BY n DESC), 'none') FROM (SELECT e, count(*) n FROM w GROUP BY e) x;
+            """
+        let log = NSTemporaryDirectory() + "understudy-bench-waits-\(getpid())-\(boottime()).log"
+        let pid = try spawn([try postgresBin() + "/psql", url, "-XAtq", "-c", sql], log: log, environment: ["PGAPPNAME": "bench-waits"])
+        return WaitSampler(pid: pid, log: log)
+    }
+
+    /// Waits for the sampler to end; the share of samples per wait (a backend counted per sample it was busy).
+    func finish() -> String {
+        reap(pid, timeout: .seconds(30))
+        defer { unlink(log) }
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        return output.split(separator: "\n").last(where: { $0.hasPrefix("WAITS ") }).map { String($0.dropFirst(6)) } ?? "?"
+    }
 }

@@ -26,7 +26,8 @@ struct BenchStore: Sendable {
 /// A PostgreSQL server in a temporary directory on loopback, as `scripts/test` starts one; as the `postgres`
 /// user when running as root. fsync stays on (the default), as in production.
 enum ThrowawayPostgres {
-    static func start() throws -> String {
+    /// - Parameter settings: extra `name=value` server settings.
+    static func start(settings: [String] = []) throws -> String {
         guard let bin = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")
             .sorted(by: { $0.compare($1, options: .numeric) == .orderedAscending }).last
             .map({ "/usr/lib/postgresql/\($0)/bin" })
@@ -46,7 +47,7 @@ enum ThrowawayPostgres {
         try runCommand(asUser + ["\(bin)/initdb", "-D", "\(directory)/data", "-U", "understudy", "--auth=trust"])
         let control = asUser + [
             "\(bin)/pg_ctl", "-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-o",
-            "-c listen_addresses=127.0.0.1 -p \(port) -c unix_socket_directories=\(directory) -c max_connections=300",
+            "-c listen_addresses=127.0.0.1 -p \(port) -c unix_socket_directories=\(directory) -c max_connections=300" + settings.map { " -c \($0)" }.joined(),
         ]
         Cleanup.shared.add { _ = try? runCommand(control + ["stop", "-m", "immediate"], check: false) }
         try runCommand(control + ["start"])

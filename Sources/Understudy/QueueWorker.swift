@@ -125,7 +125,7 @@ public actor QueueWorker: Service {
             }
             defer { group.cancelAll() }
             logger.notice("working", metadata: ["store": "\(store)", "concurrency": "\(configuration.concurrency)"])
-            guard execute(machine.start(now: MonotonicClock.now()), in: &group) else { return }
+            guard await execute(machine.start(now: MonotonicClock.now()), in: &group) else { return }
             for await input in inputStream {
                 let now = MonotonicClock.now()
                 let actions: [QueueWorkerStateMachine.Action]
@@ -161,14 +161,31 @@ public actor QueueWorker: Service {
                     logger.notice("draining", metadata: ["held": "\(machine.heldCount)"])
                     actions = machine.shutdown(now: now)
                 }
-                guard execute(actions, in: &group) else { return }
+                guard await execute(actions, in: &group) else { return }
             }
         }
         logger.notice("stopped")
     }
 
-    /// Carries out the actions; returns `false` once the machine has finished.
-    private func execute(_ actions: [QueueWorkerStateMachine.Action], in group: inout DiscardingTaskGroup) -> Bool {
+    /// Carries out the actions, then gives back the claims they release; returns `false` once the machine has
+    /// finished. Claims are given back here, awaited, not in a child task: the last ones come with the machine's
+    /// finish, when the worker's child tasks are cancelled, and a cancelled give-back would leave them to expire.
+    private func execute(_ actions: [QueueWorkerStateMachine.Action], in group: inout DiscardingTaskGroup) async -> Bool {
+        var releases: [[ClaimReference]] = []
+        let running = perform(actions, releasing: &releases, in: &group)
+        for references in releases {
+            logger.info("giving back claims", metadata: ["jobs": "\(references.map(\.id))"])
+            do { try await store.release(references) } catch {
+                logger.warning("could not give claims back; they expire instead", metadata: ["error": "\(error)"])
+            }
+        }
+        return running
+    }
+
+    /// Carries out every action but the give-backs, which it collects in `releases`; `false` once finished.
+    private func perform(
+        _ actions: [QueueWorkerStateMachine.Action], releasing releases: inout [[ClaimReference]], in group: inout DiscardingTaskGroup
+    ) -> Bool {
         let (store, inputs, configuration) = (self.store, self.inputs, self.configuration)
         for action in actions {
             switch action {
@@ -190,12 +207,7 @@ public actor QueueWorker: Service {
                     inputs.yield(.recorded(outcomes, result))
                 }
             case .release(let references):
-                logger.info("giving back claims", metadata: ["jobs": "\(references.map(\.id))"])
-                group.addTask { [logger] in
-                    do { try await store.release(references) } catch {
-                        logger.warning("could not give claims back; they expire instead", metadata: ["error": "\(error)"])
-                    }
-                }
+                releases.append(references)
             case .startJob(let claim, let stopBy):
                 start(claim, stopBy: stopBy, in: &group)
             case .extendJob(let id, let until):

@@ -247,12 +247,15 @@ extension PostgresSchema {
                 -- A record that may be incomplete grants no claim for one claim lease.
                 IF v_complete_since IS NOT NULL AND v_now - p_lease < v_complete_since THEN RETURN; END IF;
                 v_wall := "\(s)".understudy_wall();
-                -- Rows no client can have written go to the dead letter, so they hold nothing up.
+                -- Rows no client can have written go to the dead letter, so they hold nothing up. Two statements, so
+                -- that each reads only its (normally empty) part of a partial index: one with an OR of both
+                -- conditions matched no index and scanned the whole table, finished jobs included, on every claim.
                 UPDATE "\(s)".jobs SET stage = 'dead', since = v_now, expires_at = NULL,
-                        last_error = 'corrupt row: ' || CASE WHEN stage = 'running' THEN 'running without a claim expiry'
-                            ELSE 'unknown stage "' || left(stage, 40) || '"' END
-                    WHERE queue = p_queue AND (stage NOT IN ('available', 'running', 'done', 'dead', 'cancelled')
-                        OR (stage = 'running' AND expires_at IS NULL));
+                        last_error = 'corrupt row: unknown stage "' || left(stage, 40) || '"'
+                    WHERE queue = p_queue AND stage NOT IN ('available', 'running', 'done', 'dead', 'cancelled');
+                UPDATE "\(s)".jobs SET stage = 'dead', since = v_now,
+                        last_error = 'corrupt row: running without a claim expiry'
+                    WHERE queue = p_queue AND stage = 'running' AND expires_at IS NULL;
                 -- Expired claims: claimable at once from their expiry, or dead on their last attempt.
                 UPDATE "\(s)".jobs j SET stage = CASE WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'available' END,
                         since = j.expires_at, expires_at = NULL, worker = NULL,

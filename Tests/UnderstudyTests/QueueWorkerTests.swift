@@ -74,8 +74,13 @@ struct QueueWorkerTests {
         #expect(try await store.job(id)?.lastError == "boom")
     }
 
-    @Test func shutdown_letsRunningJobsFinishWithinTheGrace_thenGivesTheRestBackAtOnce() async throws {
-        let store = InMemoryStore(wallMicroseconds: { 0 })
+    /// On SQLite too, whose calls fail once their task is cancelled: the last give-back comes as the worker
+    /// finishes, and must still reach the store.
+    @Test(arguments: ["memory", "sqlite"])
+    func shutdown_letsRunningJobsFinishWithinTheGrace_thenGivesTheRestBackAtOnce(backend: String) async throws {
+        let directory = try TemporaryDirectory()
+        let store: any JobQueueStore = backend == "memory"
+            ? InMemoryStore(wallMicroseconds: { 0 }) : try seasonedSQLiteStore(path: directory.file("store.db"))
         _ = try await WorkQueue(store: store).enqueue(try Self.jobs(2))
         let started = AsyncStream<Void>.makeStream()
         let cancelled = Mutex(0)

@@ -75,7 +75,7 @@ public struct QueueWorkerStateMachine: Sendable {
         case extendJob(JobID, until: Instant)
         /// Stop the job now (cancel it, SIGTERM its command), and report its end as usual.
         case stopJob(JobID, StopReason)
-        /// Record these outcomes in one round trip; report with ``recorded(_:replies:now:)`` or
+        /// Record these outcomes in one round trip (one at a time); report with ``recorded(_:replies:now:)`` or
         /// ``recordFailed(_:now:)``.
         case record([JobOutcome])
         /// Give these claims back, so that other workers take them at once.
@@ -133,6 +133,9 @@ public struct QueueWorkerStateMachine: Sendable {
         var held: [JobID: Held] = [:]
         var claimInFlight = false
         var renewInFlight = false
+        /// One record round trip at a time: outcomes that come meanwhile travel together in the next one, so a
+        /// store whose commits wait for a disk flush pays one flush for many jobs.
+        var recordInFlight = false
         /// When an idle worker looks for jobs again; `nil` to look at once.
         var nextPoll: Instant?
     }
@@ -291,6 +294,7 @@ public struct QueueWorkerStateMachine: Sendable {
     /// The store answered a record round trip.
     public mutating func recorded(_ outcomes: [JobOutcome], replies: [OutcomeReply], now: Instant) -> [Action] {
         update(now: now) { working, draining, config in
+            working.recordInFlight = false
             var actions: [Action] = []
             for (index, outcome) in outcomes.enumerated() {
                 let id = outcome.claim.id
@@ -306,6 +310,7 @@ public struct QueueWorkerStateMachine: Sendable {
     /// A record round trip failed: the outcomes are sent again while their claims can be vouched for.
     public mutating func recordFailed(_ outcomes: [JobOutcome], now: Instant) -> [Action] {
         update(now: now) { working, draining, config in
+            working.recordInFlight = false
             for outcome in outcomes {
                 let id = outcome.claim.id
                 guard case .recording(let pending, _)? = working.held[id]?.phase, pending == outcome else { continue }
@@ -382,8 +387,9 @@ public struct QueueWorkerStateMachine: Sendable {
             guard case .recording(let outcome, inFlight: false) = held.phase else { return nil }
             return outcome
         }.sorted { $0.claim.id < $1.claim.id }
-        if !unsent.isEmpty {
+        if !unsent.isEmpty, !working.recordInFlight {
             for outcome in unsent { working.held[outcome.claim.id]?.phase = .recording(outcome, inFlight: true) }
+            working.recordInFlight = true
             actions.append(.record(unsent))
         }
         // Every claim is renewed while it may still be valid, even one whose job is stopping (it is given back

@@ -70,6 +70,31 @@ final class PostgresConnection: Sendable {
         }
     }
 
+    /// Runs one round trip of a capability's server-side functions, failing as ``StoreError``. When someone dropped
+    /// the schema, it is created again and the round trip tried once more: its groups and queues are new, so they
+    /// grant nothing for one lease, and every token is at least the wall clock in µs, so no lease of the old schema
+    /// is granted twice.
+    func call<Value: Sendable>(
+        recreating: Bool = true,
+        _ body: @escaping @Sendable (PostgresClient) async throws -> Value
+    ) async throws -> Value {
+        do {
+            return try await withPool(body)
+        } catch let error as StoreError {
+            throw error
+        } catch where recreating && Self.schemaIsMissing(error) {
+            logger.debug("the schema is gone; creating it again", metadata: ["location": "\(location)"])
+            do {
+                try await migrate()
+            } catch {
+                throw Self.storeError(error, location: location, opening: true)
+            }
+            return try await call(recreating: false, body)
+        } catch {
+            throw Self.storeError(error, location: location, opening: false)
+        }
+    }
+
     /// Creates, checks or migrates the schema (``PostgresSchema``) at ``location``, in one round trip.
     func migrate() async throws {
         let (location, logger) = (location, logger)

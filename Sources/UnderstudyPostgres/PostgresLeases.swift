@@ -53,36 +53,19 @@ final class PostgresLeases: Sendable {
     }
 
     /// One round trip: the batch applied by `understudy_heartbeats`, with its answer as JSON text.
-    private func apply(_ payload: String, isolated: Bool, recreating: Bool = true) async throws -> String {
-        let (location, logger) = (connection.location, connection.logger)
-        let schema = location.schema
+    private func apply(_ payload: String, isolated: Bool) async throws -> String {
+        let (schema, logger) = (connection.location.schema, connection.logger)
         let now = clock.map { $0().nanoseconds / 1_000 }
         roundTripCount.add(1, ordering: .relaxed)
-        do {
-            return try await connection.withPool { client in
-                let rows = try await client.query(
-                    "SELECT \"\(unescaped: schema)\".understudy_heartbeats(\(payload)::jsonb, \(now), \(isolated))::text",
-                    logger: logger
-                )
-                guard let first = try await rows.decode(String.self).first(where: { _ in true }) else {
-                    throw StoreError(.corrupt, "the server answered a heartbeat with no row")
-                }
-                return first
+        return try await connection.call { client in
+            let rows = try await client.query(
+                "SELECT \"\(unescaped: schema)\".understudy_heartbeats(\(payload)::jsonb, \(now), \(isolated))::text",
+                logger: logger
+            )
+            guard let first = try await rows.decode(String.self).first(where: { _ in true }) else {
+                throw StoreError(.corrupt, "the server answered a heartbeat with no row")
             }
-        } catch let error as StoreError {
-            throw error
-        } catch where recreating && PostgresConnection.schemaIsMissing(error) {
-            // Someone dropped the schema: create it again. Its groups are new and so grant nothing for T, and every
-            // token is at least the wall clock in µs: no lease the old schema held can be granted twice.
-            logger.debug("the schema is gone; creating it again", metadata: ["location": "\(location)"])
-            do {
-                try await connection.migrate()
-            } catch {
-                throw PostgresConnection.storeError(error, location: location, opening: true)
-            }
-            return try await apply(payload, isolated: isolated, recreating: false)
-        } catch {
-            throw PostgresConnection.storeError(error, location: location, opening: false)
+            return first
         }
     }
 

@@ -30,27 +30,12 @@ extension PostgresStore: JobQueueStore {
     private var queueNow: Int64? { clock.map { $0().nanoseconds / 1_000 } }
 
     /// Runs one round trip of the server-side functions of a capability (the queues, the checkpoints), failing as
-    /// ``StoreError``; recreates a dropped schema once.
+    /// ``StoreError`` (``PostgresConnection/call(recreating:_:)``).
     func serverCall<Value: Sendable>(
-        recreating: Bool = true,
         _ body: @escaping @Sendable (PostgresClient, String, Logger) async throws -> Value
     ) async throws -> Value {
-        let (location, logger) = (location, connection.logger)
-        do {
-            return try await connection.withPool { client in try await body(client, location.schema, logger) }
-        } catch let error as StoreError {
-            throw error
-        } catch where recreating && PostgresConnection.schemaIsMissing(error) {
-            logger.debug("the schema is gone; creating it again", metadata: ["location": "\(location)"])
-            do {
-                try await connection.migrate()
-            } catch {
-                throw PostgresConnection.storeError(error, location: location, opening: true)
-            }
-            return try await serverCall(recreating: false, body)
-        } catch {
-            throw PostgresConnection.storeError(error, location: location, opening: false)
-        }
+        let (schema, logger) = (location.schema, connection.logger)
+        return try await connection.call { client in try await body(client, schema, logger) }
     }
 
     private func corrupt(_ what: String) -> StoreError {

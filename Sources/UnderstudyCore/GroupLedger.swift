@@ -75,7 +75,11 @@ public struct GroupLedger: Hashable, Sendable {
     }
 
     public var group: GroupName
+    /// The number of slots, or of partitions when ``partitioned``.
     public var activeGoal: Int
+    /// Whether the group is partitioned (``PartitionHeartbeat``): each slot is a partition, and a member may hold
+    /// several.
+    public var partitioned: Bool
     public var lastToken: FencingToken?
     public var nextJoinSequence: Int64
     public var members: [MemberID: MemberRecord]
@@ -84,13 +88,14 @@ public struct GroupLedger: Hashable, Sendable {
 
     /// A group that has never been written.
     public init(group: GroupName, activeGoal: Int) {
-        self.init(group: group, activeGoal: activeGoal, lastToken: nil, nextJoinSequence: 1, members: [:], leases: [])
+        self.init(group: group, activeGoal: activeGoal, partitioned: false, lastToken: nil, nextJoinSequence: 1, members: [:], leases: [])
         leases = (0..<activeGoal).map { LeaseRecord(slot: $0, holder: nil) }
     }
 
     public init(
         group: GroupName,
         activeGoal: Int,
+        partitioned: Bool = false,
         lastToken: FencingToken?,
         nextJoinSequence: Int64,
         members: [MemberID: MemberRecord],
@@ -98,6 +103,7 @@ public struct GroupLedger: Hashable, Sendable {
     ) {
         self.group = group
         self.activeGoal = activeGoal
+        self.partitioned = partitioned
         self.lastToken = lastToken
         self.nextJoinSequence = nextJoinSequence
         self.members = members
@@ -115,42 +121,14 @@ public struct GroupLedger: Hashable, Sendable {
     public mutating func apply(_ heartbeat: Heartbeat, at moment: StoreMoment) throws(HeartbeatRejection) -> HeartbeatReply {
         let now = moment.now
         expire(now: now)
-        let id = heartbeat.member.id
-        let existing = members[id]
-        if let existing, existing.info.incarnation != heartbeat.member.incarnation {
-            throw .memberIDInUse(id, host: existing.info.host, pid: existing.info.pid)
-        }
-        if heartbeat.activeGoal != activeGoal || leases.count != activeGoal {
-            let othersAlive = members.keys.contains { $0 != id } || leases.contains { $0.holder != nil }
-            guard !othersAlive else {
-                throw .activeGoalMismatch(group: group, stored: activeGoal, requested: heartbeat.activeGoal)
-            }
-            activeGoal = heartbeat.activeGoal
-            leases = (0..<activeGoal).map { LeaseRecord(slot: $0, holder: nil) }
-        }
+        try admit(heartbeat.member, size: heartbeat.activeGoal, partitioned: false)
 
         if case .leave(let token) = heartbeat.intent {
             if let token { release(heartbeat.member, token: token) }
-            members[id] = nil
+            members[heartbeat.member.id] = nil
             return HeartbeatReply(outcome: .left, view: view(now: now))
         }
-
-        let expiresAt = now + heartbeat.activationInterval
-        let joinSequence: Int64
-        if let existing {
-            joinSequence = existing.joinSequence
-        } else {
-            // Saturates rather than traps on a corrupt counter; equal sequences are ranked by id.
-            joinSequence = nextJoinSequence
-            if nextJoinSequence < .max { nextJoinSequence += 1 }
-        }
-        members[id] = MemberRecord(
-            info: heartbeat.member,
-            joinSequence: joinSequence,
-            phase: heartbeat.phase,
-            heartbeatAt: now,
-            expiresAt: expiresAt
-        )
+        let expiresAt = record(heartbeat.member, phase: heartbeat.phase, now: now, interval: heartbeat.activationInterval)
 
         let outcome: HeartbeatReply.Outcome
         switch heartbeat.intent {
@@ -160,10 +138,13 @@ public struct GroupLedger: Hashable, Sendable {
             if let slot = slotHeld(by: heartbeat.member) {
                 leases[slot].holder!.expiresAt = expiresAt
                 outcome = .granted(leases[slot].holder!.token)
-            } else if let slot = leases.firstIndex(where: { $0.holder == nil }), grantsAllowed(at: moment, heartbeat),
+            } else if let slot = leases.firstIndex(where: { $0.holder == nil }),
+                      grantsAllowed(at: moment, activationInterval: heartbeat.activationInterval),
                       let token = nextToken(floor: moment.tokenFloor) {
                 lastToken = token
-                leases[slot].holder = .init(member: id, incarnation: heartbeat.member.incarnation, token: token, expiresAt: expiresAt)
+                leases[slot].holder = .init(
+                    member: heartbeat.member.id, incarnation: heartbeat.member.incarnation, token: token, expiresAt: expiresAt
+                )
                 outcome = .granted(token)
             } else {
                 outcome = .notGranted
@@ -184,11 +165,65 @@ public struct GroupLedger: Hashable, Sendable {
         return HeartbeatReply(outcome: outcome, view: view(now: now))
     }
 
+    /// Applies one heartbeat of a partitioned group at `moment`: each operation by the rules of a slot, in order;
+    /// a partition index out of range is answered as a partition someone else holds.
+    ///
+    /// Throws ``HeartbeatRejection`` when the heartbeat can never succeed as sent; the ledger is then unchanged.
+    public mutating func apply(_ heartbeat: PartitionHeartbeat, at moment: StoreMoment) throws(HeartbeatRejection) -> PartitionHeartbeatReply {
+        let now = moment.now
+        expire(now: now)
+        try admit(heartbeat.member, size: heartbeat.partitions, partitioned: true)
+        let expiresAt = heartbeat.leaving
+            ? now
+            : record(heartbeat.member, phase: heartbeat.phase, now: now, interval: heartbeat.activationInterval)
+        let member = heartbeat.member
+        func holds(_ partition: Int) -> Bool {
+            leases[partition].holder.map { $0.member == member.id && $0.incarnation == member.incarnation } ?? false
+        }
+
+        var outcomes: [PartitionHeartbeatReply.Outcome] = []
+        outcomes.reserveCapacity(heartbeat.operations.count)
+        for operation in heartbeat.operations {
+            let partition = operation.partition
+            let known = leases.indices.contains(partition)
+            switch operation {
+            case .acquire:
+                if known, holds(partition), !heartbeat.leaving {
+                    leases[partition].holder!.expiresAt = expiresAt
+                    outcomes.append(.granted(leases[partition].holder!.token))
+                } else if known, leases[partition].holder == nil, !heartbeat.leaving,
+                          grantsAllowed(at: moment, activationInterval: heartbeat.activationInterval),
+                          let token = nextToken(floor: moment.tokenFloor) {
+                    lastToken = token
+                    leases[partition].holder = .init(member: member.id, incarnation: member.incarnation, token: token, expiresAt: expiresAt)
+                    outcomes.append(.granted(token))
+                } else {
+                    outcomes.append(.notGranted)
+                }
+            case .renew(_, let token):
+                if known, holds(partition), leases[partition].holder!.token == token, !heartbeat.leaving {
+                    leases[partition].holder!.expiresAt = expiresAt
+                    outcomes.append(.renewed)
+                } else {
+                    outcomes.append(.lost)
+                }
+            case .release(_, let token):
+                if known, holds(partition), leases[partition].holder!.token == token {
+                    leases[partition].holder = nil
+                }
+                outcomes.append(.released)
+            }
+        }
+        if heartbeat.leaving { members[member.id] = nil }
+        return PartitionHeartbeatReply(outcomes: outcomes, left: heartbeat.leaving, view: view(now: now))
+    }
+
     /// The group as seen at the store instant `now`: live members and valid leases only.
     public func view(now: Instant) -> GroupView {
         GroupView(
             group: group,
             activeGoal: activeGoal,
+            partitioned: partitioned,
             lastToken: lastToken,
             members: members.values
                 .filter { $0.expiresAt > now }
@@ -228,10 +263,55 @@ public struct GroupLedger: Hashable, Sendable {
         return holds(before) && !holds(self)
     }
 
+    /// Whether `heartbeat`, applied to `before`, changed the partitioned group in a way its other members should
+    /// hear of at once: the member joined (partitions move to it) or gave back a partition it held.
+    public func shouldAnnounce(_ heartbeat: PartitionHeartbeat, from before: GroupLedger) -> Bool {
+        let id = heartbeat.member.id
+        if let joined = members[id], before.members[id]?.joinSequence != joined.joinSequence { return true }
+        return heartbeat.operations.contains { operation in
+            guard case .release(let partition, let token) = operation, before.leases.indices.contains(partition) else { return false }
+            return before.leases[partition].holder.map { $0.member == id && $0.token == token } ?? false
+        }
+    }
+
+    /// Checks that `member` may heartbeat a group of `size` slots, or of `size` partitions when `partitioned`;
+    /// the first member of a group, or the only one left, reshapes it.
+    private mutating func admit(_ member: MemberInfo, size: Int, partitioned: Bool) throws(HeartbeatRejection) {
+        if let existing = members[member.id], existing.info.incarnation != member.incarnation {
+            throw .memberIDInUse(member.id, host: existing.info.host, pid: existing.info.pid)
+        }
+        guard size != activeGoal || leases.count != activeGoal || partitioned != self.partitioned else { return }
+        let othersAlive = members.keys.contains { $0 != member.id } || leases.contains { $0.holder != nil }
+        guard !othersAlive else {
+            if partitioned || self.partitioned {
+                throw .partitionsMismatch(group: group, stored: self.partitioned ? activeGoal : nil, requested: partitioned ? size : nil)
+            }
+            throw .activeGoalMismatch(group: group, stored: activeGoal, requested: size)
+        }
+        activeGoal = size
+        self.partitioned = partitioned
+        leases = (0..<size).map { LeaseRecord(slot: $0, holder: nil) }
+    }
+
+    /// Writes the member's heartbeat; returns when its membership, and the leases it renews, now expire.
+    private mutating func record(_ member: MemberInfo, phase: MemberPhase, now: Instant, interval: Duration) -> Instant {
+        let expiresAt = now + interval
+        let joinSequence: Int64
+        if let existing = members[member.id] {
+            joinSequence = existing.joinSequence
+        } else {
+            // Saturates rather than traps on a corrupt counter; equal sequences are ranked by id.
+            joinSequence = nextJoinSequence
+            if nextJoinSequence < .max { nextJoinSequence += 1 }
+        }
+        members[member.id] = MemberRecord(info: member, joinSequence: joinSequence, phase: phase, heartbeatAt: now, expiresAt: expiresAt)
+        return expiresAt
+    }
+
     /// Whether the store's record has been complete for at least T, so no lease it may have lost still runs.
-    private func grantsAllowed(at moment: StoreMoment, _ heartbeat: Heartbeat) -> Bool {
+    private func grantsAllowed(at moment: StoreMoment, activationInterval: Duration) -> Bool {
         guard let since = moment.recordCompleteSince else { return true }
-        return moment.now >= since + heartbeat.activationInterval
+        return moment.now >= since + activationInterval
     }
 
     /// The token of the next grant, or `nil` when the counter is exhausted (only a corrupt row gets there).

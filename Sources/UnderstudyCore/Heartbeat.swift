@@ -139,7 +139,11 @@ public struct HeartbeatReply: Hashable, Sendable {
 /// the store's clock, so no member ever compares its clock with another's.
 public struct GroupView: Hashable, Sendable {
     public var group: GroupName
+    /// The number of slots, or of partitions in a partitioned group.
     public var activeGoal: Int
+    /// Whether the group is partitioned: its leases are its partitions (`slot` is the partition), and a member may
+    /// hold several.
+    public var partitioned: Bool
     /// The last fencing token granted in this group, if any ever was.
     public var lastToken: FencingToken?
     /// The live members, in no particular order.
@@ -178,9 +182,17 @@ public struct GroupView: Hashable, Sendable {
         }
     }
 
-    public init(group: GroupName, activeGoal: Int, lastToken: FencingToken?, members: [Member], leases: [Lease]) {
+    public init(
+        group: GroupName,
+        activeGoal: Int,
+        partitioned: Bool = false,
+        lastToken: FencingToken?,
+        members: [Member],
+        leases: [Lease]
+    ) {
         self.group = group
         self.activeGoal = activeGoal
+        self.partitioned = partitioned
         self.lastToken = lastToken
         self.members = members
         self.leases = leases
@@ -193,6 +205,9 @@ public enum HeartbeatRejection: Error, Hashable, Sendable, CustomStringConvertib
     case memberIDInUse(MemberID, host: String, pid: Int32)
     /// The group runs with another active goal; all live members must agree.
     case activeGoalMismatch(group: GroupName, stored: Int, requested: Int)
+    /// The group is partitioned into another number of partitions, or is partitioned and this member runs it as
+    /// a group of slots, or the other way round (`nil`: not partitioned).
+    case partitionsMismatch(group: GroupName, stored: Int?, requested: Int?)
 
     public var description: String {
         switch self {
@@ -202,6 +217,10 @@ public enum HeartbeatRejection: Error, Hashable, Sendable, CustomStringConvertib
         case .activeGoalMismatch(let group, let stored, let requested):
             "group \"\(group)\" runs with active goal \(stored) but this member asks for \(requested): "
                 + "use the same active goal on every member, or stop them all before changing it"
+        case .partitionsMismatch(let group, let stored, let requested):
+            "group \"\(group)\" " + (stored.map { "has \($0) partitions" } ?? "is not partitioned")
+                + " but this member " + (requested.map { "asks for \($0) partitions" } ?? "runs it unpartitioned")
+                + ": use the same partitions on every member, or stop them all before changing it"
         }
     }
 }

@@ -18,8 +18,8 @@ final class SQLiteDatabase: Sendable {
     /// The schema version this build writes and reads.
     ///
     /// 1: groups, members and leases. 2: and the work queues' jobs (``SQLiteQueueSchema``). 3: and the groups'
-    /// checkpoints.
-    static let schemaVersion = 3
+    /// checkpoints. 4: and partitioned groups (`groups.partitioned`).
+    static let schemaVersion = 4
     static let applicationTag = "understudy"
 
     /// The path of the database file.
@@ -239,7 +239,8 @@ final class SQLiteDatabase: Sendable {
                 name TEXT PRIMARY KEY NOT NULL,
                 active_goal INTEGER NOT NULL,
                 last_token INTEGER NOT NULL,
-                next_join INTEGER NOT NULL
+                next_join INTEGER NOT NULL,
+                partitioned INTEGER NOT NULL DEFAULT 0
             );
             CREATE TABLE members (
                 group_name TEXT NOT NULL REFERENCES groups(name),
@@ -273,11 +274,12 @@ final class SQLiteDatabase: Sendable {
         return true
     }
 
-    /// Brings a file of schema `version` to this build's: version 1 keeps its groups and gains the queue tables.
+    /// Brings a file of schema `version` to this build's, keeping what it holds: each version adds tables or columns.
     private static func migrate(_ db: Database, from version: Int) throws {
         guard version < schemaVersion else { return }
         if version < 2 { try SQLiteQueueSchema.create(db) }
         if version < 3 { try db.execute(sql: SQLiteStore.checkpointTable) }
+        if version < 4 { try db.execute(sql: "ALTER TABLE groups ADD COLUMN partitioned INTEGER NOT NULL DEFAULT 0") }
         try db.execute(
             sql: "UPDATE understudy_meta SET value = ? WHERE key = 'schema_version'",
             arguments: [String(schemaVersion)]

@@ -23,7 +23,7 @@ import UnderstudyStore
 /// - It keeps work queues too (``JobQueueStore``, in `SQLiteStore+Queue.swift`): each call is one transaction,
 ///   whatever the number of jobs it carries, and enqueued jobs are announced through the same file.
 /// - The database runs in WAL mode with a busy timeout; the schema is versioned.
-public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, CustomStringConvertible {
+public final class SQLiteStore: LeaseStore, PartitionLeaseStore, ChangeAnnouncing, GroupDirectory, CustomStringConvertible {
     /// The schema version this build writes and reads.
     public static let schemaVersion = SQLiteDatabase.schemaVersion
 
@@ -69,6 +69,20 @@ public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, Cu
 
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
         try await batcher.submit(heartbeat)
+    }
+
+    public func heartbeat(_ heartbeat: PartitionHeartbeat) async throws -> PartitionHeartbeatReply {
+        let announcements = announcements
+        let (reply, changed) = try await database.write { db, moment in
+            let stored = try Self.loadLedger(db, group: heartbeat.group)
+            let before = stored ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.partitions)
+            var ledger = before
+            let reply = try ledger.apply(heartbeat, at: moment)
+            try Self.write(ledger, replacing: stored, db)
+            return (reply, ledger.shouldAnnounce(heartbeat, from: before))
+        }
+        if changed { announcements.announce([heartbeat.group]) }
+        return reply
     }
 
     public func changes(of group: GroupName) -> AsyncStream<Void> {
@@ -135,12 +149,16 @@ public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, Cu
     // MARK: Rows
 
     static func loadLedger(_ db: Database, group: GroupName) throws -> GroupLedger? {
-        let groupRow = try db.cachedStatement(sql: "SELECT active_goal, last_token, next_join FROM groups WHERE name = ?")
+        // `*` last: a read-only handle of a file older than version 4 sees no `partitioned` column.
+        let groupRow = try db.cachedStatement(sql: "SELECT active_goal, last_token, next_join, * FROM groups WHERE name = ?")
         guard let row = try Row.fetchOne(groupRow, arguments: [group.rawValue]) else { return nil }
         func corrupt(_ what: String) -> StoreError {
             StoreError(.corrupt, "group \"\(group)\" in the store has a corrupt row: \(what)")
         }
-        guard let goal: Int = column(row, 0), (1...GroupConfiguration.maximumActiveGoal).contains(goal),
+        let partitionedValue: DatabaseValue = row.hasColumn("partitioned") ? row["partitioned"] : false.databaseValue
+        guard let partitioned = Bool.fromDatabaseValue(partitionedValue),
+              let goal: Int = column(row, 0),
+              (1...(partitioned ? PartitionAssignment.maximumPartitions : GroupConfiguration.maximumActiveGoal)).contains(goal),
               let lastToken: Int64 = column(row, 1), (0..<Int64.max).contains(lastToken),
               let nextJoin: Int64 = column(row, 2), (1..<Int64.max).contains(nextJoin)
         else { throw corrupt("group row \(row)") }
@@ -184,7 +202,7 @@ public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, Cu
                   let incarnation: String = column(row, 2),
                   let token: Int64 = column(row, 3), token >= 1, token <= lastToken,
                   let expiresAt: Int64 = column(row, 4),
-                  !leases.contains(where: { $0.holder?.member == member })
+                  partitioned || !leases.contains(where: { $0.holder?.member == member })
             else { throw corrupt("lease row \(row)") }
             leases[slot].holder = .init(
                 member: member,
@@ -196,6 +214,7 @@ public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, Cu
         return GroupLedger(
             group: group,
             activeGoal: goal,
+            partitioned: partitioned,
             lastToken: lastToken == 0 ? nil : FencingToken(rawValue: UInt64(lastToken)),
             nextJoinSequence: nextJoin,
             members: members,
@@ -212,15 +231,16 @@ public final class SQLiteStore: LeaseStore, ChangeAnnouncing, GroupDirectory, Cu
     private static func write(_ ledger: GroupLedger, replacing stored: GroupLedger?, _ db: Database) throws {
         let name = ledger.group.rawValue
         if stored?.activeGoal != ledger.activeGoal || stored?.lastToken != ledger.lastToken
-            || stored?.nextJoinSequence != ledger.nextJoinSequence {
+            || stored?.nextJoinSequence != ledger.nextJoinSequence || stored?.partitioned != ledger.partitioned {
             try db.cachedStatement(
                 sql: """
-                    INSERT INTO groups (name, active_goal, last_token, next_join) VALUES (?, ?, ?, ?)
+                    INSERT INTO groups (name, active_goal, last_token, next_join, partitioned) VALUES (?, ?, ?, ?, ?)
                     ON CONFLICT (name) DO UPDATE SET
-                        active_goal = excluded.active_goal, last_token = excluded.last_token, next_join = excluded.next_join
+                        active_goal = excluded.active_goal, last_token = excluded.last_token, next_join = excluded.next_join,
+                        partitioned = excluded.partitioned
                     """
             ).execute(
-                arguments: [name, ledger.activeGoal, Int64(ledger.lastToken?.rawValue ?? 0), ledger.nextJoinSequence]
+                arguments: [name, ledger.activeGoal, Int64(ledger.lastToken?.rawValue ?? 0), ledger.nextJoinSequence, ledger.partitioned]
             )
         }
         for (id, record) in ledger.members where stored?.members[id] != record {

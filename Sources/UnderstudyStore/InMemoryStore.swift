@@ -5,7 +5,9 @@ import UnderstudyCore
 /// process.
 ///
 /// Time is judged on `clock`, by default the process's monotonic clock; tests inject their own.
-public final class InMemoryStore: LeaseStore, ChangeAnnouncing, GroupDirectory, JobQueueStore, CheckpointStore, CustomStringConvertible {
+public final class InMemoryStore: LeaseStore, PartitionLeaseStore, ChangeAnnouncing, GroupDirectory, JobQueueStore, CheckpointStore,
+    CustomStringConvertible
+{
     private struct State {
         var ledgers: [GroupName: GroupLedger] = [:]
         var queues = JobQueueLedger()
@@ -34,17 +36,37 @@ public final class InMemoryStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
     }
 
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
-        let now = clock()
-        let (reply, released) = try state.withLock { state in
-            guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
-            let before = state.ledgers[heartbeat.group] ?? GroupLedger(group: heartbeat.group, activeGoal: heartbeat.activeGoal)
-            var ledger = before
-            let floor = FencingToken(rawValue: min(wallMicroseconds(), FencingToken.maximum.rawValue))
-            let reply = try ledger.apply(heartbeat, at: StoreMoment(now: now, tokenFloor: floor))
-            state.ledgers[heartbeat.group] = ledger
+        try apply(to: heartbeat.group, size: heartbeat.activeGoal) { ledger, moment in
+            let before = ledger
+            let reply = try ledger.apply(heartbeat, at: moment)
             return (reply, ledger.shouldAnnounce(heartbeat, from: before))
         }
-        if released { subscribers.announce(heartbeat.group) }
+    }
+
+    public func heartbeat(_ heartbeat: PartitionHeartbeat) async throws -> PartitionHeartbeatReply {
+        try apply(to: heartbeat.group, size: heartbeat.partitions) { ledger, moment in
+            let before = ledger
+            let reply = try ledger.apply(heartbeat, at: moment)
+            return (reply, ledger.shouldAnnounce(heartbeat, from: before))
+        }
+    }
+
+    /// Runs `body` on `group`'s ledger at the store's current moment, and announces a change if it says so.
+    private func apply<Reply>(
+        to group: GroupName,
+        size: Int,
+        _ body: (inout GroupLedger, StoreMoment) throws -> (Reply, announce: Bool)
+    ) throws -> Reply {
+        let now = clock()
+        let (reply, announce) = try state.withLock { state in
+            guard !state.closed else { throw StoreError(.closed, "the in-memory store is closed") }
+            var ledger = state.ledgers[group] ?? GroupLedger(group: group, activeGoal: size)
+            let floor = FencingToken(rawValue: min(wallMicroseconds(), FencingToken.maximum.rawValue))
+            let result = try body(&ledger, StoreMoment(now: now, tokenFloor: floor))
+            state.ledgers[group] = ledger
+            return result
+        }
+        if announce { subscribers.announce(group) }
         return reply
     }
 

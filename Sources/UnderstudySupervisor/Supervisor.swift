@@ -182,7 +182,7 @@ public final class Supervisor: Sendable {
         } catch MemberError.rejected(let rejection) {
             switch rejection {
             case .memberIDInUse: throw SupervisorError(.memberIDInUse, rejection.description)
-            case .activeGoalMismatch: throw SupervisorError(.activeGoalMismatch, rejection.description)
+            case .activeGoalMismatch, .partitionsMismatch: throw SupervisorError(.activeGoalMismatch, rejection.description)
             }
         } catch {
             throw SupervisorError(.storeUnavailable, "\(error)")

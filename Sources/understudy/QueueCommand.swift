@@ -240,7 +240,7 @@ extension Queue {
             } catch MemberError.rejected(let rejection) {
                 let status: ExitStatus = switch rejection {
                 case .memberIDInUse: .memberIDInUse
-                case .activeGoalMismatch: .activeGoalMismatch
+                case .activeGoalMismatch, .partitionsMismatch: .activeGoalMismatch
                 }
                 throw CLIError(status, "the periodic enqueuer was refused: \(rejection)")
             }

@@ -87,7 +87,7 @@ struct SQLiteQueueTests {
         let raw = try DatabaseQueue(path: path)
         let version = try await raw.read { try String.fetchOne($0, sql: "SELECT value FROM understudy_meta WHERE key = 'schema_version'") }
         #expect(version == String(SQLiteStore.schemaVersion))
-        #expect(SQLiteStore.schemaVersion == 3)
+        #expect(SQLiteStore.schemaVersion == 4)
         #expect(try await raw.read { try $0.tableExists("checkpoints") })
         let indexes = try await raw.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL ORDER BY name") }
         #expect(indexes == ["jobs_claimable", "jobs_finished", "jobs_idempotency", "jobs_ordering", "jobs_running", "jobs_unknown_stage"])

@@ -61,6 +61,16 @@ struct StoreConformanceTests {
         try await run(check, on: backend) { $0 }
     }
 
+    @Test(arguments: [Backend.inMemory, .sqlite], PartitionLeaseConformance.checks)
+    func partitionLease(_ backend: Backend, _ check: ConformanceCheck<any PartitionedStore>) async throws {
+        let directory = try TemporaryDirectory()
+        try await check.run { count, clock in
+            try await backend.makeStores(count: count, clock: clock, directory: directory).map { store in
+                try #require(store as? any PartitionedStore, "\(backend) stores are not partition lease stores")
+            }
+        }
+    }
+
     @Test(arguments: Backend.allCases, JobQueueConformance.checks)
     func jobQueue(_ backend: Backend, _ check: ConformanceCheck<any JobQueueStore>) async throws {
         try await run(check, on: backend) { $0 }

@@ -35,6 +35,8 @@ public enum DeactivationReason: String, Hashable, Sendable, CaseIterable, Custom
     case resigned
     /// The member is shutting down and hands its slot over at once.
     case shutdown
+    /// The partition moves to another member (``PartitionAssignment``), through an orderly handover.
+    case rebalanced
 
     public var description: String { rawValue }
 }

@@ -17,6 +17,8 @@ package struct SlotRelease: Codable, Sendable {
     package var pid: Int32
     package var token: UInt64
     package var logFormat: String
+    /// The partition whose lease this is, in a partitioned group (`activeGoal` is then the number of partitions).
+    package var partition: Int?
     /// Why the watchdog released, for the log line.
     package var reason: String?
 
@@ -37,6 +39,23 @@ package struct SlotRelease: Codable, Sendable {
         } catch {
             throw SupervisorError(.invalidConfiguration, error.description)
         }
+    }
+
+    /// In a partitioned group: the heartbeat that releases the partition and leaves the group, so the others take
+    /// the dead member's partitions at once rather than when its membership expires.
+    package func partitionHeartbeat() throws(SupervisorError) -> PartitionHeartbeat? {
+        guard let partition else { return nil }
+        let heartbeat = try heartbeat()
+        return PartitionHeartbeat(
+            group: heartbeat.group,
+            partitions: activeGoal,
+            activationInterval: heartbeat.activationInterval,
+            member: heartbeat.member,
+            phase: .stopping,
+            operations: [.release(partition, FencingToken(rawValue: token))],
+            leaving: true,
+            sentAt: heartbeat.sentAt
+        )
     }
 
     package var bytes: [UInt8] { Array((try? JSONEncoder().encode(self)) ?? Data()) }

@@ -95,21 +95,6 @@ public final class Supervisor: Sendable {
         var token: FencingToken?
     }
 
-    /// What one activation knows about its lease, shared with the task that forwards lease updates.
-    private final class Lease: Sendable {
-        struct Values {
-            var validUntil: Instant
-            var stopBy: Instant?
-            var child: WatchedProcess?
-        }
-
-        let values: Mutex<Values>
-
-        init(validUntil: Instant) {
-            values = Mutex(Values(validUntil: validUntil))
-        }
-    }
-
     public let settings: Settings
     private let state = Mutex(State())
     private let logger: Logger
@@ -265,28 +250,6 @@ public final class Supervisor: Sendable {
     private func activate(_ activation: Activation, member: Member) async {
         guard case .validUntil(let validUntil)? = await activation.leaseUpdates.first(where: { _ in true }) else { return }
         let token = activation.token
-        let lease = Lease(validUntil: validUntil)
-        let margin = killMargin
-        let forwarder = Task {
-            for await update in activation.leaseUpdates {
-                switch update {
-                case .validUntil(let instant):
-                    let child = lease.values.withLock { lease in
-                        lease.validUntil = max(lease.validUntil, instant)
-                        return lease.child
-                    }
-                    child?.extend(until: instant)
-                case .stopBy(let deadline):
-                    let child = lease.values.withLock { lease in
-                        lease.stopBy = min(lease.stopBy ?? deadline, deadline)
-                        return lease.child
-                    }
-                    child?.kill(by: deadline, margin: margin)
-                }
-            }
-        }
-        defer { forwarder.cancel() }
-
         state.withLock { $0.token = token }
         defer { state.withLock { $0.token = nil } }
         let release = SlotRelease(
@@ -306,8 +269,16 @@ public final class Supervisor: Sendable {
         environment["UNDERSTUDY_GROUP"] = settings.configuration.name.rawValue
         environment["UNDERSTUDY_MEMBER_ID"] = settings.memberID.rawValue
         environment["UNDERSTUDY_FENCING_TOKEN"] = "\(token)"
+        let lease = WatchedLease(
+            token: token, validUntil: validUntil, margin: killMargin, containment: settings.containment,
+            stopGrace: settings.stopGrace, release: release, logger: logger
+        )
+        let forwarder = Task { await lease.follow(activation.leaseUpdates) }
+        defer { forwarder.cancel() }
         func run(_ command: [String], _ name: String, timeout: Duration?, stopOnCancel: Bool) async -> Int32? {
-            await runWatched(command, name: name, environment: environment, token: token, lease: lease, release: release, timeout: timeout, stopOnCancel: stopOnCancel)
+            await lease.run(command, name: name, environment: environment, timeout: timeout, stopOnCancel: stopOnCancel) { child in
+                self.state.withLock { $0.child = child }
+            }
         }
         if let hook = settings.onActivate {
             _ = await run(["/bin/sh", "-c", hook], "on-activate", timeout: settings.hookTimeout, stopOnCancel: true)
@@ -327,90 +298,6 @@ public final class Supervisor: Sendable {
             state.withLock { $0.onceStatus = status ?? 0 }
             member.leave()
         }
-    }
-
-    /// Runs the command or a hook under the watchdog, bound to the lease: its tree is killed at the lease's
-    /// deadline minus the margin, by `stopBy`, after `timeout`, and (with `stopOnCancel`) stopped with the grace
-    /// when the activation is cancelled. Nothing starts once the lease has run out. Returns its status, `nil`
-    /// when it did not start; only returns once its tree is proven gone.
-    private func runWatched(
-        _ command: [String],
-        name: String,
-        environment: [String: String],
-        token: FencingToken,
-        lease: Lease,
-        release: [UInt8],
-        timeout: Duration?,
-        stopOnCancel: Bool
-    ) async -> Int32? {
-        let margin = killMargin
-        let started: WatchedProcess?
-        do throws(SupervisorError) {
-            started = try lease.values.withLock { lease throws(SupervisorError) -> WatchedProcess? in
-                let now = MonotonicClock.now()
-                guard now < lease.validUntil - margin, now < (lease.stopBy ?? lease.validUntil) - margin else { return nil }
-                let child = try WatchedProcess(
-                    command: command,
-                    environment: environment,
-                    deadline: lease.validUntil,
-                    margin: margin,
-                    containment: settings.containment,
-                    release: release
-                )
-                lease.child = child
-                if let stopBy = lease.stopBy { child.kill(by: stopBy, margin: margin) }
-                return child
-            }
-        } catch {
-            logger.error("cannot start the \(name)", metadata: ["token": "\(token)", "error": "\(error.message)"])
-            return nil
-        }
-        guard let child = started else {
-            logger.warning("\(name) not started: the lease has run out", metadata: ["token": "\(token)"])
-            return nil
-        }
-        state.withLock { $0.child = child }
-        defer { state.withLock { $0.child = nil } }
-        if name == "command" {
-            logger.info("command started", metadata: ["token": "\(token)", "watchdog": "\(child.pid)", "containment": "\(settings.containment)"])
-        }
-        let startedAt = MonotonicClock.now()
-        let timer = timeout.map { timeout in
-            Task {
-                try? await Task.sleep(for: timeout)
-                if !Task.isCancelled { child.kill() }
-            }
-        }
-        let grace = settings.stopGrace
-        let status = if stopOnCancel {
-            await withTaskCancellationHandler {
-                await child.waitForExit()
-            } onCancel: {
-                child.stop(grace: grace)
-            }
-        } else {
-            await child.waitForExit()
-        }
-        timer?.cancel()
-        let leaseRanOut = lease.values.withLock { MonotonicClock.now() >= $0.validUntil - margin }
-        var metadata: Logger.Metadata = ["token": "\(token)", "status": "\(status)"]
-        if child.watchdogDied {
-            logger.warning("the watchdog died: the \(name)'s tree was killed and is proven gone", metadata: metadata)
-        } else if leaseRanOut {
-            logger.warning("the \(name) was killed: the lease ran out", metadata: metadata)
-        } else if name != "command" {
-            if let timeout, MonotonicClock.now() - startedAt >= timeout {
-                metadata["timeout"] = "\(timeout.formatted)"
-                logger.warning("\(name) timed out and was killed", metadata: metadata)
-            } else if status != 0 {
-                logger.warning("\(name) failed", metadata: metadata)
-            }
-        } else if Task.isCancelled {
-            logger.info("command stopped", metadata: metadata)
-        } else {
-            logger.notice("command exited", metadata: metadata)
-        }
-        return status
     }
 
     // MARK: Transitions

@@ -36,7 +36,7 @@ enum ExitStatus: Int32, CaseIterable {
         case .storeUnavailable: "the store cannot be created, opened or written"
         case .memberIDInUse: "the member id is alive in the group (the message names host and pid)"
         case .httpUnavailable: "`--http`: the port is in use, or the address cannot be listened on"
-        case .activeGoalMismatch: "the group runs with another active goal"
+        case .activeGoalMismatch: "the group runs with another active goal or number of partitions"
         case .passwordFileUnreadable: "`--password-file` cannot be read"
         case .invalidJob: "`queue`: invalid queue name, payload, priority, attempts or key"
         case .jobNotFound: "`queue cancel`: no such job, or it is done already"

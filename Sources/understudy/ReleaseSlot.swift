@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Understudy
 import UnderstudyCore
+import UnderstudyStore
 import UnderstudySupervisor
 
 /// `understudy __release-slot`: the watchdog's one-shot release of a slot, run once it has killed the tree of a
@@ -39,7 +40,14 @@ enum ReleaseSlot {
             let before = try await store.group(named: heartbeat.group)
             let held = before?.leases.contains { $0.holder == heartbeat.member.id && $0.token.rawValue == release.token } ?? false
             do {
-                _ = try await store.heartbeat(heartbeat)
+                if let partitionHeartbeat = try release.partitionHeartbeat() {
+                    guard let partitioned = store as? any PartitionLeaseStore else {
+                        throw CLIError(.storeUnavailable, "\(store) does not hold partitioned groups")
+                    }
+                    _ = try await partitioned.heartbeat(partitionHeartbeat)
+                } else {
+                    _ = try await store.heartbeat(heartbeat)
+                }
                 if held {
                     logger.notice("released the slot: the command's tree is dead")
                 } else {

@@ -12,7 +12,8 @@ struct Run: AsyncParsableCommand {
         abstract: "Join a group and run COMMAND only while this member holds a lease.",
         discussion: """
             The command starts on activation with UNDERSTUDY_GROUP, UNDERSTUDY_MEMBER_ID and \
-            UNDERSTUDY_FENCING_TOKEN in its environment, in its own process group, with stdin, stdout and stderr \
+            UNDERSTUDY_FENCING_TOKEN in its environment (with --partitions, one command per partition owned, each \
+            under its own watchdog and with its partition's token, UNDERSTUDY_PARTITION and UNDERSTUDY_PARTITIONS), in its own process group, with stdin, stdout and stderr \
             passed through, and without the store's credentials. On deactivation it gets SIGTERM, then SIGKILL \
             after --stop-grace; when the lease itself is at risk its whole tree is killed before the lease can \
             expire, whatever --stop-grace says. A watchdog process kills the tree if this supervisor dies or \
@@ -46,6 +47,9 @@ struct Run: AsyncParsableCommand {
 
     @Option(name: .customLong("active-goal"), help: "How many members are active at once.")
     var activeGoal: Int = 1
+
+    @Option(help: ArgumentHelp("Partition the group into P partitions (1...4096): run one COMMAND per partition this member owns, with UNDERSTUDY_PARTITION and UNDERSTUDY_PARTITIONS.", valueName: "P"))
+    var partitions: Int?
 
     @Option(parsing: .unconditional, help: "Heartbeat interval I.")
     var heartbeat: String = "100ms"
@@ -99,7 +103,22 @@ struct Run: AsyncParsableCommand {
         // A closed pipe (an HTTP client gone, a log reader gone) is an error to handle, not a reason to die.
         signal(SIGPIPE, SIG_IGN)
         let settings = try await settings()
-        let supervisor = Supervisor(settings: settings, metrics: settings.http.map { _ in bootstrapMetrics() })
+        let supervisor: any SupervisorShell
+        if let partitions {
+            let configuration: PartitionedGroupConfiguration
+            do {
+                configuration = try PartitionedGroupConfiguration(group: settings.configuration, partitions: partitions)
+            } catch {
+                throw CLIError(.invalidConfiguration, error.description)
+            }
+            do throws(SupervisorError) {
+                supervisor = try PartitionedSupervisor(settings: settings, partitions: configuration)
+            } catch {
+                throw CLIError(error)
+            }
+        } else {
+            supervisor = Supervisor(settings: settings, metrics: settings.http.map { _ in bootstrapMetrics() })
+        }
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
         let handler = Task {
             var interrupts = 0
@@ -130,6 +149,11 @@ struct Run: AsyncParsableCommand {
     func settings() async throws(CLIError) -> Supervisor.Settings {
         guard let program = command.first, !program.isEmpty else {
             throw CLIError(.usage, "missing command after `--`: understudy run --group NAME [OPTIONS] -- COMMAND [ARGS...]")
+        }
+        if partitions != nil {
+            for (given, option) in [(once, "--once"), (http != nil, "--http"), (activeGoal != 1, "--active-goal")] where given {
+                throw CLIError(.usage, "\(option) cannot be used with --partitions: every member of a partitioned group is active for its share")
+            }
         }
         let executable = try Self.resolve(program)
         let heartbeat = try Self.duration(heartbeat, option: "heartbeat")
@@ -235,6 +259,16 @@ struct Run: AsyncParsableCommand {
         return "\(getpid())@\(String(host.prefix(100)))"
     }
 }
+
+/// What `run` needs of a supervisor, of a group of slots or a partitioned one.
+protocol SupervisorShell: Sendable {
+    func run() async throws(SupervisorError) -> Supervisor.Outcome
+    @discardableResult func shutdown(reason: String) -> Bool
+    func stopAtOnce(reason: String) async
+}
+
+extension Supervisor: SupervisorShell {}
+extension PartitionedSupervisor: SupervisorShell {}
 
 extension LogFormat: ExpressibleByArgument {}
 extension Containment.Choice: ExpressibleByArgument {}

@@ -10,6 +10,17 @@ public struct StatusDocument: Encodable, Sendable {
         public var meetsGoal: Bool
         @NullWhenAbsent public var lastToken: UInt64? = nil
         public var members: [Member]
+        /// Whether the group is partitioned; `activeGoal` is then its number of partitions, `activeCount` how
+        /// many are owned.
+        public var partitioned: Bool
+        /// Every partition with its owner, in a partitioned group; empty otherwise.
+        public var partitions: [Partition]
+    }
+
+    public struct Partition: Encodable, Sendable {
+        public var partition: Int
+        @NullWhenAbsent public var owner: String? = nil
+        @NullWhenAbsent public var token: UInt64? = nil
     }
 
     public struct Member: Encodable, Sendable {
@@ -21,6 +32,8 @@ public struct StatusDocument: Encodable, Sendable {
         public var pid: Int32
         public var heartbeatAgeMs: Double
         @NullWhenAbsent public var token: UInt64? = nil
+        /// How many partitions it owns (0 in a group of slots).
+        public var partitions: Int
     }
 
     /// A group whose rows cannot be read, with the reason.
@@ -57,9 +70,12 @@ public struct StatusDocument: Encodable, Sendable {
                         host: member.host,
                         pid: member.pid,
                         heartbeatAgeMs: Double(member.heartbeatAge.nanoseconds / 1_000) / 1_000,
-                        token: member.token?.rawValue
+                        token: member.token?.rawValue,
+                        partitions: member.partitions
                     )
-                }
+                },
+                partitioned: status.partitioned,
+                partitions: status.partitions.map { Partition(partition: $0.partition, owner: $0.owner?.rawValue, token: $0.token?.rawValue) }
             )
         }
     }

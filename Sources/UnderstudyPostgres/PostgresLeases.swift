@@ -43,13 +43,67 @@ final class PostgresLeases: Sendable {
             text = try await apply(payload, isolated: true)
         }
         let replies = PostgresStore.replies(text, to: batch, location: connection.location)
+        saw(replies.compactMap { try? $0.get().view })
+        return replies
+    }
+
+    /// Applies a partition heartbeat in one round trip: one call of `understudy_partition_heartbeat`, whatever the
+    /// number of its operations. It travels alone: it is a batch already.
+    func send(_ heartbeat: PartitionHeartbeat) async throws -> PartitionHeartbeatReply {
+        let (schema, logger) = (connection.location.schema, connection.logger)
+        let seen = seenTokens.withLock { $0[heartbeat.group] }.map { Int64($0.rawValue) }
+        let now = clock.map { $0().nanoseconds / 1_000 }
+        let (group, partitions, ttl) = (heartbeat.group.rawValue, Int32(clamping: heartbeat.partitions), heartbeat.activationInterval.nanoseconds / 1_000)
+        let member = heartbeat.member
+        let (id, incarnation, weight, host, pid) = (member.id.rawValue, member.incarnation, Int32(clamping: member.weight), member.host, member.pid)
+        let (phase, leaving, sent) = (heartbeat.phase.rawValue, heartbeat.leaving, heartbeat.sentAt.map { $0.nanoseconds / 1_000 })
+        let indexes = heartbeat.operations.map { Int32(clamping: $0.partition) }
+        let (kinds, tokens) = (heartbeat.operations.map(Self.kind), heartbeat.operations.map(Self.token))
+        roundTripCount.add(1, ordering: .relaxed)
+        let text = try await connection.call { client in
+            let rows = try await client.query(
+                """
+                SELECT "\(unescaped: schema)".understudy_partition_heartbeat(
+                    \(group), \(partitions), \(ttl), \(id), \(incarnation), \(weight), \(host), \(pid), \(phase),
+                    \(kinds)::text[], \(indexes)::int[], \(tokens)::bigint[], \(leaving), \(sent)::bigint, \(seen)::bigint,
+                    \(now)::bigint)::text
+                """,
+                logger: logger
+            )
+            guard let first = try await rows.decode(String.self).first(where: { _ in true }) else {
+                throw StoreError(.corrupt, "the server answered a partition heartbeat with no row")
+            }
+            return first
+        }
+        let reply = try PostgresStore.reply(text, to: heartbeat, location: connection.location)
+        saw([reply.view])
+        return reply
+    }
+
+    private static func kind(_ operation: PartitionHeartbeat.Operation) -> String {
+        switch operation {
+        case .acquire: "acquire"
+        case .renew: "renew"
+        case .release: "release"
+        }
+    }
+
+    /// The operation's token, 0 for an acquire.
+    private static func token(_ operation: PartitionHeartbeat.Operation) -> Int64 {
+        switch operation {
+        case .acquire: 0
+        case .renew(_, let token), .release(_, let token): Int64(clamping: token.rawValue)
+        }
+    }
+
+    /// Remembers the largest token of each group in `views`.
+    private func saw(_ views: [GroupView]) {
         seenTokens.withLock { seen in
-            for case .success(let reply) in replies {
-                guard let token = reply.view.lastToken else { continue }
-                seen[reply.view.group] = max(seen[reply.view.group] ?? token, token)
+            for view in views {
+                guard let token = view.lastToken else { continue }
+                seen[view.group] = max(seen[view.group] ?? token, token)
             }
         }
-        return replies
     }
 
     /// One round trip: the batch applied by `understudy_heartbeats`, with its answer as JSON text.

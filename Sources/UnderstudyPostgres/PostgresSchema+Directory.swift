@@ -1,7 +1,7 @@
 // The directory capability: a group as its members and readers see it.
 
 extension PostgresSchema {
-    /// One group's view, as JSON, at a store instant.
+    /// One group's view, as JSON, at a store instant; in a partitioned group a lease's slot is its partition.
     static func directoryFunctions(schema s: String) -> String {
         """
             CREATE OR REPLACE FUNCTION "\(s)".understudy_view(p_group text, p_now bigint) RETURNS jsonb
@@ -9,6 +9,7 @@ extension PostgresSchema {
                 SELECT jsonb_build_object(
                     'group', g.name,
                     'goal', g.active_goal,
+                    'partitioned', g.partitioned,
                     'lastToken', g.last_token,
                     'members', coalesce((
                         SELECT jsonb_agg(jsonb_build_object(

@@ -7,6 +7,10 @@
 ///   `understudy_heartbeats` applies a batch in group-name order (so concurrent batches lock groups in the same
 ///   order and cannot deadlock), with `p_isolate` each heartbeat in its own subtransaction, so one bad row fails
 ///   only its own heartbeat;
+/// - `PostgresSchema+Partitions.swift`: `understudy_partition_heartbeat`, the rules of `GroupLedger.apply(_:at:)`
+///   for a `PartitionHeartbeat`, sharing the prologue of `understudy_heartbeat` (`understudy_admit`); a group is
+///   partitioned or not (`groups.partitioned`, additive), and each kind of heartbeat refuses a group of the other
+///   kind while it has live members;
 /// - `PostgresSchema+StoreClock.swift`: the store clock and the record's history;
 /// - `PostgresSchema+Directory.swift`: a group's view;
 /// - `PostgresSchema+Queue.swift`: the work queues (`JobQueueStore`), with the rules of `JobQueueLedger`; their
@@ -59,9 +63,11 @@ enum PostgresSchema {
             historyFunctions(schema: s),
             migrationFromVersion1(schema: s),
             refusedHeartbeatColumns(schema: s),
+            partitionedGroupsColumn(schema: s),
             storeClockFunctions(schema: s),
             directoryFunctions(schema: s),
             leaseFunctions(schema: s),
+            partitionFunctions(schema: s),
             queueTables(schema: s),
             queueFunctions(schema: s),
             checkpointTableAndFunctions(schema: s),

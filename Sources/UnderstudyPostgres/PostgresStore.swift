@@ -17,14 +17,14 @@ import UnderstudyCore
 ///   have become incomplete (a failover, a restore, a dropped schema), so a token is never issued twice.
 /// - **Few round trips**: the members of a process put their heartbeats on one grid, so they fall due together;
 ///   those that arrive while a round trip is under way (or within ``batchWindow``) travel together in the next
-///   call, whatever their groups.
+///   call, whatever their groups. A partition heartbeat is one call however many partitions it names.
 /// - **Fast handover**: releases and joins are announced with `NOTIFY`; ``changes(of:)`` lets members act at
 ///   once instead of at their next heartbeat. Polling stays the safety net.
 ///
 /// The role needs, on first start, `CREATE` on the database (to create the schema), or an existing schema it
 /// owns; afterwards `USAGE` on the schema, `SELECT, INSERT, UPDATE, DELETE` on its tables and `EXECUTE` on its
 /// functions.
-public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, CustomStringConvertible {
+public final class PostgresStore: LeaseStore, PartitionLeaseStore, ChangeAnnouncing, GroupDirectory, CustomStringConvertible {
     /// Where the server is, parsed from `postgres://user:password@host:5432/database?schema=understudy&sslmode=…`.
     public let location: PostgresLocation
     /// How long a heartbeat waits for others to share its round trip. Zero by default: heartbeats due together
@@ -111,6 +111,12 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
 
     public func heartbeat(_ heartbeat: Heartbeat) async throws -> HeartbeatReply {
         try await batcher.submit(heartbeat)
+    }
+
+    /// One round trip, one call of `understudy_partition_heartbeat` (``PostgresSchema/partitionFunctions(schema:)``),
+    /// whatever the number of operations; it counts in ``roundTrips``.
+    public func heartbeat(_ heartbeat: PartitionHeartbeat) async throws -> PartitionHeartbeatReply {
+        try await leases.send(heartbeat)
     }
 
     /// One indexed read of the group's rows; a corrupt row of another group does not matter here.
@@ -258,6 +264,10 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
     private struct ReplyJSON: Decodable {
         var outcome: String?
         var token: Int64?
+        /// A partition heartbeat's outcomes, and the token of each `granted` one.
+        var outcomes: [String]?
+        var tokens: [Int64?]?
+        var left: Bool?
         var view: ViewJSON?
         var rejection: String?
         var host: String?
@@ -287,6 +297,7 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
 
         var group: String
         var goal: Int
+        var partitioned: Bool?
         var lastToken: Int64
         var members: [Member]
         var leases: [Lease]
@@ -296,12 +307,79 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
         func corrupt(_ what: String) -> StoreError {
             StoreError(.corrupt, "group \"\(heartbeat.group)\" in \(location): \(what)")
         }
+        let view = try admitted(
+            json, group: heartbeat.group, member: heartbeat.member.id, size: heartbeat.activeGoal, partitioned: false,
+            location: location, corrupt: corrupt
+        )
+        let outcome: HeartbeatReply.Outcome
+        switch json.outcome {
+        case "none": outcome = .none
+        case "granted": outcome = .granted(try grantedToken(json.token, in: view, corrupt: corrupt))
+        case "not-granted": outcome = .notGranted
+        case "renewed": outcome = .renewed
+        case "lost": outcome = .lost
+        case "released": outcome = .released
+        case "left": outcome = .left
+        default: throw corrupt("the server sent an unknown outcome \(json.outcome ?? "nil")")
+        }
+        return HeartbeatReply(outcome: outcome, view: view)
+    }
+
+    /// The server's answer `text` to a partition heartbeat: one outcome per operation, or its rejection.
+    static func reply(_ text: String, to heartbeat: PartitionHeartbeat, location: PostgresLocation) throws -> PartitionHeartbeatReply {
+        func corrupt(_ what: String) -> StoreError {
+            StoreError(.corrupt, "group \"\(heartbeat.group)\" in \(location): \(what)")
+        }
+        let json: ReplyJSON
+        do {
+            json = try JSONDecoder().decode(ReplyJSON.self, from: Data(text.utf8))
+        } catch {
+            throw corrupt("the reply cannot be read: \(error)")
+        }
+        let view = try admitted(
+            json, group: heartbeat.group, member: heartbeat.member.id, size: heartbeat.partitions, partitioned: true,
+            location: location, corrupt: corrupt
+        )
+        guard view.partitioned else { throw corrupt("the server answered with the view of a group of slots") }
+        let count = heartbeat.operations.count
+        guard let outcomes = json.outcomes, let tokens = json.tokens, outcomes.count == count, tokens.count == count else {
+            throw corrupt("the server answered \(json.outcomes?.count ?? 0) of \(count) operations")
+        }
+        return PartitionHeartbeatReply(
+            outcomes: try zip(outcomes, tokens).map { outcome, token in
+                switch outcome {
+                case "granted": .granted(try grantedToken(token, in: view, corrupt: corrupt))
+                case "not-granted": .notGranted
+                case "renewed": .renewed
+                case "lost": .lost
+                case "released": .released
+                default: throw corrupt("the server sent an unknown outcome \(outcome)")
+                }
+            },
+            left: json.left ?? false,
+            view: view
+        )
+    }
+
+    /// The view of a heartbeat's reply, once the reply is neither an error nor a rejection. `size` and
+    /// `partitioned`: the group's shape as the heartbeat asked for it.
+    private static func admitted(
+        _ json: ReplyJSON,
+        group: GroupName,
+        member: MemberID,
+        size: Int,
+        partitioned: Bool,
+        location: PostgresLocation,
+        corrupt: (String) -> StoreError
+    ) throws -> GroupView {
         if let error = json.error { throw corrupt(error) }
         switch json.rejection {
         case "member-id-in-use":
-            throw HeartbeatRejection.memberIDInUse(heartbeat.member.id, host: json.host ?? "?", pid: json.pid ?? 0)
+            throw HeartbeatRejection.memberIDInUse(member, host: json.host ?? "?", pid: json.pid ?? 0)
         case "active-goal-mismatch":
-            throw HeartbeatRejection.activeGoalMismatch(group: heartbeat.group, stored: json.stored ?? 0, requested: heartbeat.activeGoal)
+            throw HeartbeatRejection.activeGoalMismatch(group: group, stored: json.stored ?? 0, requested: size)
+        case "partitions-mismatch":
+            throw HeartbeatRejection.partitionsMismatch(group: group, stored: json.stored, requested: partitioned ? size : nil)
         case nil:
             break
         case let other?:
@@ -309,21 +387,16 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
         }
         guard let viewJSON = json.view else { throw corrupt("the server sent a reply without a group view") }
         let view = try view(viewJSON, location: location)
-        guard view.group == heartbeat.group else { throw corrupt("the server answered with the view of group \"\(view.group)\"") }
-        let outcome: HeartbeatReply.Outcome
-        switch (json.outcome, json.token) {
-        case ("none", _): outcome = .none
-        case ("granted", let token?) where token >= 1 && UInt64(token) <= view.lastToken?.rawValue ?? 0:
-            outcome = .granted(FencingToken(rawValue: UInt64(token)))
-        case ("granted", let token): throw corrupt("granted token \(token.map(String.init) ?? "nil") is not a token of the group")
-        case ("not-granted", _): outcome = .notGranted
-        case ("renewed", _): outcome = .renewed
-        case ("lost", _): outcome = .lost
-        case ("released", _): outcome = .released
-        case ("left", _): outcome = .left
-        default: throw corrupt("the server sent an unknown outcome \(json.outcome ?? "nil")")
+        guard view.group == group else { throw corrupt("the server answered with the view of group \"\(view.group)\"") }
+        return view
+    }
+
+    /// A granted token, which the group's counter must have counted.
+    private static func grantedToken(_ token: Int64?, in view: GroupView, corrupt: (String) -> StoreError) throws -> FencingToken {
+        guard let token, token >= 1, UInt64(token) <= view.lastToken?.rawValue ?? 0 else {
+            throw corrupt("granted token \(token.map(String.init) ?? "nil") is not a token of the group")
         }
-        return HeartbeatReply(outcome: outcome, view: view)
+        return FencingToken(rawValue: UInt64(token))
     }
 
     static func decodeView(_ text: String, location: PostgresLocation) throws -> GroupView {
@@ -343,7 +416,10 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
             StoreError(.corrupt, "group \"\(json.group)\" in \(location) has a corrupt row: \(what)")
         }
         guard let group = try? GroupName(json.group) else { throw corrupt("invalid group name") }
-        guard (1...GroupConfiguration.maximumActiveGoal).contains(json.goal) else { throw corrupt("active goal \(json.goal)") }
+        let partitioned = json.partitioned ?? false
+        guard (1...(partitioned ? PartitionAssignment.maximumPartitions : GroupConfiguration.maximumActiveGoal)).contains(json.goal) else {
+            throw corrupt(partitioned ? "partitions \(json.goal)" : "active goal \(json.goal)")
+        }
         guard json.lastToken >= 0 else { throw corrupt("last token \(json.lastToken)") }
         var ids = Set<MemberID>()
         let members = try json.members.map { member in
@@ -368,6 +444,7 @@ public final class PostgresStore: LeaseStore, ChangeAnnouncing, GroupDirectory, 
         return GroupView(
             group: group,
             activeGoal: json.goal,
+            partitioned: partitioned,
             lastToken: json.lastToken == 0 ? nil : FencingToken(rawValue: UInt64(json.lastToken)),
             members: members,
             leases: leases

@@ -42,6 +42,26 @@ struct PostgresDecodingTests {
         #expect(try await fine.value.outcome == .renewed)
     }
 
+    @Test(arguments: [
+        (true, 4_096, nil),
+        (false, 4_096, "active goal 4096"),
+        (true, 4_097, "partitions 4097"),
+    ] as [(Bool, Int, String?)])
+    func view_ofAPartitionedGroup_allowsItsSizeAndSeveralLeasesAMember(partitioned: Bool, goal: Int, message: String?) throws {
+        let location = try PostgresLocation("postgres://u@h/d?schema=fuzz")
+        let text = """
+            {"group": "g", "goal": \(goal), "partitioned": \(partitioned), "lastToken": 9, "members": [],
+             "leases": [{"slot": 0, "holder": "a", "token": 8, "remaining": 10}, {"slot": 4095, "holder": "a", "token": 9, "remaining": 10}]}
+            """
+        if let message {
+            let error = #expect(throws: StoreError.self) { try PostgresStore.decodeView(text, location: location) }
+            #expect(error?.message.contains(message) == true, "\(error?.message ?? "")")
+        } else {
+            let view = try PostgresStore.decodeView(text, location: location)
+            #expect(view.partitioned && view.activeGoal == goal && view.leases.map(\.slot) == [0, 4_095])
+        }
+    }
+
     @Test func decoder_onRandomAndMutatedAnswers_neverTrapsAndAnswersEveryHeartbeat() throws {
         let location = try PostgresLocation("postgres://u@h/d?schema=fuzz")
         let batch = try ["g", "h"].map { try heartbeat(member("a"), group: $0, goal: 2, .acquire) }

@@ -91,15 +91,11 @@ struct PostgresDifferentialTests {
                 let expected = Result { () throws(HeartbeatRejection) in try ledger.apply(beat, at: moment) }
                 ledgers[beat.group] = ledger
                 guard let actual = answers[index] else { Issue.record("step \(steps): no answer"); continue }
-                switch (expected, actual) {
-                case (.success(let expected), .success(let actual)):
-                    #expect(actual == expected, "step \(steps): \(beat)")
+                switch expectSame(expected, actual, "step \(steps): \(beat)") {
+                case .success(let expected)?:
                     if case .granted(let token) = expected.outcome { tokens["\(beat.group)/\(beat.member.id)"] = token; grants += 1 }
-                case (.failure(let expected), .failure(let actual)):
-                    #expect(actual as? HeartbeatRejection == expected, "step \(steps): \(beat)")
-                    rejections += 1
-                default:
-                    Issue.record("step \(steps): \(beat)\nledger: \(expected)\nPostgreSQL: \(actual)")
+                case .failure?: rejections += 1
+                case nil: break
                 }
             }
         }
@@ -107,4 +103,24 @@ struct PostgresDifferentialTests {
                 "\(steps) heartbeats: \(grants) grants, \(rejections) rejections, \(shortPaths) short paths, \(waits) acquires while waiting")
         try await store.close()
     }
+}
+
+/// Checks that PostgreSQL answered a heartbeat as the ledger did: the same reply, or the same rejection. Returns
+/// the ledger's answer when they agree.
+func expectSame<Reply: Equatable>(
+    _ expected: Result<Reply, HeartbeatRejection>,
+    _ actual: Result<Reply, any Error>,
+    _ step: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) -> Result<Reply, HeartbeatRejection>? {
+    switch (expected, actual) {
+    case (.success(let reply), .success(let answer)):
+        #expect(answer == reply, "\(step)", sourceLocation: sourceLocation)
+    case (.failure(let rejection), .failure(let error)):
+        #expect(error as? HeartbeatRejection == rejection, "\(step)", sourceLocation: sourceLocation)
+    default:
+        Issue.record("\(step)\nledger: \(expected)\nPostgreSQL: \(actual)", sourceLocation: sourceLocation)
+        return nil
+    }
+    return expected
 }

@@ -200,22 +200,16 @@ struct PostgresHistoryTests {
     }
 
     @Test func schemaOfVersion1_migratesKeepingItsLeasesAndGrantingAtOnce() async throws {
-        let url = try TestPostgres.freshSchemaURL()
-        let schema = try PostgresLocation(url).schema
-        let original = try await PostgresStore(url: url)
-        try await TestPostgres.completeRecordForEver(url)
-        let a = try member("a")
-        let token = try #require(try await original.heartbeat(beat(a, .acquire, sent: 10)).outcome.grantedToken)
-        try await original.close()
         // Back to version 1's tables, leases kept.
-        try await withRawConnection(url) { raw in
-            try await raw.execute("""
-                ALTER TABLE \(schema).groups DROP COLUMN store_now, DROP COLUMN wall_at, DROP COLUMN complete_since, DROP COLUMN identity;
-                ALTER TABLE \(schema).members DROP COLUMN sent_at;
-                DELETE FROM \(schema).understudy_meta WHERE key = 'complete_wall';
-                UPDATE \(schema).understudy_meta SET value = '1' WHERE key = 'schema_version'
-                """)
+        let (url, schema, token) = try await leaseInAnOlderSchema { schema in
+            """
+            ALTER TABLE \(schema).groups DROP COLUMN store_now, DROP COLUMN wall_at, DROP COLUMN complete_since, DROP COLUMN identity;
+            ALTER TABLE \(schema).members DROP COLUMN sent_at;
+            DELETE FROM \(schema).understudy_meta WHERE key = 'complete_wall';
+            UPDATE \(schema).understudy_meta SET value = '1' WHERE key = 'schema_version'
+            """
         }
+        let a = try member("a")
         let migrated = try await PostgresStore(url: url)
         #expect(try await migrated.heartbeat(beat(a, phase: .active, .renew(token), sent: 11)).outcome == .renewed)
         // Version 1's record counts as complete: a new group grants at once.
@@ -225,6 +219,38 @@ struct PostgresHistoryTests {
             + #""host": "test-host", "pid": 42, "phase": "active", "intent": "renew", "token": \#(token.rawValue)}"#
         let call = "SELECT 1 / (\(schema).understudy_heartbeats('[\(item)]'::jsonb, NULL, true) -> 0 -> 'result' ->> 'outcome' = 'renewed')::int"
         #expect(TestPostgres.psqlSucceeds(url, call))
+    }
+
+    @Test func schemaWithoutPartitionedGroups_gainsThemInPlaceKeepingItsLeases() async throws {
+        // Back to a version-2 schema of before partition leases.
+        let (url, _, token) = try await leaseInAnOlderSchema { schema in
+            """
+            ALTER TABLE \(schema).groups DROP COLUMN partitioned;
+            DROP FUNCTION \(schema).understudy_partition_heartbeat, \(schema).understudy_admit, \(schema).understudy_record_member
+            """
+        }
+        let upgraded = try await PostgresStore(url: url)
+        let renewal = try await upgraded.heartbeat(beat(member("a"), phase: .active, .renew(token), sent: 11))
+        #expect(renewal.outcome == .renewed)
+        #expect(!renewal.view.partitioned)
+        let partitioned = try await upgraded.heartbeat(partitionHeartbeat(member("b"), [.acquire(5)]))
+        #expect(partitioned.outcomes.count == 1 && partitioned.outcomes.first != .notGranted, "\(partitioned.outcomes)")
+        #expect(partitioned.view.partitioned && partitioned.view.leases.map(\.slot) == [5])
+        try await upgraded.close()
+    }
+
+    /// A fresh schema in which member "a" was granted the lease of group "group" (sent at 10 s on its clock), its
+    /// store then closed and its tables taken back by the statements `rewind` gives for the schema's name to what
+    /// an older Understudy wrote.
+    private func leaseInAnOlderSchema(_ rewind: (String) -> String) async throws -> (url: String, schema: String, token: FencingToken) {
+        let url = try TestPostgres.freshSchemaURL()
+        let schema = try PostgresLocation(url).schema
+        let original = try await PostgresStore(url: url)
+        try await TestPostgres.completeRecordForEver(url)
+        let token = try #require(try await original.heartbeat(beat(member("a"), .acquire, sent: 10)).outcome.grantedToken)
+        try await original.close()
+        try await withRawConnection(url) { raw in try await raw.execute(rewind(schema)) }
+        return (url, schema, token)
     }
 
     // MARK: Counters

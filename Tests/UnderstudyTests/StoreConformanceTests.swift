@@ -7,8 +7,8 @@ import UnderstudySQLite
 import UnderstudyStore
 import UnderstudyStoreConformance
 
-/// A store with every capability: leases, the directory, announcements, work queues and checkpoints.
-typealias AnnouncingStore = LeaseStore & GroupDirectory & ChangeAnnouncing & JobQueueStore & CheckpointStore
+/// A store with every capability: leases, partition leases, the directory, announcements, work queues and checkpoints.
+typealias AnnouncingStore = LeaseStore & PartitionLeaseStore & GroupDirectory & ChangeAnnouncing & JobQueueStore & CheckpointStore
 
 /// The backends this package has, each opened on the clock of the check that runs on it.
 enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
@@ -61,14 +61,9 @@ struct StoreConformanceTests {
         try await run(check, on: backend) { $0 }
     }
 
-    @Test(arguments: [Backend.inMemory, .sqlite], PartitionLeaseConformance.checks)
+    @Test(arguments: Backend.allCases, PartitionLeaseConformance.checks)
     func partitionLease(_ backend: Backend, _ check: ConformanceCheck<any PartitionedStore>) async throws {
-        let directory = try TemporaryDirectory()
-        try await check.run { count, clock in
-            try await backend.makeStores(count: count, clock: clock, directory: directory).map { store in
-                try #require(store as? any PartitionedStore, "\(backend) stores are not partition lease stores")
-            }
-        }
+        try await run(check, on: backend) { $0 }
     }
 
     @Test(arguments: Backend.allCases, JobQueueConformance.checks)

@@ -41,10 +41,7 @@ enum ReleaseSlot {
             let held = before?.leases.contains { $0.holder == heartbeat.member.id && $0.token.rawValue == release.token } ?? false
             do {
                 if let partitionHeartbeat = try release.partitionHeartbeat() {
-                    guard let partitioned = store as? any PartitionLeaseStore else {
-                        throw CLIError(.storeUnavailable, "\(store) does not hold partitioned groups")
-                    }
-                    _ = try await partitioned.heartbeat(partitionHeartbeat)
+                    _ = try await store.heartbeat(partitionHeartbeat)
                 } else {
                     _ = try await store.heartbeat(heartbeat)
                 }

@@ -5,7 +5,7 @@ import UnderstudySQLite
 import UnderstudyStore
 
 /// Every capability the CLI uses of a store; SQLite and PostgreSQL have them all.
-typealias CommandStore = CoordinationStore & JobQueueStore & CheckpointStore
+typealias CommandStore = CoordinationStore & PartitionLeaseStore & JobQueueStore & CheckpointStore
 
 /// Where the members of a group meet: `--store URL`, else `UNDERSTUDY_STORE`, else the embedded SQLite database.
 enum StoreLocation: CustomStringConvertible {

@@ -83,11 +83,12 @@ struct PartitionRunTests {
         return seen
     }
 
-    @Test(arguments: ["sqlite"])
+    @Test(arguments: ["sqlite", "postgres"])
     func fourMembers_sixteenPartitions_joinKillFreezeTermLeave(backend: String) async throws {
         let scratch = try Scratch()
         let script = try Self.partitionScript(in: scratch)
-        let store = try await scratch.seasonedSQLiteStore("store.db")
+        let store = backend == "sqlite" ? try await scratch.seasonedSQLiteStore("store.db") : try RunTests.freshPostgresSchemaURL()
+        if backend == "postgres" { try await scratch.seasonPostgresStore(store) }
         var running: [String: Launched] = [:]
         func start(_ id: String, weight: Int = 50) throws {
             running[id] = try Launched(

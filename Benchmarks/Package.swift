@@ -9,6 +9,7 @@ let package = Package(
     dependencies: [
         .package(name: "Understudy", path: ".."),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
@@ -22,6 +23,7 @@ let package = Package(
                 .product(name: "UnderstudySQLite", package: "Understudy"),
                 .product(name: "UnderstudyPostgres", package: "Understudy"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The supervised child: stamps its own start on CLOCK_BOOTTIME, then waits to be killed. Plain C, so

@@ -329,4 +329,21 @@ struct PartitionedMemberStateMachineTests {
         #expect(machine.activePartitions[0] == nil)
         #expect(sent(answer)?.0.operations.contains(.release(0, token(1))) == true)
     }
+
+    @Test func whileAHeartbeatIsOut_theMachineWaitsForItsAnswer_ratherThanTickingAtOnce() throws {
+        let configuration = try PartitionedGroupConfiguration(group: Fixture.configuration(), partitions: 4)
+        var machine = PartitionedMemberStateMachine(configuration: configuration, member: try Fixture.member("a"))
+        _ = machine.start(now: at(.zero))
+        // The periodic heartbeat is due at 1 s, but the first is still unanswered: no busy loop of ticks until then.
+        for offset in [1_000, 1_500, 2_900] {
+            let now = at(.milliseconds(offset))
+            let actions = machine.tick(now: now)
+            #expect(!actions.contains { if case .sendHeartbeat = $0 { true } else { false } })
+            let next = actions.compactMap { if case .scheduleTick(let at) = $0 { at } else { nil } }.last
+            #expect(next.map { $0 > now } == true, "ticked again at once at \(offset) ms")
+        }
+        // Given up on after T: the next heartbeat goes out.
+        let actions = machine.tick(now: at(.seconds(3)))
+        #expect(actions.contains { if case .sendHeartbeat = $0 { true } else { false } })
+    }
 }

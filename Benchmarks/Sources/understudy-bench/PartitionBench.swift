@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import Synchronization
 import Understudy
 import UnderstudyCore
@@ -28,6 +29,29 @@ final class PartitionCountingStore: PartitionLeaseStore, ChangeAnnouncing {
     }
 
     func changes(of group: GroupName) -> AsyncStream<Void> { base.changes(of: group) }
+}
+
+/// From each revocation by rebalancing at the old owner to the assignment at the new one, on the boot clock.
+final class HandoverLog: Sendable {
+    private let state = Mutex<(revoked: [Int: Int64], milliseconds: [Double])>(([:], []))
+
+    var milliseconds: [Double] { state.withLock { $0.milliseconds } }
+
+    func follow(_ events: AsyncStream<PartitionEvent>) async {
+        for await event in events {
+            let now = boottime()
+            switch event {
+            case .revoked(let partition, .rebalanced):
+                state.withLock { $0.revoked[partition] = now }
+            case .assigned(let partition, _):
+                state.withLock { state in
+                    if let since = state.revoked.removeValue(forKey: partition) { state.milliseconds.append(Double(now - since) / 1e6) }
+                }
+            case .revoked, .prepare, .preparationWithdrawn:
+                break
+            }
+        }
+    }
 }
 
 struct PartitionResult: Codable, Sendable {
@@ -127,31 +151,16 @@ struct PartitionBenchmark: AsyncParsableCommand {
             group: GroupConfiguration(name: group, heartbeatInterval: heartbeatInterval, activationInterval: activationInterval),
             partitions: partitions
         )
-        // (partition, instant) of every revocation by rebalancing and every assignment.
-        let revoked = Mutex<[Int: Int64]>([:])
-        let handovers = Mutex<[Double]>([])
+        let handovers = HandoverLog()
         var running: [MemberID: Running] = [:]
         var serial = 0
         func start() throws {
             serial += 1
-            let member = try PartitionedMember(group: configuration, id: MemberID("m\(serial)"), store: store)
+            var logger = Logger(label: "understudy-bench")
+            logger.logLevel = .warning
+            let member = try PartitionedMember(group: configuration, id: MemberID("m\(serial)"), store: store, logger: logger)
             let events = member.events
-            Task {
-                for await event in events {
-                    switch event {
-                    case .revoked(let partition, .rebalanced):
-                        let now = boottime()
-                        revoked.withLock { $0[partition] = now }
-                    case .assigned(let partition, _):
-                        let now = boottime()
-                        if let since = revoked.withLock({ $0.removeValue(forKey: partition) }) {
-                            handovers.withLock { $0.append(Double(now - since) / 1e6) }
-                        }
-                    case .revoked, .prepare, .preparationWithdrawn:
-                        break
-                    }
-                }
-            }
+            Task { await handovers.follow(events) }
             running[member.id] = Running(member: member, task: Task { try await member.run() })
         }
         /// Waits until every partition is owned, once, by a member within its balance bound; returns the time it took.
@@ -211,7 +220,7 @@ struct PartitionBenchmark: AsyncParsableCommand {
             store: target.kind, partitions: partitions, members: members, rounds: rounds,
             heartbeatMilliseconds: heartbeatInterval.milliseconds, activationMilliseconds: activationInterval.milliseconds,
             join: Distribution(milliseconds: joins), crashAfterLease: Distribution(milliseconds: crashes),
-            handover: Distribution(milliseconds: handovers.withLock { $0 }),
+            handover: Distribution(milliseconds: handovers.milliseconds),
             roundTripsPerMemberPerInterval: perMember.reduce(0, +) / Double(max(1, perMember.count)),
             cpuPercentOfOneCore: cpu, cpuPercentPer1000Partitions: cpu / (Double(partitions) / 1_000),
             rssMB: rss, rssBeforeMembersMB: rssBefore

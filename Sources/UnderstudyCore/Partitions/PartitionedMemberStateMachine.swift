@@ -516,6 +516,7 @@ public struct PartitionedMemberStateMachine: Sendable {
 
     private mutating func send(now: Instant, into actions: inout [Action]) {
         guard inFlight == nil else {
+            // Sent as soon as the answer comes.
             sendWhenAnswered = true
             return
         }
@@ -551,8 +552,8 @@ public struct PartitionedMemberStateMachine: Sendable {
     }
 
     private func scheduleTick(now: Instant) -> Action {
-        var next = nextHeartbeatAt
-        if let request = inFlight { next = min(next, request.sentAt + activationInterval) }
+        // While a heartbeat is out, the next one goes when it is answered (or given up on), not at its due time.
+        var next = inFlight.map { $0.sentAt + activationInterval } ?? nextHeartbeatAt
         for holding in holdings.values {
             switch holding {
             case .active(_, let lease), .stopping(_, _, let lease?): next = min(next, lease.selfFence)

@@ -490,7 +490,7 @@ public struct PartitionedMemberStateMachine: Sendable {
         return activePartitions.isEmpty ? .standby : .active
     }
 
-    /// The operations of the next heartbeat: renew what is held, release what has stopped, and acquire the free
+    /// The operations of the next heartbeat: renew what is held, release what has stopped, and acquire the
     /// partitions the newest view assigns here.
     private func operations() -> [PartitionHeartbeat.Operation] {
         var operations: [PartitionHeartbeat.Operation] = []
@@ -507,9 +507,11 @@ public struct PartitionedMemberStateMachine: Sendable {
             if !running || !target.contains(lease.slot) { operations.append(.release(lease.slot, lease.token)) }
         }
         guard running else { return operations }
-        let leases = Dictionary(view.leases.map { ($0.slot, $0) }, uniquingKeysWith: { first, _ in first })
+        // Also those the view still shows elsewhere: their owner may have released them since (a handover
+        // announced), and the store refuses any that are still held, so the new owner takes them one round trip
+        // sooner.
         for partition in target.sorted() where holdings[partition] == nil && restingUntil[partition] == nil {
-            if leases[partition] == nil || leases[partition]?.holder == member.id { operations.append(.acquire(partition)) }
+            operations.append(.acquire(partition))
         }
         return operations
     }

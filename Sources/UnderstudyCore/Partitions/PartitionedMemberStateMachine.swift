@@ -490,7 +490,7 @@ public struct PartitionedMemberStateMachine: Sendable {
         return activePartitions.isEmpty ? .standby : .active
     }
 
-    /// The operations of the next heartbeat: renew what is held, release what has stopped, and acquire the
+    /// The operations of the next heartbeat: renew what is held, release what has stopped, and acquire the free
     /// partitions the newest view assigns here.
     private func operations() -> [PartitionHeartbeat.Operation] {
         var operations: [PartitionHeartbeat.Operation] = []
@@ -507,11 +507,9 @@ public struct PartitionedMemberStateMachine: Sendable {
             if !running || !target.contains(lease.slot) { operations.append(.release(lease.slot, lease.token)) }
         }
         guard running else { return operations }
-        // Also those the view still shows elsewhere: their owner may have released them since (a handover
-        // announced), and the store refuses any that are still held, so the new owner takes them one round trip
-        // sooner.
+        let leases = Dictionary(view.leases.map { ($0.slot, $0) }, uniquingKeysWith: { first, _ in first })
         for partition in target.sorted() where holdings[partition] == nil && restingUntil[partition] == nil {
-            operations.append(.acquire(partition))
+            if leases[partition] == nil || leases[partition]?.holder == member.id { operations.append(.acquire(partition)) }
         }
         return operations
     }

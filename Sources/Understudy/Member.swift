@@ -36,7 +36,7 @@ public actor Member: Service {
     private let eventSink: AsyncStream<MemberEvent>.Continuation
     private var ticks: TickScheduler.Registration?
     private var running = false
-    private var activity: RunningWork?
+    private var activity: StoppableWork?
     private var activations = 0
     private var storeFailures = 0
     /// The group as of the newest store answer.
@@ -54,14 +54,6 @@ public actor Member: Service {
         case workFinished(activation: Int, cancelledByUs: Bool)
         case changeAnnounced
         case shutdown
-    }
-
-    private struct RunningWork {
-        var number: Int
-        /// Finishing it stops the work; `nil` when the member runs no work and only reports events.
-        var stop: AsyncStream<Void>.Continuation?
-        var updates: AsyncStream<Activation.LeaseUpdate>.Continuation
-        var stopping = false
     }
 
     /// Creates a member; it joins the group when ``run()`` or ``whileActive(_:)`` is called.
@@ -114,19 +106,7 @@ public actor Member: Service {
         guard !running else { throw MemberError.alreadyRunning }
         running = true
         let inputs = self.inputs
-        // The one task that is not a child of the caller's: cancelling the caller must make the member leave in
-        // order (stop the work, release the slot), not cancel the heartbeat that releases it. Every other task of
-        // the member (heartbeats, the work, announcements) is a child of this one.
-        let loop = Task { try await self.loop() }
-        try await withTaskCancellationHandler {
-            try await withGracefulShutdownHandler {
-                try await loop.value
-            } onGracefulShutdown: {
-                inputs.yield(.shutdown)
-            }
-        } onCancel: {
-            inputs.yield(.shutdown)
-        }
+        try await MemberShell.run({ try await self.loop() }, leave: { inputs.yield(.shutdown) })
     }
 
     /// Runs `body` each time this member activates and cancels it on deactivation, while taking part in the
@@ -297,46 +277,24 @@ public actor Member: Service {
         let (updates, continuation) = AsyncStream<Activation.LeaseUpdate>.makeStream()
         let activation = Activation(token: token, leaseUpdates: updates)
         guard let work else {
-            activity = RunningWork(number: number, stop: nil, updates: continuation)
+            activity = StoppableWork(number: number, stop: nil, updates: continuation)
             return
         }
         let (stopped, stop) = AsyncStream<Void>.makeStream()
         let logger = self.logger
         group.addTask {
-            // The body races the stop: whichever ends first cancels the other, and the body is awaited either way.
-            let cancelledByUs = await withTaskGroup(of: Bool.self) { race in
-                race.addTask {
-                    do {
-                        try await work(activation)
-                    } catch is CancellationError {
-                    } catch {
-                        logger.error("work failed", metadata: ["error": "\(error)"])
-                    }
-                    return false
-                }
-                race.addTask {
-                    for await _ in stopped {}
-                    return true
-                }
-                let first = await race.next() ?? true
-                race.cancelAll()
-                return first
-            }
+            let cancelledByUs = await StoppableWork.race({ try await work(activation) }, until: stopped, logger: logger)
             inputs.yield(.workFinished(activation: number, cancelledByUs: cancelledByUs))
         }
-        activity = RunningWork(number: number, stop: stop, updates: continuation)
+        activity = StoppableWork(number: number, stop: stop, updates: continuation)
     }
 
     private func stopWork() {
         // Without an activity the work ended by itself just before; its `workFinished` is already queued.
-        guard var activity, !activity.stopping else { return }
-        activity.stopping = true
+        guard var activity else { return }
+        let reportNow = activity.requestStop()
         self.activity = activity
-        if let stop = activity.stop {
-            stop.finish()
-        } else {
-            inputs.yield(.workFinished(activation: activity.number, cancelledByUs: true))
-        }
+        if reportNow { inputs.yield(.workFinished(activation: activity.number, cancelledByUs: true)) }
     }
 
     private func log(_ event: MemberEvent) {

@@ -36,7 +36,7 @@ public actor PartitionedMember: Service {
     private var ticks: TickScheduler.Registration?
     private var running = false
     /// The work of each partition under way.
-    private var activities: [Int: RunningWork] = [:]
+    private var activities: [Int: StoppableWork] = [:]
     private var activations = 0
     private var storeFailures = 0
     private var newestView: GroupView?
@@ -48,14 +48,6 @@ public actor PartitionedMember: Service {
         case workFinished(partition: Int, activation: Int, cancelledByUs: Bool)
         case changeAnnounced
         case shutdown
-    }
-
-    private struct RunningWork {
-        var number: Int
-        /// Finishing it stops the work; `nil` when the member runs no work and only reports events.
-        var stop: AsyncStream<Void>.Continuation?
-        var updates: AsyncStream<Activation.LeaseUpdate>.Continuation
-        var stopping = false
     }
 
     /// Creates a member; it joins the group when ``run()`` or ``forEachPartition(_:)`` is called.
@@ -103,18 +95,7 @@ public actor PartitionedMember: Service {
         guard !running else { throw MemberError.alreadyRunning }
         running = true
         let inputs = self.inputs
-        // As in `Member`: cancelling the caller makes the member leave in order, not cancel the heartbeat that
-        // releases its partitions.
-        let loop = Task { try await self.loop() }
-        try await withTaskCancellationHandler {
-            try await withGracefulShutdownHandler {
-                try await loop.value
-            } onGracefulShutdown: {
-                inputs.yield(.shutdown)
-            }
-        } onCancel: {
-            inputs.yield(.shutdown)
-        }
+        try await MemberShell.run({ try await self.loop() }, leave: { inputs.yield(.shutdown) })
     }
 
     /// Runs `body` for each partition assigned to this member, while it is, and cancels it on revocation, while
@@ -278,44 +259,25 @@ public actor PartitionedMember: Service {
             leaseUpdates: updates
         )
         guard let work else {
-            activities[partition] = RunningWork(number: number, stop: nil, updates: continuation)
+            activities[partition] = StoppableWork(number: number, stop: nil, updates: continuation)
             return
         }
         let (stopped, stop) = AsyncStream<Void>.makeStream()
         let logger = self.logger
         group.addTask {
-            let cancelledByUs = await withTaskGroup(of: Bool.self) { race in
-                race.addTask {
-                    do {
-                        try await work(activation)
-                    } catch is CancellationError {
-                    } catch {
-                        logger.error("work failed", metadata: ["partition": "\(partition)", "error": "\(error)"])
-                    }
-                    return false
-                }
-                race.addTask {
-                    for await _ in stopped {}
-                    return true
-                }
-                let first = await race.next() ?? true
-                race.cancelAll()
-                return first
-            }
+            let cancelledByUs = await StoppableWork.race(
+                { try await work(activation) }, until: stopped, logger: logger, metadata: ["partition": "\(partition)"]
+            )
             inputs.yield(.workFinished(partition: partition, activation: number, cancelledByUs: cancelledByUs))
         }
-        activities[partition] = RunningWork(number: number, stop: stop, updates: continuation)
+        activities[partition] = StoppableWork(number: number, stop: stop, updates: continuation)
     }
 
     private func stopWork(partition: Int) {
-        guard var activity = activities[partition], !activity.stopping else { return }
-        activity.stopping = true
+        guard var activity = activities[partition] else { return }
+        let reportNow = activity.requestStop()
         activities[partition] = activity
-        if let stop = activity.stop {
-            stop.finish()
-        } else {
-            inputs.yield(.workFinished(partition: partition, activation: activity.number, cancelledByUs: true))
-        }
+        if reportNow { inputs.yield(.workFinished(partition: partition, activation: activity.number, cancelledByUs: true)) }
     }
 
     private func log(_ event: PartitionEvent) {

@@ -83,16 +83,7 @@ public final class PartitionedSupervisor: Sendable {
         } catch {
             outcome = .failure(error)
         }
-        do {
-            try outcome.get()
-        } catch MemberError.rejected(let rejection) {
-            switch rejection {
-            case .memberIDInUse: throw SupervisorError(.memberIDInUse, rejection.description)
-            case .activeGoalMismatch, .partitionsMismatch: throw SupervisorError(.activeGoalMismatch, rejection.description)
-            }
-        } catch {
-            throw SupervisorError(.storeUnavailable, "\(error)")
-        }
+        try SupervisorError.check(outcome)
         await transitions.value
         logger.notice("left")
         try? await settings.store.close()

@@ -162,16 +162,7 @@ public final class Supervisor: Sendable {
             outcome = .failure(error)
         }
         await endpoint?.stop()
-        do {
-            try outcome.get()
-        } catch MemberError.rejected(let rejection) {
-            switch rejection {
-            case .memberIDInUse: throw SupervisorError(.memberIDInUse, rejection.description)
-            case .activeGoalMismatch, .partitionsMismatch: throw SupervisorError(.activeGoalMismatch, rejection.description)
-            }
-        } catch {
-            throw SupervisorError(.storeUnavailable, "\(error)")
-        }
+        try SupervisorError.check(outcome)
         await transitions.value
         logger.notice("left")
         try? await settings.store.close()

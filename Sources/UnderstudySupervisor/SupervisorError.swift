@@ -1,3 +1,5 @@
+import Understudy
+
 /// Why a supervisor could not start or go on, with a message that says what is wrong and how to fix it.
 ///
 /// The `understudy` command maps each ``Kind`` to one exit code.
@@ -9,7 +11,7 @@ public struct SupervisorError: Error, Hashable, Sendable, CustomStringConvertibl
         case storeUnavailable
         /// Another live process already uses this member id in the group.
         case memberIDInUse
-        /// The group runs with another active goal.
+        /// The group runs with another active goal, or another number of partitions.
         case activeGoalMismatch
         /// An HTTP address that is not `HOST:PORT`.
         case invalidHTTPAddress
@@ -28,4 +30,19 @@ public struct SupervisorError: Error, Hashable, Sendable, CustomStringConvertibl
     }
 
     public var description: String { message }
+
+    /// How a member's run ended, as the supervisor reports it: a refusal by the store as its kind, any other
+    /// error as a store that cannot be used.
+    static func check(_ outcome: Result<Void, any Error>) throws(SupervisorError) {
+        do {
+            try outcome.get()
+        } catch MemberError.rejected(let rejection) {
+            switch rejection {
+            case .memberIDInUse: throw SupervisorError(.memberIDInUse, rejection.description)
+            case .activeGoalMismatch, .partitionsMismatch: throw SupervisorError(.activeGoalMismatch, rejection.description)
+            }
+        } catch {
+            throw SupervisorError(.storeUnavailable, "\(error)")
+        }
+    }
 }

@@ -141,6 +141,7 @@ public enum ConfigurationError: Error, Hashable, Sendable, CustomStringConvertib
     case activationNotAboveTwiceHeartbeat(heartbeat: Duration, activation: Duration)
     case preparationOutOfRange(preparation: Duration, activation: Duration)
     case concurrencyOutOfRange(Int)
+    case nonPositiveLimit(name: String, Int)
 
     public var description: String {
         switch self {
@@ -159,6 +160,8 @@ public enum ConfigurationError: Error, Hashable, Sendable, CustomStringConvertib
                 + "\(heartbeat.formatted): raise the activation interval or lower the heartbeat interval"
         case .concurrencyOutOfRange(let concurrency):
             "invalid concurrency \(concurrency): it must be between 1 and \(QueueWorkerConfiguration.concurrencies.upperBound)"
+        case .nonPositiveLimit(let name, let value):
+            "invalid \(name) \(value): it must be at least 1"
         case .preparationOutOfRange(let preparation, let activation):
             "preparation interval \(preparation.formatted) must be greater than zero and less than the "
                 + "activation interval \(activation.formatted)"

@@ -166,3 +166,23 @@ struct ContinuityStateMachineTests {
         #expect(throws: ConfigurationError.self) { try ContinuityConfiguration(backlogAge: .zero) }
     }
 }
+
+@Suite("Continuity sink rule")
+struct ContinuitySinkRuleTests {
+    static func messages(_ sequences: ClosedRange<Int64>) -> [ContinuityRecord] {
+        sequences.map { .message(sequence: $0, payload: []) }
+    }
+
+    @Test func rule_appendsTheNext_skipsLeadingDuplicates_refusesHolesOverlapsAndOlderEpochs() {
+        let stream = ContinuityStream(epoch: token(4), position: 5)
+        let next = ContinuitySinkRule.append(Self.messages(4...7), epoch: token(4), to: stream)
+        #expect(next.answer == .accepted(position: 7, duplicates: 2) && next.appended == Self.messages(6...7))
+        #expect(next.stream == ContinuityStream(epoch: token(4), position: 7))
+        #expect(ContinuitySinkRule.append(Self.messages(7...7), epoch: token(4), to: stream).answer == .outOfSequence(position: 5))
+        #expect(ContinuitySinkRule.append([.gap(first: 5, count: 2)], epoch: token(4), to: stream).answer == .outOfSequence(position: 5))
+        #expect(ContinuitySinkRule.append(Self.messages(6...6) + Self.messages(3...3), epoch: token(4), to: stream).answer == .outOfSequence(position: 5))
+        #expect(ContinuitySinkRule.append(Self.messages(6...6), epoch: token(3), to: stream).answer == .staleEpoch(current: token(4)))
+        // A newer epoch takes the stream even with duplicates only, so the older one is fenced.
+        #expect(ContinuitySinkRule.append(Self.messages(5...5), epoch: token(9), to: stream).stream.epoch == token(9))
+    }
+}

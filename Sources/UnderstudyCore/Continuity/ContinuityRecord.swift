@@ -50,3 +50,45 @@ public enum ContinuityPosition {
         return position
     }
 }
+
+/// Where a stream stands at its sink: the newest epoch that wrote to it and its last sequence.
+public struct ContinuityStream: Hashable, Sendable {
+    /// The newest epoch (fencing token) whose batch was accepted; 0 before any.
+    public var epoch: FencingToken
+    /// The last sequence accepted; 0 before any.
+    public var position: Int64
+
+    public init(epoch: FencingToken = FencingToken(rawValue: 0), position: Int64 = 0) {
+        self.epoch = epoch
+        self.position = position
+    }
+}
+
+/// The rule every continuity sink applies to a batch, atomically (the protocol in docs/continuity.md):
+///
+/// 1. a batch whose epoch is older than the stream's is refused whole (``ContinuityAppend/staleEpoch(current:)``);
+/// 2. records that end at or before the stream's position, at the head of the batch, are duplicates: skipped;
+/// 3. the rest must continue the stream without a hole or an overlap, or the batch is refused whole
+///    (``ContinuityAppend/outOfSequence(position:)``);
+/// 4. otherwise they are appended, and the stream takes the batch's epoch, so no older epoch writes again.
+public enum ContinuitySinkRule {
+    /// What the sink answers, the records it appends and the stream after `records` under `epoch`.
+    public static func append(_ records: [ContinuityRecord], epoch: FencingToken, to stream: ContinuityStream)
+        -> (answer: ContinuityAppend, appended: [ContinuityRecord], stream: ContinuityStream)
+    {
+        guard epoch >= stream.epoch else { return (.staleEpoch(current: stream.epoch), [], stream) }
+        var next = stream.position
+        var duplicates = 0
+        for record in records {
+            if record.last <= stream.position, next == stream.position {
+                duplicates += 1
+            } else if record.first != next + 1 || record.last < record.first {
+                return (.outOfSequence(position: stream.position), [], stream)
+            } else {
+                next = record.last
+            }
+        }
+        let appended = Array(records.dropFirst(duplicates))
+        return (.accepted(position: next, duplicates: duplicates), appended, ContinuityStream(epoch: epoch, position: next))
+    }
+}

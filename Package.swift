@@ -129,6 +129,18 @@ let package = Package(
             dependencies: ["Understudy", "UnderstudySQLite"],
             path: "examples/singleton-job"
         ),
+        // The continuity example: feed generator, publisher group members and checking sink, as subcommands.
+        .executableTarget(
+            name: "feed-publisher",
+            dependencies: [
+                "Understudy", "UnderstudyPostgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/feed-publisher",
+            exclude: ["README.md"]
+        ),
         // A member process for the multi-process tests: logs each activation with its token.
         .executableTarget(
             name: "understudy-fixture",

@@ -17,13 +17,16 @@ public struct FeedMessage: Hashable, Sendable {
 
 /// What a ``ContinuityPublisher`` reports, in order, besides its log and metrics.
 public enum ContinuityEvent: Hashable, Sendable {
-    /// Activated with `token`, the member re-sends the `count` unconfirmed messages from `from` on, after the
-    /// confirmed position `from − 1`; `lastInput` is the last feed sequence it had received.
+    /// Activated with `token`, the member re-sends the `count` unconfirmed messages it keeps after the confirmed
+    /// position `from − 1` (0 when it has none), then goes live; `lastInput` is the last feed sequence it had
+    /// received. Without a loss, `count` is `lastInput − from + 1` (or 0 when `lastInput` is older).
     case resending(token: FencingToken, from: Int64, count: Int, lastInput: Int64)
     /// Messages `first ..< first + count` were lost for good and published as a gap.
     case gap(first: Int64, count: Int64)
     /// The sink or the checkpoint refused `token`: another member took over.
     case fenced(FencingToken, reason: String)
+    /// The member deactivated: it publishes no more and keeps its backlog as a standby.
+    case deactivated(DeactivationReason)
     /// The sink accepted a batch: the stream's position is now `position`; `duplicates` records of the batch were
     /// already there (sent by the previous active before it stopped, unconfirmed).
     case published(token: FencingToken, position: Int64, duplicates: Int)
@@ -40,7 +43,7 @@ public enum ContinuityEvent: Hashable, Sendable {
 ///
 /// The publisher consumes the member's ``Member/events``; the member MUST NOT be run by anyone else.
 public actor ContinuityPublisher {
-    /// Resending, gap, fenced and published events, in order. Single consumer; the newest 4,096 are buffered.
+    /// Resending, gap, fenced, deactivated and published events, in order. Single consumer; the newest 4,096 are buffered.
     public nonisolated let events: AsyncStream<ContinuityEvent>
 
     private let member: Member
@@ -131,7 +134,8 @@ public actor ContinuityPublisher {
             return machine.inputReceived(sequence: message.sequence, payload: message.payload, now: now)
         case .member(.activate(let token)):
             return machine.activated(token, now: now)
-        case .member(.deactivate):
+        case .member(.deactivate(let reason)):
+            eventSink.yield(.deactivated(reason))
             return machine.deactivated(now: now)
         case .member(.prepareToActivate), .member(.prepareWithdrawn):
             return []

@@ -58,8 +58,8 @@ public struct ContinuityStateMachine: Sendable {
         /// Write the checkpoint's value as ``ContinuityPosition/encode(_:)`` of `position` under the token, then
         /// answer with ``confirmationWritten(_:now:)`` or ``confirmationWriteFailed(now:)``.
         case confirm(position: Int64, token: FencingToken)
-        /// Report: after activating, the member re-sends the `count` messages of its backlog that follow the
-        /// confirmed position, first `from`.
+        /// Report, once per activation: the member re-sends the `count` messages of its backlog after the confirmed
+        /// position `from − 1` (the unconfirmed window; 0 when it has nothing newer), then goes live.
         case resend(from: Int64, count: Int)
         /// Report loudly: messages `first ..< first + count` are lost and published as a gap.
         case reportGap(first: Int64, count: Int64)
@@ -184,9 +184,7 @@ public struct ContinuityStateMachine: Sendable {
             return []
         case .activating(let token, reading: id):
             role = .active(Publishing(token: token, published: confirmed))
-            let window = backlogCount
-            let report: [Action] = window > 0 ? [.resend(from: backlog[backlogStart].sequence, count: window)] : []
-            return report + publishNext(now: now)
+            return [.resend(from: confirmed + 1, count: backlogCount)] + publishNext(now: now)
         case .standby, .activating, .active, .fenced:
             return []
         }

@@ -165,6 +165,6 @@ let package = Package(
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "understudyTests", dependencies: ["understudy"]),
+        .testTarget(name: "understudyTests", dependencies: ["understudy", "feed-publisher"]),
     ]
 )

@@ -123,7 +123,16 @@ struct Demo: AsyncParsableCommand {
         defer { sink.close() }
         let verdict = try await Verdict(of: sink, expecting: sent, within: .seconds(30))
         verdict.report()
-        try await probeStaleWrite(sink, epoch: FencingToken(rawValue: firstToken))
+        // The first active's token, long stale: the sink and the checkpoint refuse it.
+        if try await !probeStaleWrite(sink, epoch: FencingToken(rawValue: firstToken)) { failures.append("the sink accepted a stale epoch") }
+        let store = try await PostgresStore(url: schemaURL(postgres, "feed_store_\(run)"))
+        let write = try await store.writeCheckpoint(
+            of: GroupName("feed-\(run)"), named: CheckpointName("output"), value: ContinuityPosition.encode(0), token: FencingToken(rawValue: firstToken)
+        )
+        try await store.close()
+        let checkpointRefused = if case .rejected = write { true } else { false }
+        FeedPublisher.report(["stale_checkpoint": checkpointRefused ? "refused" : "accepted", "answer": "\"\(write)\""])
+        if !checkpointRefused { failures.append("the checkpoint accepted a stale token") }
         let all = await lines.all
         let fenced = all.filter { $0.fields["event"] == "fenced" }.count
         let gaps = all.filter { $0.fields["event"] == "gap" }.count

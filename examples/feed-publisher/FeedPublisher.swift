@@ -126,7 +126,7 @@ struct Check: AsyncParsableCommand {
         defer { sink.close() }
         let verdict = try await Verdict(of: sink, expecting: expect, within: wait)
         verdict.report()
-        if let staleEpoch { try await probeStaleWrite(sink, epoch: FencingToken(rawValue: staleEpoch)) }
+        if let staleEpoch { _ = try await probeStaleWrite(sink, epoch: FencingToken(rawValue: staleEpoch)) }
         if !verdict.problems.isEmpty { throw ExitCode(1) }
         if verdict.stream.position < expect { throw ExitCode(2) }
     }
@@ -173,12 +173,15 @@ struct Verdict {
     }
 }
 
-/// Appends the next sequence under `epoch` and prints the sink's answer (`stale_write=staleEpoch(…)` for a stale one).
-func probeStaleWrite(_ sink: PostgresContinuitySink, epoch: FencingToken) async throws {
+/// Appends the next sequence under `epoch` and prints the sink's answer (`stale_write=refused` for a stale one);
+/// whether it was refused.
+@discardableResult
+func probeStaleWrite(_ sink: PostgresContinuitySink, epoch: FencingToken) async throws -> Bool {
     let next = try await sink.position().position + 1
     let answer = try await sink.append([.message(sequence: next, payload: Feed.payload(next))], epoch: epoch)
     let refused = if case .staleEpoch = answer { true } else { false }
     FeedPublisher.report(["stale_write": refused ? "refused" : "accepted", "answer": "\"\(answer)\""])
+    return refused
 }
 
 /// `url` with its `schema` query item set to `schema`.

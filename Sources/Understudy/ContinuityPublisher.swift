@@ -125,6 +125,9 @@ public actor ContinuityPublisher {
         }
     }
 
+    /// How many unconfirmed messages the member keeps.
+    public var backlogCount: Int { machine.backlogCount }
+
     // MARK: Loop
 
     private func handle(_ input: Input) -> [ContinuityStateMachine.Action] {

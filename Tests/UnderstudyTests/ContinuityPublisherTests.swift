@@ -27,43 +27,70 @@ struct ContinuityPublisherTests {
         }
     }
 
-    static func publisher(_ id: String, weight: Int, store: InMemoryStore, sink: InMemoryContinuitySink) throws -> (Member, ContinuityPublisher) {
+    /// The in-memory sink, with a switch that makes every write wait until it is cancelled (a sink that stopped
+    /// answering the active).
+    final class StallingSink: ContinuitySink {
+        let inner = InMemoryContinuitySink()
+        let stalled = Mutex(false)
+        /// How many writes are waiting.
+        let waiting = Mutex(0)
+
+        func append(_ records: [ContinuityRecord], epoch: FencingToken) async throws -> ContinuityAppend {
+            if stalled.withLock({ $0 }) {
+                waiting.withLock { $0 += 1 }
+                try await Task.sleep(for: .seconds(3_600))
+            }
+            return try await inner.append(records, epoch: epoch)
+        }
+    }
+
+    static func publisher(_ id: String, weight: Int, store: InMemoryStore, sink: StallingSink) throws -> (Member, ContinuityPublisher) {
         let configuration = try GroupConfiguration(name: GroupName("feed"), heartbeatInterval: .milliseconds(50), activationInterval: .seconds(10))
         let member = try Member(group: configuration, id: MemberID(id), weight: weight, store: store)
         let publisher = ContinuityPublisher(member: member, checkpoints: store, checkpoint: try CheckpointName("out"), sink: sink, pollInterval: .milliseconds(20))
         return (member, publisher)
     }
 
-    /// Waits until `condition` holds of the sink, checking every 10 ms, for up to 20 s.
-    static func eventually(_ sink: InMemoryContinuitySink, _ condition: (ContinuityStream) -> Bool) async throws {
-        for _ in 0..<2_000 where !condition(sink.stream) { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(condition(sink.stream), "the sink is at \(sink.stream)")
+    /// Waits until `condition` holds, checking every 10 ms, for up to 20 s.
+    static func eventually(_ what: String, _ condition: () async throws -> Bool) async throws {
+        for _ in 0..<2_000 where try await !condition() { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(try await condition(), "\(what)")
     }
 
     @Test func handover_theNewActiveResendsTheUnconfirmedWindow_andTheSinkHasEverySequenceOnceInOrder() async throws {
-        let (store, sink, feed) = (InMemoryStore(wallMicroseconds: { 0 }), InMemoryContinuitySink(), Broadcast())
+        let (store, sink, feed) = (InMemoryStore(wallMicroseconds: { 0 }), StallingSink(), Broadcast())
+        let group = try GroupName("feed")
         let (first, firstPublisher) = try Self.publisher("a", weight: 90, store: store, sink: sink)
         let (_, secondPublisher) = try Self.publisher("b", weight: 10, store: store, sink: sink)
-        let firstRun = Task { try await firstPublisher.run(feed: feed.subscribe()) }
-        let secondRun = Task { try await secondPublisher.run(feed: feed.subscribe()) }
+        var firstEvents = firstPublisher.events.makeAsyncIterator()
         var secondEvents = secondPublisher.events.makeAsyncIterator()
-        while try await store.group(named: GroupName("feed"))?.members.count != 2 { try await Task.sleep(for: .milliseconds(10)) }
+        let firstRun = Task { try await firstPublisher.run(feed: feed.subscribe()) }
+        #expect(await firstEvents.next() == .resending(token: FencingToken(rawValue: 1), from: 1, count: 0, lastInput: 0))
+        let secondRun = Task { try await secondPublisher.run(feed: feed.subscribe()) }
+        try await Self.eventually("both members joined") { try await store.group(named: group)?.members.count == 2 }
         feed.send(1...500)
-        try await Self.eventually(sink) { $0.position == 500 }
+        try await Self.eventually("500 confirmed") {
+            try await store.checkpoint(of: group, named: CheckpointName("out"))?.value == ContinuityPosition.encode(500)
+        }
+        // The sink stops answering the active: 501…1,000 reach both members, and no one publishes them.
+        sink.stalled.withLock { $0 = true }
+        feed.send(501...1_000)
+        try await Self.eventually("the standby keeps 501…1,000") { await secondPublisher.backlogCount == 500 }
+        try await Self.eventually("the active's write waits") { sink.waiting.withLock { $0 } == 1 }
+        sink.stalled.withLock { $0 = false }
         first.leave()
         try await firstRun.value
-        feed.send(501...1_000)
-        // The standby activates, re-sends what is unconfirmed (at least 501…1,000, which no one published), then
-        // goes live.
+        // The standby activates, re-sends exactly the unconfirmed window 501…1,000, then goes live.
         var resent: ContinuityEvent?
         while let event = await secondEvents.next() {
             if case .resending = event { resent = event; break }
         }
-        guard case .resending(_, let from, let count, let lastInput) = resent else { Issue.record("no re-send"); return }
-        #expect(from <= 501 && Int64(count) == lastInput - from + 1)
+        #expect(resent == .resending(token: FencingToken(rawValue: 2), from: 501, count: 500, lastInput: 1_000))
         feed.send(1_001...1_200)
-        try await Self.eventually(sink) { $0.position == 1_200 }
-        #expect(sink.records == (1...1_200).map { .message(sequence: $0, payload: Array("m\($0)".utf8)) })
+        try await Self.eventually("the sink reached 1,200") { sink.inner.stream.position == 1_200 }
+        let expected: [ContinuityRecord] = (1...1_200).map { .message(sequence: $0, payload: Array("m\($0)".utf8)) }
+        #expect(sink.inner.records.count == expected.count && sink.inner.records == expected, "\(sink.inner.records.count) records")
+        #expect(sink.inner.stream.epoch == FencingToken(rawValue: 2))
         secondRun.cancel()
         try? await secondRun.value
     }

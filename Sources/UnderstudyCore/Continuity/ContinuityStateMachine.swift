@@ -149,13 +149,9 @@ public struct ContinuityStateMachine: Sendable {
             role = .activating(token, reading: id)
             return [.readConfirmation(id)]
         case .active(var publishing):
-            var actions: [Action] = []
-            if publishing.confirming == nil, publishing.published > confirmed {
-                publishing.confirming = publishing.published
-                actions.append(.confirm(position: publishing.published, token: publishing.token))
-            }
+            let confirm = confirmIfDue(&publishing)
             role = .active(publishing)
-            return actions + publishNext(now: now)
+            return confirm + publishNext(now: now)
         case .standby, .activating, .fenced:
             return []
         }
@@ -214,13 +210,9 @@ public struct ContinuityStateMachine: Sendable {
             role = .fenced(publishing.token)
             return [.fenced(publishing.token, reason: "the sink accepted the newer epoch \(current)")]
         }
-        var actions: [Action] = []
-        if publishing.confirming == nil, publishing.published > confirmed {
-            publishing.confirming = publishing.published
-            actions.append(.confirm(position: publishing.published, token: publishing.token))
-        }
+        let confirm = confirmIfDue(&publishing)
         role = .active(publishing)
-        return actions + publishNext(now: now)
+        return confirm + publishNext(now: now)
     }
 
     /// The write in flight to the sink failed (the sink may or may not have applied it): after the retry delay,
@@ -245,13 +237,9 @@ public struct ContinuityStateMachine: Sendable {
             role = .fenced(publishing.token)
             return [.fenced(publishing.token, reason: "the checkpoint refused it: \(rejection)")]
         }
-        var actions: [Action] = []
-        if publishing.published > confirmed {
-            publishing.confirming = publishing.published
-            actions.append(.confirm(position: publishing.published, token: publishing.token))
-        }
+        let confirm = confirmIfDue(&publishing)
         role = .active(publishing)
-        return actions
+        return confirm
     }
 
     /// The checkpoint write in flight failed; the next sink answer or tick writes it again.
@@ -299,6 +287,13 @@ public struct ContinuityStateMachine: Sendable {
         publishing.inFlight = last.last
         role = .active(publishing)
         return gaps + [.publish(records, token: publishing.token)]
+    }
+
+    /// Confirms the sink's position if it is ahead of the confirmed one and no confirmation is in flight.
+    private func confirmIfDue(_ publishing: inout Publishing) -> [Action] {
+        guard publishing.confirming == nil, publishing.published > confirmed else { return [] }
+        publishing.confirming = publishing.published
+        return [.confirm(position: publishing.published, token: publishing.token)]
     }
 
     private mutating func nextRead() -> ReadID {

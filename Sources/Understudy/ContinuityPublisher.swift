@@ -25,6 +25,9 @@ public enum ContinuityEvent: Hashable, Sendable {
     case gap(first: Int64, count: Int64)
     /// The sink or the checkpoint refused `token`: another member took over.
     case fenced(FencingToken, reason: String)
+    /// The member joined its group, caught up (see ``ContinuityStateMachine/isCaughtUp``) or, when `caughtUp` is
+    /// false, because the warm-up ran out: taking over before it catches up would publish a gap.
+    case joined(caughtUp: Bool)
     /// The member deactivated: it publishes no more and keeps its backlog as a standby.
     case deactivated(DeactivationReason)
     /// The sink accepted a batch: the stream's position is now `position`; `duplicates` records of the batch were
@@ -51,6 +54,7 @@ public actor ContinuityPublisher {
     private let checkpoint: CheckpointName
     private let sink: any ContinuitySink
     private let pollInterval: Duration
+    private let warmUp: Duration
     private var machine: ContinuityStateMachine
     private var logger: Logger
     private let metrics: ContinuityMetrics
@@ -71,6 +75,8 @@ public actor ContinuityPublisher {
     ///   - checkpoints: the store holding the group's checkpoints (usually the member's store).
     ///   - checkpoint: the checkpoint of the confirmed position; one per output stream.
     ///   - pollInterval: how often a standby reads the checkpoint to trim its backlog.
+    ///   - warmUp: the longest the member waits, listening to the feed, before it joins its group without having
+    ///     caught up (when no active confirms, nothing ever catches up).
     public init(
         member: Member,
         checkpoints: any CheckpointStore,
@@ -78,8 +84,10 @@ public actor ContinuityPublisher {
         sink: any ContinuitySink,
         configuration: ContinuityConfiguration = try! ContinuityConfiguration(),
         pollInterval: Duration = .milliseconds(200),
+        warmUp: Duration = .seconds(10),
         logger: Logger = Logger(label: "understudy.continuity")
     ) {
+        self.warmUp = warmUp
         self.member = member
         self.checkpoints = checkpoints
         self.checkpoint = checkpoint
@@ -95,18 +103,15 @@ public actor ContinuityPublisher {
         (inputStream, inputs) = AsyncStream.makeStream()
     }
 
-    /// Runs the member and publishes `feed` through it until the member leaves (graceful shutdown, cancellation,
-    /// or ``Member/leave()``). A feed that ends leaves the member running, as a standby or an idle active.
+    /// Listens to `feed`, joins the group once caught up (or after the warm-up) and publishes through the member
+    /// until it leaves (graceful shutdown, cancellation, or ``Member/leave()``). A feed that ends leaves the member
+    /// running, as a standby or an idle active.
     ///
     /// - Throws: what ``Member/run()`` throws.
     public func run<Feed: AsyncSequence & Sendable>(feed: Feed) async throws where Feed.Element == FeedMessage {
         let (inputs, member, pollInterval) = (inputs, member, pollInterval)
         defer { eventSink.finish() }
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask {
-                defer { inputs.finish() }
-                try await member.run()
-            }
             group.addTask {
                 for await event in member.events { inputs.yield(.member(event)) }
             }
@@ -118,10 +123,31 @@ public actor ContinuityPublisher {
             group.addTask {
                 while (try? await Task.sleep(for: pollInterval)) != nil { inputs.yield(.tick) }
             }
+            let joinBy = MonotonicClock.now() + warmUp
+            var joined = false
             for await input in inputStream {
                 execute(handle(input), in: &group)
+                if !joined, machine.isCaughtUp || MonotonicClock.now() >= joinBy {
+                    joined = true
+                    join(in: &group)
+                }
             }
             group.cancelAll()
+        }
+    }
+
+    /// Starts the member; the publisher ends when it has left.
+    private func join(in group: inout ThrowingDiscardingTaskGroup<any Error>) {
+        let (inputs, member, caughtUp) = (inputs, member, machine.isCaughtUp)
+        if caughtUp {
+            logger.info("caught up with the confirmed position: joining")
+        } else {
+            logger.warning("joining before catching up: a takeover now would publish a gap", metadata: ["warm_up": "\(warmUp.formatted)"])
+        }
+        eventSink.yield(.joined(caughtUp: caughtUp))
+        group.addTask {
+            defer { inputs.finish() }
+            try await member.run()
         }
     }
 

@@ -140,6 +140,18 @@ struct ContinuityStateMachineTests {
         #expect(machine.tick(now: at(.milliseconds(100))) == [.publish(Self.messages(1...3), token: token(1))])
     }
 
+    @Test func newMember_isCaughtUp_onceTheConfirmedPositionReachesBackToItsFirstMessage() throws {
+        var machine = try Self.machine()
+        _ = Self.receive(40...50, into: &machine)
+        #expect(!machine.isCaughtUp)  // it has not read the checkpoint yet
+        guard case .readConfirmation(let first) = machine.tick(now: .zero).first else { Issue.record("no read"); return }
+        _ = machine.confirmationRead(30, for: first, now: .zero)
+        #expect(!machine.isCaughtUp)  // 31…39 are unconfirmed and it never had them
+        guard case .readConfirmation(let second) = machine.tick(now: .zero).first else { Issue.record("no read"); return }
+        _ = machine.confirmationRead(39, for: second, now: .zero)
+        #expect(machine.isCaughtUp)
+    }
+
     @Test func duplicateInput_isIgnoredAndSaysSo() throws {
         var machine = try Self.machine()
         _ = Self.receive(1...3, into: &machine)

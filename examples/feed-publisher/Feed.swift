@@ -18,26 +18,26 @@ enum Feed {
     /// The payload of message `sequence`, which the checker expects to find at the sink.
     static func payload(_ sequence: Int64) -> [UInt8] { Array("m\(sequence)".utf8) }
 
-    /// Sends messages `first…` at `rate` per second, in one statement per 10 ms, until cancelled; `progress`
-    /// is told the last sequence sent after each statement.
-    static func generate(url: String, channel: String, rate: Int, first: Int64, progress: @escaping @Sendable (Int64) -> Void) async throws {
+    /// Sends messages `first…` at `rate` per second, in one statement per 10 ms, until `stop` holds (checked
+    /// between statements, so none is cut off half-way); returns the last sequence sent.
+    static func generate(url: String, channel: String, rate: Int, first: Int64, stop: @escaping @Sendable () -> Bool) async throws -> Int64 {
         let client = PostgresClient(configuration: try configuration(url))
-        try await withThrowingDiscardingTaskGroup { group in
+        return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }
             defer { group.cancelAll() }
             let start = ContinuousClock.now
             var next = first
-            while !Task.isCancelled {
+            while !stop() {
                 let due = first + Int64(Double(rate) * (ContinuousClock.now - start).seconds)
                 if due >= next {
                     _ = try await client.query(
                         "SELECT pg_notify(\(channel), s::text || ':m' || s::text) FROM generate_series(\(next)::bigint, \(due)::bigint) AS s"
                     )
-                    progress(due)
                     next = due + 1
                 }
                 try await Task.sleep(for: .milliseconds(10))
             }
+            return next - 1
         }
     }
 

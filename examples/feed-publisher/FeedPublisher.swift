@@ -30,26 +30,17 @@ extension FeedPublisher {
 }
 
 struct Generate: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Send messages 1, 2, … to the feed channel; print sent=N; stop on SIGTERM.")
+    static let configuration = CommandConfiguration(abstract: "Send messages 1, 2, … to the feed channel until SIGTERM; then print sent=N final=true.")
 
     @Option(help: "The PostgreSQL server of the feed channel.") var postgres: String
     @Option(help: "The notification channel.") var channel = "feed"
     @Option(help: "Messages per second.") var rate = 1_000
 
     func run() async throws {
-        let task = Task { [postgres, channel, rate] in
-            let last = Mutex<Int64>(0)
-            let ticker = Task {
-                while (try? await Task.sleep(for: .milliseconds(500))) != nil { FeedPublisher.report(["sent": "\(last.withLock { $0 })"]) }
-            }
-            defer { ticker.cancel() }
-            do {
-                try await Feed.generate(url: postgres, channel: channel, rate: rate, first: 1) { sent in last.withLock { $0 = sent } }
-            } catch where Task.isCancelled {}
-            return last.withLock { $0 }
-        }
-        let signals = onSignals([SIGTERM, SIGINT]) { task.cancel() }
-        FeedPublisher.report(["sent": "\(try await task.value)", "final": "true"])
+        let stopping = Mutex(false)
+        let signals = onSignals([SIGTERM, SIGINT]) { stopping.withLock { $0 = true } }
+        let sent = try await Feed.generate(url: postgres, channel: channel, rate: rate, first: 1) { stopping.withLock { $0 } }
+        FeedPublisher.report(["sent": "\(sent)", "final": "true"])
         withExtendedLifetime(signals) {}
     }
 }
@@ -91,6 +82,8 @@ struct Publish: AsyncParsableCommand {
                     FeedPublisher.report(["event": "gap", "first": "\(first)", "count": "\(count)"])
                 case .fenced(let token, let reason):
                     FeedPublisher.report(["event": "fenced", "token": "\(token)", "reason": "\"\(reason)\""])
+                case .joined(let caughtUp):
+                    FeedPublisher.report(["event": "joined", "caught_up": "\(caughtUp)"])
                 case .deactivated(let reason):
                     FeedPublisher.report(["event": "deactivated", "reason": "\(reason)"])
                 case .published(let token, _, let duplicates) where duplicates > 0:
@@ -100,7 +93,7 @@ struct Publish: AsyncParsableCommand {
                 }
             }
         }
-        FeedPublisher.report(["event": "joined", "pid": "\(getpid())", "id": id])
+        FeedPublisher.report(["event": "started", "pid": "\(getpid())", "id": id])
         try await publisher.run(feed: feed)
         await reporter.value
         FeedPublisher.report(["event": "left"])

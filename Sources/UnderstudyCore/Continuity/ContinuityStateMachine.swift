@@ -106,6 +106,10 @@ public struct ContinuityStateMachine: Sendable {
     public private(set) var confirmed: Int64 = 0
     /// The last input sequence received.
     public private(set) var lastInput: Int64?
+    /// The first input sequence received.
+    private var firstInput: Int64?
+    /// Whether a checkpoint read was answered.
+    private var hasReadConfirmation = false
     private var reads = 0
 
     public init(configuration: ContinuityConfiguration) {
@@ -114,6 +118,14 @@ public struct ContinuityStateMachine: Sendable {
 
     /// How many unconfirmed messages the member keeps.
     public var backlogCount: Int { backlog.count - backlogStart }
+
+    /// Whether this member could take over without a gap: it has read the confirmed position and its feed began
+    /// at or before the first unconfirmed sequence. A new member SHOULD join its group only once it is caught up
+    /// (or after a bounded wait, when no active confirms), so it does not take over with a hole in its backlog.
+    public var isCaughtUp: Bool {
+        guard let firstInput, hasReadConfirmation else { return false }
+        return firstInput <= confirmed + 1
+    }
 
     /// The token the member publishes under, while it is active and not fenced.
     public var publishingToken: FencingToken? {
@@ -129,6 +141,7 @@ public struct ContinuityStateMachine: Sendable {
     public mutating func inputReceived(sequence: Int64, payload: [UInt8], now: Instant) -> [Action] {
         if let lastInput, sequence <= lastInput { return [.ignoredInput(sequence: sequence, last: lastInput)] }
         lastInput = sequence
+        if firstInput == nil { firstInput = sequence }
         if sequence > confirmed {
             backlog.append(Entry(sequence: sequence, payload: payload, receivedAt: now))
             trim(now: now)
@@ -172,6 +185,7 @@ public struct ContinuityStateMachine: Sendable {
 
     /// The checkpoint holds `position` (0 when never written).
     public mutating func confirmationRead(_ position: Int64, for id: ReadID, now: Instant) -> [Action] {
+        hasReadConfirmation = true
         confirm(position)
         trim(now: now)
         switch role {

@@ -6,6 +6,7 @@
 // runs the generator, three publishers and the checker, kills, freezes and stops the active one in turn, and
 // prints what the sink saw (see README.md beside this file).
 import ArgumentParser
+import ExampleFeed
 import Foundation
 import Logging
 import Synchronization

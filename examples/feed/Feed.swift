@@ -4,10 +4,10 @@ import PostgresNIO
 import Understudy
 import UnderstudyPostgres
 
-/// The input feed: a PostgreSQL notification channel. The generator sends message n as the payload `n:m<n>`;
+/// The input feed of the examples: a PostgreSQL notification channel. The generator sends message n as the payload `n:m<n>`;
 /// every listener receives every notification, in commit order, as a broadcast would deliver it.
-enum Feed {
-    static func configuration(_ url: String) throws -> PostgresClient.Configuration {
+public enum Feed {
+    public static func configuration(_ url: String) throws -> PostgresClient.Configuration {
         let location = try PostgresLocation(url)
         return PostgresClient.Configuration(
             host: location.host, port: location.port, username: location.user, password: location.password,
@@ -16,11 +16,11 @@ enum Feed {
     }
 
     /// The payload of message `sequence`, which the checker expects to find at the sink.
-    static func payload(_ sequence: Int64) -> [UInt8] { Array("m\(sequence)".utf8) }
+    public static func payload(_ sequence: Int64) -> [UInt8] { Array("m\(sequence)".utf8) }
 
     /// Sends messages `first…` at `rate` per second, in one statement per 10 ms, until `stop` holds (checked
     /// between statements, so none is cut off half-way); returns the last sequence sent.
-    static func generate(url: String, channel: String, rate: Int, first: Int64, stop: @escaping @Sendable () -> Bool) async throws -> Int64 {
+    public static func generate(url: String, channel: String, rate: Int, first: Int64, stop: @escaping @Sendable () -> Bool) async throws -> Int64 {
         let client = PostgresClient(configuration: try configuration(url))
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }
@@ -44,7 +44,7 @@ enum Feed {
     /// The messages of `channel`, listening again after a failure (what arrives meanwhile is lost for this
     /// listener, and shows as a gap if it activates before the messages are confirmed).
     /// `listening` is called each time the `LISTEN` is in place.
-    static func listen(url: String, channel: String, logger: Logger, listening: @escaping @Sendable () -> Void) throws -> AsyncStream<FeedMessage> {
+    public static func listen(url: String, channel: String, logger: Logger, listening: @escaping @Sendable () -> Void) throws -> AsyncStream<FeedMessage> {
         let configuration = try configuration(url)
         return AsyncStream(bufferingPolicy: .unbounded) { continuation in
             let task = Task {

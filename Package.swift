@@ -129,7 +129,7 @@ let package = Package(
             dependencies: ["Understudy", "UnderstudySQLite"],
             path: "examples/singleton-job"
         ),
-        // The examples' feed: a PostgreSQL notification channel, its generator and its listener.
+        // The examples' feed (a PostgreSQL notification channel, its generator and its listener) and their output lines.
         .target(
             name: "ExampleFeed",
             dependencies: [

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ExampleFeed
 import Foundation
 import Synchronization
 import UnderstudyCore
@@ -32,7 +33,7 @@ struct Demo: AsyncParsableCommand {
         let shared = ["--postgres", postgres]
         let names = ["--store-schema", "feed_store_\(run)", "--sink-schema", "feed_sink_\(run)", "--channel", "feed_\(run)", "--group", "feed-\(run)"]
         let lines = Lines()
-        FeedPublisher.report(["run": run, "logs": logs])
+        report(["run": run, "logs": logs])
 
         var publishers: [Child] = []
         var incarnations = Array(repeating: 0, count: members)
@@ -91,7 +92,7 @@ struct Demo: AsyncParsableCommand {
             let window = Int(max(0, lastInput - from + 1))
             if count != window { failures.append("failover \(number): re-sent \(count), but the unconfirmed window was \(window)") }
             resent += count
-            FeedPublisher.report([
+            report([
                 "failover": "\(number)", "kind": kind, "from_member": active.source, "to_member": next.source,
                 "old_token": "\(oldToken)", "new_token": next.fields["token"] ?? "", "confirmed": "\(from - 1)",
                 "resent": "\(count)", "window": "\(window)", "took": took.formatted,
@@ -131,18 +132,18 @@ struct Demo: AsyncParsableCommand {
         )
         try await store.close()
         let checkpointRefused = if case .rejected = write { true } else { false }
-        FeedPublisher.report(["stale_checkpoint": checkpointRefused ? "refused" : "accepted", "answer": "\"\(write)\""])
+        report(["stale_checkpoint": checkpointRefused ? "refused" : "accepted", "answer": "\"\(write)\""])
         if !checkpointRefused { failures.append("the checkpoint accepted a stale token") }
         let all = await lines.all
         let fenced = all.filter { $0.fields["event"] == "fenced" }.count
         let gaps = all.filter { $0.fields["event"] == "gap" }.count
         if gaps > 0 { failures.append("\(gaps) gaps were published") }
         failures += verdict.problems
-        FeedPublisher.report([
+        report([
             "result": failures.isEmpty ? "ok" : "failed", "sent": "\(sent)", "failovers": "\(min(failovers, all.filter { $0.fields["event"] == "active" }.count - 1))",
             "resent": "\(resent)", "fenced": "\(fenced)", "gaps": "\(gaps)",
         ])
-        for failure in failures.prefix(20) { FeedPublisher.report(["failure": "\"\(failure)\""]) }
+        for failure in failures.prefix(20) { report(["failure": "\"\(failure)\""]) }
         if !failures.isEmpty { throw ExitCode(1) }
     }
 }

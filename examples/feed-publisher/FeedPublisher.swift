@@ -22,14 +22,6 @@ struct FeedPublisher: AsyncParsableCommand {
     )
 }
 
-extension FeedPublisher {
-    /// Prints one `key=value …` line and flushes it, so a parent process reads it at once.
-    static func report(_ fields: KeyValuePairs<String, String>) {
-        let line = fields.map { "\($0.key)=\($0.value)" }.joined(separator: " ") + "\n"
-        FileHandle.standardOutput.write(Data(line.utf8))
-    }
-}
-
 struct Generate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Send messages 1, 2, … to the feed channel until SIGTERM; then print sent=N final=true.")
 
@@ -41,7 +33,7 @@ struct Generate: AsyncParsableCommand {
         let stopping = Mutex(false)
         let signals = onSignals([SIGTERM, SIGINT]) { stopping.withLock { $0 = true } }
         let sent = try await Feed.generate(url: postgres, channel: channel, rate: rate, first: 1) { stopping.withLock { $0 } }
-        FeedPublisher.report(["sent": "\(sent)", "final": "true"])
+        report(["sent": "\(sent)", "final": "true"])
         withExtendedLifetime(signals) {}
     }
 }
@@ -71,33 +63,33 @@ struct Publish: AsyncParsableCommand {
             configuration: try ContinuityConfiguration(backlogLimit: backlog), pollInterval: .milliseconds(100), logger: logger
         )
         let feed = try Feed.listen(url: postgres, channel: channel, logger: logger) {
-            FeedPublisher.report(["event": "listening"])
+            report(["event": "listening"])
         }
         let signals = onSignals([SIGTERM, SIGINT]) { member.leave() }
         let reporter = Task {
             for await event in publisher.events {
                 switch event {
                 case .resending(let token, let from, let count, let lastInput):
-                    FeedPublisher.report(["event": "active", "pid": "\(getpid())", "token": "\(token)", "from": "\(from)", "count": "\(count)", "last_input": "\(lastInput)"])
+                    report(["event": "active", "pid": "\(getpid())", "token": "\(token)", "from": "\(from)", "count": "\(count)", "last_input": "\(lastInput)"])
                 case .gap(let first, let count):
-                    FeedPublisher.report(["event": "gap", "first": "\(first)", "count": "\(count)"])
+                    report(["event": "gap", "first": "\(first)", "count": "\(count)"])
                 case .fenced(let token, let reason):
-                    FeedPublisher.report(["event": "fenced", "token": "\(token)", "reason": "\"\(reason)\""])
+                    report(["event": "fenced", "token": "\(token)", "reason": "\"\(reason)\""])
                 case .joined(let caughtUp):
-                    FeedPublisher.report(["event": "joined", "caught_up": "\(caughtUp)"])
+                    report(["event": "joined", "caught_up": "\(caughtUp)"])
                 case .deactivated(let reason):
-                    FeedPublisher.report(["event": "deactivated", "reason": "\(reason)"])
+                    report(["event": "deactivated", "reason": "\(reason)"])
                 case .published(let token, _, let duplicates) where duplicates > 0:
-                    FeedPublisher.report(["event": "duplicates", "token": "\(token)", "count": "\(duplicates)"])
+                    report(["event": "duplicates", "token": "\(token)", "count": "\(duplicates)"])
                 case .published:
                     break
                 }
             }
         }
-        FeedPublisher.report(["event": "started", "pid": "\(getpid())", "id": id])
+        report(["event": "started", "pid": "\(getpid())", "id": id])
         try await publisher.run(feed: feed)
         await reporter.value
-        FeedPublisher.report(["event": "left"])
+        report(["event": "left"])
         withExtendedLifetime(signals) {}
     }
 }
@@ -162,8 +154,8 @@ struct Verdict {
     }
 
     func report() {
-        FeedPublisher.report(["position": "\(stream.position)", "epoch": "\(stream.epoch)", "epochs": "\(epochs)", "problems": "\(problems.count)"])
-        for problem in problems.prefix(20) { FeedPublisher.report(["problem": "\"\(problem)\""]) }
+        ExampleFeed.report(["position": "\(stream.position)", "epoch": "\(stream.epoch)", "epochs": "\(epochs)", "problems": "\(problems.count)"])
+        for problem in problems.prefix(20) { ExampleFeed.report(["problem": "\"\(problem)\""]) }
     }
 }
 
@@ -174,29 +166,10 @@ func probeStaleWrite(_ sink: PostgresContinuitySink, epoch: FencingToken) async 
     let next = try await sink.position().position + 1
     let answer = try await sink.append([.message(sequence: next, payload: Feed.payload(next))], epoch: epoch)
     let refused = if case .staleEpoch = answer { true } else { false }
-    FeedPublisher.report(["stale_write": refused ? "refused" : "accepted", "answer": "\"\(answer)\""])
+    report(["stale_write": refused ? "refused" : "accepted", "answer": "\"\(answer)\""])
     return refused
-}
-
-/// `url` with its `schema` query item set to `schema`.
-func schemaURL(_ url: String, _ schema: String) -> String {
-    guard var components = URLComponents(string: url) else { return url }
-    components.queryItems = (components.queryItems ?? []).filter { $0.name != "schema" } + [URLQueryItem(name: "schema", value: schema)]
-    return components.string ?? url
 }
 
 func duration(_ text: String) throws -> Duration {
     do { return try parseDuration(text) } catch { throw ValidationError("\(error)") }
-}
-
-/// Runs `handler` on each of `signals`, which no longer end the process; returns the sources, to keep.
-@discardableResult
-func onSignals(_ signals: [Int32], _ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
-    signals.map { number in
-        signal(number, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: number)
-        source.setEventHandler(handler: handler)
-        source.resume()
-        return source
-    }
 }

@@ -28,11 +28,6 @@ struct ValueCache: AsyncParsableCommand {
     )
 }
 
-/// Prints one `key=value …` line at once, so a parent process reads it.
-func report(_ fields: KeyValuePairs<String, String>) {
-    FileHandle.standardOutput.write(Data((fields.map { "\($0.key)=\($0.value)" }.joined(separator: " ") + "\n").utf8))
-}
-
 /// The subject message `sequence` of the feed updates, among `subjects`.
 func subject(of sequence: Int64, among subjects: Int) -> String { "s\(sequence % Int64(subjects))" }
 
@@ -98,13 +93,7 @@ struct Serve: AsyncParsableCommand {
             group: try GroupConfiguration(name: GroupName(group), heartbeatInterval: heartbeat, activationInterval: activation),
             id: MemberID(id), store: store, logger: logger
         )
-        let signals = [SIGTERM, SIGINT].map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number)
-            source.setEventHandler { member.leave() }
-            source.resume()
-            return source
-        }
+        let signals = onSignals([SIGTERM, SIGINT]) { member.leave() }
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask {
                 for await message in feed {
@@ -199,11 +188,4 @@ func fetchSnapshot(from base: String) async throws -> Snapshot {
         try await Task.sleep(for: .milliseconds(100))
     }
     throw ValidationError("no snapshot from \(base) within 10 s")
-}
-
-/// `url` with its `schema` query item set to `schema`.
-func schemaURL(_ url: String, _ schema: String) -> String {
-    guard var components = URLComponents(string: url) else { return url }
-    components.queryItems = (components.queryItems ?? []).filter { $0.name != "schema" } + [URLQueryItem(name: "schema", value: schema)]
-    return components.string ?? url
 }

@@ -216,7 +216,7 @@ final class Child: Sendable {
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         process.arguments = arguments
         let log = logs + "/" + name + ".log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process.standardError = logHandle
         let pipe = Pipe()

@@ -129,6 +129,39 @@ let package = Package(
             dependencies: ["Understudy", "UnderstudySQLite"],
             path: "examples/singleton-job"
         ),
+        // The examples' feed (a PostgreSQL notification channel, its generator and its listener) and their output lines.
+        .target(
+            name: "ExampleFeed",
+            dependencies: [
+                "Understudy", "UnderstudyPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/feed"
+        ),
+        // The continuity example: feed generator, publisher group members and checking sink, as subcommands.
+        .executableTarget(
+            name: "feed-publisher",
+            dependencies: [
+                "Understudy", "UnderstudyPostgres", "ExampleFeed",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/feed-publisher",
+            exclude: ["README.md"]
+        ),
+        // The parallel-data-state example: a current-value cache whose standbys are warm.
+        .executableTarget(
+            name: "value-cache",
+            dependencies: [
+                "Understudy", "UnderstudyPostgres", "ExampleFeed",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/value-cache",
+            exclude: ["README.md"]
+        ),
         // A member process for the multi-process tests: logs each activation with its token.
         .executableTarget(
             name: "understudy-fixture",
@@ -153,6 +186,6 @@ let package = Package(
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "understudyTests", dependencies: ["understudy"]),
+        .testTarget(name: "understudyTests", dependencies: ["understudy", "feed-publisher", "value-cache"]),
     ]
 )

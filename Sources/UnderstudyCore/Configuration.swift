@@ -142,6 +142,7 @@ public enum ConfigurationError: Error, Hashable, Sendable, CustomStringConvertib
     case preparationOutOfRange(preparation: Duration, activation: Duration)
     case concurrencyOutOfRange(Int)
     case partitionsOutOfRange(Int)
+    case nonPositiveLimit(name: String, Int)
 
     public var description: String {
         switch self {
@@ -162,6 +163,8 @@ public enum ConfigurationError: Error, Hashable, Sendable, CustomStringConvertib
             "invalid concurrency \(concurrency): it must be between 1 and \(QueueWorkerConfiguration.concurrencies.upperBound)"
         case .partitionsOutOfRange(let partitions):
             "invalid number of partitions \(partitions): it must be between 1 and \(PartitionAssignment.maximumPartitions)"
+        case .nonPositiveLimit(let name, let value):
+            "invalid \(name) \(value): it must be at least 1"
         case .preparationOutOfRange(let preparation, let activation):
             "preparation interval \(preparation.formatted) must be greater than zero and less than the "
                 + "activation interval \(activation.formatted)"

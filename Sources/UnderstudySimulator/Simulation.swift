@@ -69,6 +69,10 @@ public struct Simulation: Sendable {
     private var usedTokens: Set<FencingToken> = []
     private var unusedGrants: Set<FencingToken> = []
     private var injected: [SimulatedFault: Int] = [:]
+    /// The group's fenced checkpoint as the store holds it (``SimulationOptions/checkpointWrites``).
+    private var checkpoint: Checkpoint?
+    private var checkpointsAccepted = 0
+    private var checkpointsRefused = 0
 
     /// Prepares the run of `seed`; nothing happens until ``run()``.
     public init(seed: UInt64, options: SimulationOptions) throws(SimulationOptionsError) {
@@ -130,6 +134,8 @@ public struct Simulation: Sendable {
             preemptions: preemptions,
             unusedGrants: unusedGrants.count,
             injected: injected,
+            checkpointsAccepted: checkpointsAccepted,
+            checkpointsRefused: checkpointsRefused,
             end: Instant(nanoseconds: now)
         )
     }
@@ -145,6 +151,8 @@ public struct Simulation: Sendable {
             }
         case .restart(let index):
             restart(index)
+        case .checkpointArrival(let member, let token):
+            checkpointArrived(from: member, token: token)
         case .storeArrival(let call):
             storeReceived(call)
         case .storeApply(let call):
@@ -313,6 +321,7 @@ public struct Simulation: Sendable {
                 guard options.weakening != .shellIgnoresDeactivation, let work = members[index].work, works[work] != nil else { break }
                 guard works[work]!.leaseValidUntil.map({ until > $0 }) ?? true else { break }
                 works[work]!.leaseValidUntil = until
+                sendCheckpointWrite(from: index, token: works[work]!.token)
                 if options.weakening != .watchdogIgnoresLeaseDeadlines {
                     let killAt = members[index].clock.real(until - options.killMargin)
                     queue.schedule(.watchdog(work), at: max(now, killAt))
@@ -394,6 +403,8 @@ public struct Simulation: Sendable {
         guard members[index].process == process, members[index].pausedUntil != nil else { return }
         members[index].pausedUntil = nil
         record(.resumed, member: index)
+        // A process resumed past its lease writes first and learns later, as a frozen active does on SIGCONT.
+        if let token = members[index].lastToken { sendCheckpointWrite(from: index, token: token) }
         let deferred = members[index].deferred
         members[index].deferred = []
         for input in deferred {
@@ -417,6 +428,7 @@ public struct Simulation: Sendable {
         nextWork += 1
         works[work] = Work(member: index, process: members[index].process, token: token, slot: grant.slot)
         members[index].work = work
+        members[index].lastToken = token
         activations += 1
         usedTokens.insert(token)
         record(.workStarted(token), member: index)
@@ -624,6 +636,47 @@ public struct Simulation: Sendable {
                 .safetyNoOverlap,
                 "the store granted slot \(slot) to m\(call.member + 1) (token \(token)) while m\(other.member + 1) still acts with token \(other.token) of that slot"
             )
+        }
+    }
+
+    // MARK: Checkpoints
+
+    /// A checkpoint write with `token`, which reaches the store one network leg later (unless partitioned).
+    private mutating func sendCheckpointWrite(from index: Int, token: FencingToken) {
+        guard options.checkpointWrites, !partitioned.contains(index) else { return }
+        record(.checkpointSent(token), member: index)
+        queue.schedule(.checkpointArrival(member: index, token: token), at: now + legLatency(for: index))
+    }
+
+    /// Applies ``CheckpointRule`` on the store's clock as a reader sees it (advanced by the wall clock since the
+    /// last heartbeat, as PostgreSQL's `understudy_group_now`), and checks the result independently.
+    private mutating func checkpointArrived(from index: Int, token: FencingToken) {
+        guard !outage else { return }
+        let wall = Instant(nanoseconds: Int64(wallOrigin) * 1_000 + now + wallStep)
+        let storeNow = storeClock.now + max(wall - storeClock.wallAt, .zero)
+        let value = ContinuityPosition.encode(Int64(checkpointsAccepted + 1))
+        let write: CheckpointWrite = if options.weakening == .checkpointIgnoresLease {
+            if let checkpoint, checkpoint.token > token {
+                .rejected(.superseded(by: checkpoint.token))
+            } else {
+                .accepted(Checkpoint(value: value, token: token, version: (checkpoint?.version ?? 0) + 1))
+            }
+        } else {
+            CheckpointRule.write(value, token: token, over: checkpoint, group: ledger, now: storeNow)
+        }
+        switch write {
+        case .accepted(let written):
+            record(.checkpointWritten(token, accepted: true), member: index)
+            if !ledger.leases.contains(where: { $0.holder.map { $0.token == token && $0.expiresAt > storeNow } ?? false }) {
+                violate(.checkpointFencing, "the store accepted m\(index + 1)'s checkpoint write with token \(token), which holds no lease of the group valid at \(storeNow)")
+            } else if let checkpoint, checkpoint.token > token {
+                violate(.checkpointFencing, "the store accepted token \(token) over the checkpoint of the newer token \(checkpoint.token)")
+            }
+            checkpoint = written
+            checkpointsAccepted += 1
+        case .rejected:
+            record(.checkpointWritten(token, accepted: false), member: index)
+            checkpointsRefused += 1
         }
     }
 
@@ -917,6 +970,8 @@ struct SimulatedMember: Sendable {
     var client = StoreClient()
     /// The work this process started, while it acts.
     var work: Int?
+    /// The token of this process's newest activation, which it writes checkpoints with.
+    var lastToken: FencingToken?
 
     init(info: MemberInfo, clock: MemberClock) {
         self.info = info
@@ -930,6 +985,7 @@ struct SimulatedMember: Sendable {
         deferred = []
         client = StoreClient()
         work = nil
+        lastToken = nil
     }
 }
 
@@ -1044,6 +1100,7 @@ enum MemberInput: Sendable {
 enum Event: Sendable {
     case member(Int, process: Int, MemberInput)
     case restart(Int)
+    case checkpointArrival(member: Int, token: FencingToken)
     case storeArrival(StoreCall)
     case storeApply(StoreCall)
     case watchdog(Int)

@@ -88,6 +88,9 @@ public enum ProtocolWeakening: Hashable, Sendable, CustomStringConvertible {
     case restoreWithoutHold
     /// The store has no token floor: after a restore, tokens continue from the restored counter.
     case restoreWithoutTokenFloor
+    /// The store accepts a checkpoint write unless a newer token wrote, without checking the writer's lease
+    /// (with ``SimulationOptions/checkpointWrites``).
+    case checkpointIgnoresLease
     /// The store judges leases on its raw wall clock instead of its ``StoreClock``, so a forward step expires
     /// leases early.
     case storeJudgesOnWallClock
@@ -103,6 +106,7 @@ public enum ProtocolWeakening: Hashable, Sendable, CustomStringConvertible {
         case .watchdogReleasesBeforeKill: "watchdog-releases-before-kill"
         case .restoreWithoutHold: "restore-without-hold"
         case .restoreWithoutTokenFloor: "restore-without-token-floor"
+        case .checkpointIgnoresLease: "checkpoint-ignores-lease"
         case .storeJudgesOnWallClock: "store-judges-on-wall-clock"
         case .storeForgetsRefusedHeartbeats: "store-forgets-refused-heartbeats"
         }
@@ -138,6 +142,10 @@ public struct SimulationOptions: Hashable, Sendable {
     public var faultWindow: Duration?
     /// How long a settled group is watched for flapping. `nil` means 4·T.
     public var stabilityWindow: Duration?
+    /// Whether members write a fenced checkpoint: each acting member with every confirmed renewal, and each
+    /// member that resumes from a pause with the token of its last activation (a stale writer, as a frozen
+    /// active is when SIGCONT comes). Off by default, so runs without it keep their schedules.
+    public var checkpointWrites: Bool
 
     /// The largest clock-rate error with ``SimulatedFault/drift``: 3%.
     public static let maximumDrift = 0.03
@@ -156,8 +164,10 @@ public struct SimulationOptions: Hashable, Sendable {
         storeModel: StoreModel = .singleStore,
         weakening: ProtocolWeakening? = nil,
         faultWindow: Duration? = nil,
-        stabilityWindow: Duration? = nil
+        stabilityWindow: Duration? = nil,
+        checkpointWrites: Bool = false
     ) {
+        self.checkpointWrites = checkpointWrites
         self.members = members
         self.activeGoal = activeGoal
         self.heartbeatInterval = heartbeatInterval

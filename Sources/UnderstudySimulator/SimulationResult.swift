@@ -14,6 +14,10 @@ public enum Invariant: String, Hashable, Sendable, CaseIterable, CustomStringCon
     case liveness
     /// Once settled with no faults, no member activates or deactivates.
     case stability
+    /// The store accepts a checkpoint write only from a token that holds a lease of the group valid on the store's
+    /// clock at that moment (not one that expired, was released or went to another member),
+    /// and never one older than the checkpoint's (with ``SimulationOptions/checkpointWrites``).
+    case checkpointFencing = "checkpoint-fencing"
 
     public var description: String { rawValue }
 }
@@ -53,6 +57,9 @@ public struct SimulationResult: Hashable, Sendable {
     /// How many times some faults struck: crashes, process crashes, restores, overrunning hooks, and members
     /// whose clock reads before zero (``SimulatedFault/skew``).
     public var injected: [SimulatedFault: Int]
+    /// Checkpoint writes the store accepted and refused (with ``SimulationOptions/checkpointWrites``).
+    public var checkpointsAccepted: Int
+    public var checkpointsRefused: Int
     /// Where the run stopped, on the simulator's real timeline.
     public var end: Instant
 }
@@ -70,6 +77,8 @@ public struct SimulationSummary: Hashable, Sendable {
     public var activations: Int
     public var preemptions: Int
     public var unusedGrants: Int
+    public var checkpointsAccepted: Int
+    public var checkpointsRefused: Int
     /// The ``SimulationResult/injected`` counts of all runs added up.
     public var injected: [SimulatedFault: Int]
     public var violationsByInvariant: [Invariant: Int]
@@ -86,6 +95,8 @@ public struct SimulationSummary: Hashable, Sendable {
         activations = 0
         preemptions = 0
         unusedGrants = 0
+        checkpointsAccepted = 0
+        checkpointsRefused = 0
         injected = [:]
         violationsByInvariant = [:]
         traceHash = TraceHash()
@@ -99,6 +110,8 @@ public struct SimulationSummary: Hashable, Sendable {
             activations += result.activations
             preemptions += result.preemptions
             unusedGrants += result.unusedGrants
+            checkpointsAccepted += result.checkpointsAccepted
+            checkpointsRefused += result.checkpointsRefused
             injected.merge(result.injected, uniquingKeysWith: +)
             if let violation = result.violation {
                 failures.append(result)

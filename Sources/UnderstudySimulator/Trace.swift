@@ -35,6 +35,8 @@ struct TraceEntry: Sendable {
         case snapshotTaken
         case restored(snapshotAt: Int64)
         case storeClockStepped(by: Int64)
+        case checkpointSent(FencingToken)
+        case checkpointWritten(FencingToken, accepted: Bool)
     }
 
     var time: Int64
@@ -78,6 +80,8 @@ struct TraceEntry: Sendable {
         case .snapshotTaken: hash.combine(29)
         case .restored(let snapshotAt): hash.combine(30, UInt64(bitPattern: snapshotAt))
         case .storeClockStepped(let step): hash.combine(31, UInt64(bitPattern: step))
+        case .checkpointSent(let token): hash.combine(32, token.rawValue)
+        case .checkpointWritten(let token, let accepted): hash.combine(33, token.rawValue, accepted ? 1 : 0)
         }
     }
 
@@ -120,6 +124,8 @@ struct TraceEntry: Sendable {
         case .snapshotTaken: "snapshot of the store taken"
         case .restored(let snapshotAt): "store restored to its snapshot of \(Instant(nanoseconds: snapshotAt)): no grants for T"
         case .storeClockStepped(let step): "the store's wall clock steps by \(Duration.nanoseconds(step).formatted)"
+        case .checkpointSent(let token): "writes the checkpoint with token \(token)"
+        case .checkpointWritten(let token, let accepted): accepted ? "store accepts the checkpoint of token \(token)" : "store refuses the checkpoint of token \(token)"
         }
     }
 

@@ -167,7 +167,7 @@ private func memberStatus(_ port: Int) throws -> [String: Any]? {
 }
 
 /// One `GET` on 127.0.0.1 over a fresh connection; `nil` when nothing answers within 2 s.
-private func httpGet(_ port: Int, _ path: String) -> (status: Int, body: String)? {
+func httpGet(_ port: Int, _ path: String) -> (status: Int, body: String)? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
     defer { close(fd) }

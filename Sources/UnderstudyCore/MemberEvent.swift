@@ -35,6 +35,8 @@ public enum DeactivationReason: String, Hashable, Sendable, CaseIterable, Custom
     case resigned
     /// The member is shutting down and hands its slot over at once.
     case shutdown
+    /// An operator drained the member: it hands its slot over at once and stays standby until resumed.
+    case drained
 
     public var description: String { rawValue }
 }

@@ -1,0 +1,351 @@
+import Foundation
+import Logging
+import Understudy
+import UnderstudyCore
+import UnderstudyStore
+import UnderstudySupervisor
+
+/// Runs every member of an ``AgentConfiguration``, one ``Supervisor`` each, and reloads the file by difference.
+///
+/// Members that name the same store (and password file) share one store handle, so their heartbeats, which fall
+/// on one grid in a process, travel in one batched round trip per interval; every command has its own watchdog,
+/// so killing the agent, even with SIGKILL, kills every command's tree before its lease can pass.
+///
+/// Like a supervisor it touches nothing process-wide: the executable turns signals into ``reload()``,
+/// ``stop(reason:)`` and ``stopAtOnce(reason:)``.
+public actor Agent {
+    /// A store opened for members.
+    public struct OpenedStore: Sendable {
+        public var store: any CoordinationStore
+        /// The URL with its credentials, for the watchdogs' release of a dead agent's slots.
+        public var releaseURL: String
+        /// The environment of commands and hooks: the agent's own, without the store's credentials.
+        public var environment: [String: String]
+
+        public init(store: any CoordinationStore, releaseURL: String, environment: [String: String]) {
+            self.store = store
+            self.releaseURL = releaseURL
+            self.environment = environment
+        }
+    }
+
+    /// What the executable provides: how stores are opened, programs found and files checked.
+    public struct Host: Sendable {
+        /// Opens a store by its text and password file.
+        public var openStore: @Sendable (_ store: String, _ passwordFile: String?) async throws(AgentError) -> OpenedStore
+        /// The path a command's program runs from (as the shell finds it).
+        public var resolveProgram: @Sendable (_ program: String, _ workingDirectory: String?) -> String
+        /// The checks a file must pass, at start and on every reload.
+        public var checks: AgentConfiguration.Checks
+        /// Chooses the containment of a member's commands.
+        public var containment: @Sendable (Containment.Choice) throws(SupervisorError) -> Containment
+
+        public init(
+            openStore: @escaping @Sendable (String, String?) async throws(AgentError) -> OpenedStore,
+            resolveProgram: @escaping @Sendable (String, String?) -> String,
+            checks: AgentConfiguration.Checks,
+            containment: @escaping @Sendable (Containment.Choice) throws(SupervisorError) -> Containment = { choice throws(SupervisorError) in try Containment.choose(choice) }
+        ) {
+            self.openStore = openStore
+            self.resolveProgram = resolveProgram
+            self.checks = checks
+            self.containment = containment
+        }
+    }
+
+    /// One running member.
+    struct Running {
+        var member: AgentConfiguration.Member
+        var supervisor: Supervisor
+        var task: Task<Void, Never>
+        var generation: Int
+        var startedAt: Date
+    }
+
+    private struct StoreKey: Hashable {
+        var store: String
+        var passwordFile: String?
+    }
+
+    /// The file's path, read again on every reload.
+    public nonisolated let path: String
+    private let host: Host
+    private let logger: Logger
+    private(set) var configuration: AgentConfiguration
+    private(set) var running: [MemberKey: Running] = [:]
+    /// Members that ended by themselves (gave up restarting, refused by the store), with why.
+    private(set) var ended: [MemberKey: String] = [:]
+    /// Groups drained by an operator: their members stay standby, also across a restart of the member.
+    private(set) var drainedGroups: Set<String> = []
+    private var stores: [StoreKey: OpenedStore] = [:]
+    private var generation = 0
+    private var reloads: [Date] = []
+    /// Reloads and stops one at a time.
+    private var busy = false
+    private var waitingForTurn: [CheckedContinuation<Void, Never>] = []
+
+    public init(configuration: AgentConfiguration, path: String, host: Host, logger: Logger) {
+        self.configuration = configuration
+        self.path = path
+        self.host = host
+        self.logger = logger
+    }
+
+    /// Opens the stores and starts every member.
+    ///
+    /// - Throws: ``AgentError`` when a store cannot be opened or a containment had; nothing is left running.
+    public func start() async throws(AgentError) {
+        await takeTurn()
+        defer { endTurn() }
+        try await openStores(for: configuration.members)
+        for member in configuration.members { startMember(member) }
+        logger.notice("agent started", metadata: ["members": "\(configuration.members.count)", "file": "\(path)"])
+    }
+
+    /// What a reload of the file would change, without changing anything.
+    ///
+    /// - Throws: ``AgentError`` with every problem of the file when it is invalid.
+    public func plan() throws(AgentError) -> AgentPlan {
+        let next = try load()
+        return AgentPlan(from: configuration, to: next)
+    }
+
+    /// Reads the file again and applies the difference: stops the removed and changed members, then starts the
+    /// added and changed ones; unchanged members keep running untouched. An invalid file, or a new store that
+    /// cannot be opened, changes nothing.
+    ///
+    /// - Returns: what was applied.
+    /// - Throws: ``AgentError``, the reason the file was refused.
+    @discardableResult
+    public func reload() async throws(AgentError) -> AgentPlan {
+        await takeTurn()
+        defer { endTurn() }
+        let next: AgentConfiguration
+        do {
+            next = try load()
+        } catch {
+            logger.error("reload refused: the file is invalid; nothing changed", metadata: ["file": "\(path)", "problems": "\(error.message)"])
+            throw error
+        }
+        let plan = AgentPlan(from: configuration, to: next)
+        let starting = plan.starting.compactMap(next.member)
+        do {
+            try await openStores(for: starting)
+        } catch {
+            logger.error("reload refused; nothing changed", metadata: ["error": "\(error.message)"])
+            throw error
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for key in plan.stopping {
+                guard let running = running.removeValue(forKey: key) else { continue }
+                group.addTask {
+                    running.supervisor.shutdown(reason: "reload")
+                    await running.task.value
+                }
+            }
+        }
+        for key in plan.stopping { ended[key] = nil }
+        configuration = next
+        for member in starting { startMember(member) }
+        await closeUnusedStores()
+        reloads.append(Date())
+        logger.notice("reloaded", metadata: [
+            "added": "\(plan.added.count)", "removed": "\(plan.removed.count)", "changed": "\(plan.changed.count)",
+            "unchanged": "\(plan.unchanged.count)",
+        ])
+        return plan
+    }
+
+    /// Steps every member of `group` down; they stay standby until ``resume(group:)``.
+    ///
+    /// - Throws: ``AgentError`` when the agent runs no member of `group`.
+    public func drain(group: String) throws(AgentError) {
+        let members = try runningMembers(of: group)
+        drainedGroups.insert(group)
+        for member in members { member.supervisor.drain() }
+    }
+
+    /// Ends a drain of `group`, and starts again members of it that gave up restarting.
+    ///
+    /// - Throws: ``AgentError`` when the file has no member of `group`.
+    public func resume(group: String) throws(AgentError) {
+        let members = configuration.members.filter { $0.key.group == group }
+        guard !members.isEmpty else { throw AgentError(.unknownGroup, "the agent runs no member of group \"\(group)\"") }
+        drainedGroups.remove(group)
+        for member in members {
+            if let running = running[member.key] {
+                running.supervisor.resume()
+            } else {
+                ended[member.key] = nil
+                startMember(member)
+            }
+        }
+    }
+
+    /// Stops every member gracefully (each command gets SIGTERM, then SIGKILL after its stop grace), waits for
+    /// their slots to be released, and closes the stores.
+    public func stop(reason: String) async {
+        await takeTurn()
+        defer { endTurn() }
+        let stopping = running.values
+        running = [:]
+        await withTaskGroup(of: Void.self) { group in
+            for member in stopping {
+                group.addTask {
+                    member.supervisor.shutdown(reason: reason)
+                    await member.task.value
+                }
+            }
+        }
+        await closeUnusedStores()
+    }
+
+    /// Kills every command's tree at once, then releases the slots (see ``Supervisor/stopAtOnce(reason:)``).
+    public func stopAtOnce(reason: String) async {
+        let supervisors = running.values.map(\.supervisor)
+        await withTaskGroup(of: Void.self) { group in
+            for supervisor in supervisors { group.addTask { await supervisor.stopAtOnce(reason: reason) } }
+        }
+    }
+
+    // MARK: Members
+
+    private func startMember(_ member: AgentConfiguration.Member) {
+        guard let opened = stores[StoreKey(store: member.store, passwordFile: member.passwordFile)] else { return }
+        let containment: Containment
+        do throws(SupervisorError) {
+            containment = try host.containment(member.containment)
+        } catch {
+            ended[member.key] = error.message
+            logger.error("member not started", metadata: ["group": "\(member.key.group)", "member": "\(member.key.id)", "error": "\(error.message)"])
+            return
+        }
+        var environment = opened.environment
+        environment.merge(member.environment) { _, own in own }
+        let program = host.resolveProgram(member.command[0], member.workingDirectory)
+        // Validated when the file was parsed.
+        guard let memberID = try? MemberID(member.key.id) else { return }
+        let settings = Supervisor.Settings(
+            configuration: member.group,
+            memberID: memberID,
+            weight: member.weight,
+            store: opened.store,
+            releaseStoreURL: opened.releaseURL,
+            containment: containment,
+            environment: environment,
+            command: [program] + member.command.dropFirst(),
+            workingDirectory: member.workingDirectory,
+            stopGrace: member.stopGrace,
+            restart: member.restart,
+            once: false,
+            onActivate: member.onActivate,
+            onDeactivate: member.onDeactivate,
+            hookTimeout: member.hookTimeout,
+            logFormat: member.logFormat,
+            http: nil
+        )
+        let supervisor = Supervisor(settings: settings, metrics: nil)
+        if drainedGroups.contains(member.key.group) { supervisor.drain() }
+        generation += 1
+        let generation = generation
+        let key = member.key
+        let task = Task {
+            let outcome: String?
+            do throws(SupervisorError) {
+                switch try await supervisor.run() {
+                case .left, .stoppedAtOnce, .ranOnce: outcome = nil
+                case .gaveUp(let exits): outcome = "gave up: the command exited \(exits) times within \(member.restart.window.formatted)"
+                }
+            } catch {
+                outcome = error.message
+            }
+            self.memberEnded(key, generation: generation, outcome: outcome)
+        }
+        running[key] = Running(member: member, supervisor: supervisor, task: task, generation: generation, startedAt: Date())
+    }
+
+    /// A member's supervisor returned by itself (not stopped by a reload or stop): it is no longer running.
+    private func memberEnded(_ key: MemberKey, generation: Int, outcome: String?) {
+        guard running[key]?.generation == generation else { return }
+        running[key] = nil
+        ended[key] = outcome ?? "left its group"
+        logger.error("member ended", metadata: ["group": "\(key.group)", "member": "\(key.id)", "reason": "\(outcome ?? "left")"])
+    }
+
+    private func runningMembers(of group: String) throws(AgentError) -> [Running] {
+        let members = running.values.filter { $0.member.key.group == group }
+        guard !members.isEmpty else { throw AgentError(.unknownGroup, "the agent runs no member of group \"\(group)\"") }
+        return members
+    }
+
+    // MARK: Stores and the file
+
+    private func load() throws(AgentError) -> AgentConfiguration {
+        do {
+            return try AgentConfiguration.load(path, checks: host.checks)
+        } catch {
+            throw AgentError(.invalidConfiguration, error.description)
+        }
+    }
+
+    /// Opens the stores `members` need that are not open yet; on failure closes those it opened.
+    private func openStores(for members: [AgentConfiguration.Member]) async throws(AgentError) {
+        var opened: [StoreKey] = []
+        for member in members {
+            let key = StoreKey(store: member.store, passwordFile: member.passwordFile)
+            guard stores[key] == nil else { continue }
+            do {
+                stores[key] = try await host.openStore(member.store, member.passwordFile)
+                opened.append(key)
+            } catch {
+                for key in opened { try? await stores.removeValue(forKey: key)?.store.close() }
+                throw error
+            }
+        }
+    }
+
+    private func closeUnusedStores() async {
+        let used = Set(running.values.map { StoreKey(store: $0.member.store, passwordFile: $0.member.passwordFile) })
+        for key in stores.keys where !used.contains(key) {
+            try? await stores.removeValue(forKey: key)?.store.close()
+        }
+    }
+
+    private func takeTurn() async {
+        guard busy else {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waitingForTurn.append($0) }
+    }
+
+    private func endTurn() {
+        if waitingForTurn.isEmpty { busy = false } else { waitingForTurn.removeFirst().resume() }
+    }
+}
+
+/// Why the agent refused a request or could not start, with a one-line (or one line per problem) message.
+public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: String, Sendable, Hashable {
+        /// The file is invalid; the message lists every problem.
+        case invalidConfiguration = "invalid-configuration"
+        /// A store cannot be opened.
+        case storeUnavailable = "store-unavailable"
+        /// The agent runs no member of the group named.
+        case unknownGroup = "unknown-group"
+        /// The control socket or HTTP address cannot be used.
+        case unavailable
+        /// A request the control socket does not know.
+        case badRequest = "bad-request"
+    }
+
+    public var kind: Kind
+    public var message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -12,7 +12,8 @@ public struct AgentPlan: Sendable, Hashable, CustomStringConvertible {
     /// Each changed member with the keys whose values differ.
     public var changed: [MemberKey: [String]]
     public var unchanged: [MemberKey]
-    /// Agent-wide keys whose values differ (`http`, `http-token`, `control`).
+    /// Agent-wide keys whose values differ (`http`, `http-token`, `control`): they take effect when the agent
+    /// restarts.
     public var agentChanges: [String]
 
     public init(from old: AgentConfiguration, to new: AgentConfiguration) {
@@ -46,7 +47,7 @@ public struct AgentPlan: Sendable, Hashable, CustomStringConvertible {
         var lines = added.map { "+ \($0)" } + removed.map { "- \($0)" }
         lines += changed.keys.sorted().map { "~ \($0) (\(changed[$0, default: []].joined(separator: ", ")))" }
         lines += unchanged.map { "= \($0)" }
-        lines += agentChanges.map { $0 == "control" ? "~ agent \($0) (takes effect when the agent restarts)" : "~ agent \($0)" }
+        lines += agentChanges.map { "~ agent \($0) (takes effect when the agent restarts)" }
         if isEmpty { lines.append("no changes") }
         return lines.joined(separator: "\n")
     }

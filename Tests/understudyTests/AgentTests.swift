@@ -172,10 +172,12 @@ struct AgentHarness {
 
     var config: String { scratch.file("\(name).toml") }
 
-    func file(groups: [String], weights: [String: Int] = [:], id: String? = nil) -> String {
+    /// A file with one member per group; `top` is added to the top-level keys.
+    func file(groups: [String], weights: [String: Int] = [:], id: String? = nil, top: String = "") -> String {
         var text = """
             store = "store.db"
             control = "\(scratch.file("\(name).sock"))"
+            \(top)
 
             """
         for group in groups {

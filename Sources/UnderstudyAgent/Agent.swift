@@ -79,7 +79,8 @@ public actor Agent {
     private(set) var drainedGroups: Set<String> = []
     private var stores: [StoreKey: OpenedStore] = [:]
     private var generation = 0
-    private var reloads: [Date] = []
+    private var failovers = FailoverHistory()
+    private var observer: Task<Void, Never>?
     /// Reloads and stops one at a time.
     private var busy = false
     private var waitingForTurn: [CheckedContinuation<Void, Never>] = []
@@ -99,6 +100,12 @@ public actor Agent {
         defer { endTurn() }
         try await openStores(for: configuration.members)
         for member in configuration.members { startMember(member) }
+        observer = Task { [weak self] in
+            while !Task.isCancelled {
+                await self?.observeGroups()
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
         logger.notice("agent started", metadata: ["members": "\(configuration.members.count)", "file": "\(path)"])
     }
 
@@ -148,7 +155,6 @@ public actor Agent {
         configuration = next
         for member in starting { startMember(member) }
         await closeUnusedStores()
-        reloads.append(Date())
         logger.notice("reloaded", metadata: [
             "added": "\(plan.added.count)", "removed": "\(plan.removed.count)", "changed": "\(plan.changed.count)",
             "unchanged": "\(plan.unchanged.count)",
@@ -187,6 +193,7 @@ public actor Agent {
     public func stop(reason: String) async {
         await takeTurn()
         defer { endTurn() }
+        observer?.cancel()
         let stopping = running.values
         running = [:]
         await withTaskGroup(of: Void.self) { group in
@@ -270,6 +277,23 @@ public actor Agent {
         running[key] = nil
         ended[key] = outcome ?? "left its group"
         logger.error("member ended", metadata: ["group": "\(key.group)", "member": "\(key.id)", "reason": "\(outcome ?? "left")"])
+    }
+
+    /// Each group of the agent's members as the newest store answer to one of them shows it.
+    func groupStatuses() async -> [String: GroupStatus] {
+        var statuses: [String: GroupStatus] = [:]
+        for running in running.values where statuses[running.member.key.group] == nil {
+            if let status = try? await running.supervisor.member?.status() { statuses[running.member.key.group] = status }
+        }
+        return statuses
+    }
+
+    /// The groups' failovers, newest first.
+    var failoverHistory: [FailoverHistory.Failover] { failovers.failovers.reversed() }
+
+    private func observeGroups() async {
+        let now = Date()
+        for status in await groupStatuses().values { failovers.observe(status, at: now) }
     }
 
     private func runningMembers(of group: String) throws(AgentError) -> [Running] {

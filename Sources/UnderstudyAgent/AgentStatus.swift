@@ -40,23 +40,36 @@ public struct AgentStatusDocument: Encodable, Sendable {
     public var groups: [StatusDocument.Group]
     /// The newest transitions of every member, newest first.
     public var history: [Transition]
+    /// Each group's newest changes of active members, on any host, newest first (``FailoverHistory``).
+    public var failovers: [FailoverHistory.Failover]
 
     public func encoded(pretty: Bool = false) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(Self.timestamp(date))
+        }
         // Encoding plain strings and numbers cannot fail.
         return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}
+
+extension AgentStatusDocument {
+    /// `2026-12-01T19:30:31.689Z`.
+    static func timestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: date)
     }
 }
 
 extension Agent {
     /// The state of every member and of their groups, from each member's newest store answer (no round trip).
     public func status() async -> AgentStatusDocument {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         var members: [AgentStatusDocument.Member] = []
-        var groups: [String: StatusDocument.Group] = [:]
         var history: [(Date, AgentStatusDocument.Transition)] = []
+        let statuses = await groupStatuses()
         for member in configuration.members {
             let key = member.key
             var document = AgentStatusDocument.Member(
@@ -66,7 +79,7 @@ extension Agent {
             if let running = running[key] {
                 let transitions = running.supervisor.history.map { transition in
                     AgentStatusDocument.Transition(
-                        group: key.group, member: key.id, at: formatter.string(from: transition.at), event: transition.event,
+                        group: key.group, member: key.id, at: AgentStatusDocument.timestamp(transition.at), event: transition.event,
                         token: transition.token?.rawValue, reason: transition.reason,
                         activeForMs: transition.activeFor.map { Double($0.nanoseconds / 1_000) / 1_000 }
                     )
@@ -76,9 +89,6 @@ extension Agent {
                 if let supervised = running.supervisor.member {
                     document.state = await supervised.state.rawValue
                     document.token = await supervised.activeToken?.rawValue
-                    if groups[key.group] == nil, let status = try? await supervised.status() {
-                        groups[key.group] = StatusDocument(store: "", statuses: [status]).groups.first
-                    }
                 }
             } else {
                 document.state = "ended"
@@ -90,8 +100,9 @@ extension Agent {
             file: path,
             pid: getpid(),
             members: members,
-            groups: groups.keys.sorted().compactMap { groups[$0] },
-            history: history.sorted { $0.0 > $1.0 }.prefix(Supervisor.historyLength).map(\.1)
+            groups: StatusDocument(store: "", statuses: statuses.keys.sorted().compactMap { statuses[$0] }).groups,
+            history: history.sorted { $0.0 > $1.0 }.prefix(Supervisor.historyLength).map(\.1),
+            failovers: failoverHistory
         )
     }
 }

@@ -100,6 +100,8 @@ public enum StatusPage {
         <h2>Members of this agent</h2>
         <div class="scroll"><table><thead><tr><th>group</th><th>id</th><th>weight</th><th>state</th><th>token</th><th>note</th></tr></thead><tbody id="members"></tbody></table></div>
         <h2>Failover history</h2>
+        <div class="scroll"><table><thead><tr><th>when</th><th>group</th><th>active was</th><th>active now</th><th>why</th><th>below goal for</th></tr></thead><tbody id="failovers"></tbody></table></div>
+        <h2>Transitions of this agent's members</h2>
         <div class="scroll"><table><thead><tr><th>when</th><th>group</th><th>member</th><th>event</th><th>reason</th><th>token</th><th>active for</th></tr></thead><tbody id="history"></tbody></table></div>
         <script id="initial" type="application/json">{{initial}}</script>
         <script>
@@ -128,6 +130,8 @@ public enum StatusPage {
           }));
           document.getElementById("members").replaceChildren(...doc.members.map((m) =>
             row([cell(m.group), cell(m.id), cell(m.weight), cell(m.state, "state " + m.state), cell(m.token), cell(m.ended ?? (m.drained ? "drained" : ""))])));
+          document.getElementById("failovers").replaceChildren(...doc.failovers.map((f) =>
+            row([cell(new Date(f.at).toLocaleTimeString()), cell(f.group), cell(f.from.join(", ") || "none"), cell(f.to.join(", ") || "none"), cell(f.reason), cell(ms(f.belowGoalForMs))])));
           document.getElementById("history").replaceChildren(...doc.history.map((t) =>
             row([cell(new Date(t.at).toLocaleTimeString()), cell(t.group), cell(t.member), cell(t.event), cell(t.reason), cell(t.token), cell(ms(t.activeForMs))])));
         }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import UnderstudyAgent
 import UnderstudyCore
@@ -195,5 +196,26 @@ import UnderstudySupervisor
     @Test func test_anAgentWideDefault_changesTheMembersThatUseIt() throws {
         let plan = try Self.plan(Self.base, Self.base.replacingOccurrences(of: "store = \"/a.db\"", with: "store = \"/b.db\""))
         #expect(plan.changed.count == 2 && plan.changed.values.allSatisfy { $0 == ["store"] })
+    }
+}
+
+/// Failovers told from successive group views.
+@Suite struct FailoverHistoryTests {
+    @Test func test_aDeathAndATakeover_areOneFailover_withTheTimeBelowGoal() throws {
+        var history = FailoverHistory()
+        let start = Date(timeIntervalSince1970: 1_000)
+        func observe(_ members: [(id: String, state: String)], at offset: TimeInterval) {
+            history.observe(group: "g", activeGoal: 1, members: members, at: start + offset)
+        }
+        observe([("a", "active"), ("b", "standby")], at: 0)
+        observe([("a", "active"), ("b", "standby")], at: 1)
+        #expect(history.failovers.isEmpty)
+        observe([("b", "standby")], at: 2)
+        observe([("b", "active")], at: 2.5)
+        let failover = try #require(history.failovers.first)
+        #expect(history.failovers.count == 1 && failover.from == ["a"] && failover.to == ["b"] && failover.at == start + 2.5)
+        #expect(failover.reason == "gone" && failover.belowGoalForMs == 500)
+        observe([("a", "active"), ("b", "resting")], at: 3)
+        #expect(history.failovers.last?.reason == "resting" && history.failovers.last?.belowGoalForMs == nil)
     }
 }

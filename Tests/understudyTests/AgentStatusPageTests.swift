@@ -41,6 +41,9 @@ struct AgentStatusPageTests {
         // /status and /metrics cover the member; drain over HTTP needs the bearer token, and is logged.
         let status = try await Self.request(base + "/status")
         #expect(status.status == 200 && status.body.contains("\"id\" : \"b\""), "\(status)")
+        let document = try JSONSerialization.jsonObject(with: Data(status.body.utf8)) as? [String: Any]
+        let failovers = try #require(document?["failovers"] as? [[String: Any]])
+        #expect(failovers.contains { $0["from"] as? [String] == ["a"] && $0["to"] as? [String] == ["b"] && $0["belowGoalForMs"] is Double }, "\(failovers)")
         let metrics = try await Self.request(base + "/metrics")
         #expect(metrics.body.contains("understudy_transitions_total") && metrics.body.contains("member=\"b\""), "\(metrics.body.prefix(500))")
         #expect(try await Self.request(base + "/drain/web", method: "POST").status == 401)

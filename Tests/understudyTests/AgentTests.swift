@@ -132,9 +132,9 @@ struct AgentTests {
         #expect(check.status == 76)
         let lines = check.stderr.split(separator: "\n")
         #expect(lines.count == 3, "\(check.stderr)")
-        #expect(lines.contains { $0.hasSuffix("agent.toml:12: member[2].group: invalid group name \"bad group\": use 1 to 128 characters of A-Z a-z 0-9 . _ -") }, "\(check.stderr)")
-        #expect(lines.contains { $0.contains("agent.toml:13: member[2].command: command not found") })
-        #expect(lines.contains { $0.contains("agent.toml:14: member[2].weight:") })
+        #expect(lines.contains { $0.hasSuffix("agent.toml:13: member[2].group: invalid group name \"bad group\": use 1 to 128 characters of A-Z a-z 0-9 . _ -") }, "\(check.stderr)")
+        #expect(lines.contains { $0.contains("agent.toml:14: member[2].command: command not found") })
+        #expect(lines.contains { $0.contains("agent.toml:15: member[2].weight:") })
         let started = try harness.startAgent()
         #expect(try await started.exitStatus() == 76)
 

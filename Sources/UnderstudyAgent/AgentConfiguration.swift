@@ -194,23 +194,19 @@ private struct Reader {
         return string
     }
 
-    mutating func integer(_ place: Place, _ key: String) -> Int? {
+    /// The value of `key` when it has TOML type `type`; a problem naming `expected` otherwise.
+    mutating func typed<Value>(_ place: Place, _ key: String, _ type: TOMLType, expected: String, _ get: (any TOMLValueConvertible) -> Value?) -> Value? {
         guard let value = place.table[key] else { return nil }
-        guard value.type == .int, let int = value.int else {
-            problem(place, key, "expected an integer, found \(value.type)")
+        guard value.type == type, let typed = get(value) else {
+            problem(place, key, "expected \(expected), found \(value.type)")
             return nil
         }
-        return int
+        return typed
     }
 
-    mutating func bool(_ place: Place, _ key: String) -> Bool? {
-        guard let value = place.table[key] else { return nil }
-        guard value.type == .bool, let bool = value.bool else {
-            problem(place, key, "expected true or false, found \(value.type)")
-            return nil
-        }
-        return bool
-    }
+    mutating func integer(_ place: Place, _ key: String) -> Int? { typed(place, key, .int, expected: "an integer") { $0.int } }
+
+    mutating func bool(_ place: Place, _ key: String) -> Bool? { typed(place, key, .bool, expected: "true or false") { $0.bool } }
 
     mutating func duration(_ place: Place, _ key: String, allowZero: Bool = false) -> Duration? {
         guard let text = string(place, key) else { return nil }

@@ -275,22 +275,21 @@ public final class Supervisor: Sendable {
     /// Steps down (the command is stopped as on preemption and the slot handed over at once) and stays standby
     /// until ``resume()``, reporting itself `resting`.
     public func drain() {
-        let member = state.withLock { state in
-            state.drained = true
-            return state.member
-        }
-        logger.notice("draining")
-        member?.drain()
+        setDrained(true)?.drain()
     }
 
     /// Ends a ``drain()``: the member competes again.
     public func resume() {
-        let member = state.withLock { state in
-            state.drained = false
+        setDrained(false)?.resume()
+    }
+
+    /// Records the operator's wish (for a member not created yet) and returns the member to tell, if any.
+    private func setDrained(_ drained: Bool) -> Member? {
+        logger.notice(drained ? "draining" : "resuming")
+        return state.withLock { state in
+            state.drained = drained
             return state.member
         }
-        logger.notice("resuming")
-        member?.resume()
     }
 
     /// Whether ``drain()`` holds.

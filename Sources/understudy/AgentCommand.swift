@@ -265,7 +265,7 @@ struct AgentDrain: ParsableCommand {
     var group: String
 
     func run() throws {
-        printLine(try file.request("POST", "/drain/\(group.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? group)"))
+        printLine(try file.request("POST", AgentFileOptions.route("drain", group)))
     }
 }
 
@@ -279,6 +279,13 @@ struct AgentResume: ParsableCommand {
     var group: String
 
     func run() throws {
-        printLine(try file.request("POST", "/resume/\(group.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? group)"))
+        printLine(try file.request("POST", AgentFileOptions.route("resume", group)))
+    }
+}
+
+extension AgentFileOptions {
+    /// `/ACTION/GROUP`, the group percent-encoded.
+    static func route(_ action: String, _ group: String) -> String {
+        "/\(action)/\(group.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? group)"
     }
 }

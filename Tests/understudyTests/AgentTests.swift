@@ -124,6 +124,57 @@ struct AgentTests {
         for agent in [agentA, agentB] { #expect(try await agent.exitStatus() == 0) }
     }
 
+    /// A command that keeps exiting is restarted with a growing rest, until the burst limit: then the member gives
+    /// up (and says so in `agent status`) until `agent resume`.
+    @Test func test_aCommandThatKeepsExiting_isRestartedUntilTheBurstLimit_thenResumed() async throws {
+        let harness = try AgentHarness()
+        let runs = harness.scratch.file("runs")
+        try harness.write("""
+            store = "store.db"
+            control = "\(harness.scratch.file("agent.sock"))"
+
+            [[member]]
+            group = "flaky"
+            command = ["/bin/sh", "-c", "echo run >> \(runs); exit 3"]
+            restart-backoff = "100ms"
+            restart-backoff-max = "1s"
+            restart-burst = 3
+            """)
+        let agent = try harness.startAgent()
+        func runCount() -> Int { harness.scratch.lines("runs").count }
+        #expect(try await eventually { agent.stderr.contains("the command keeps exiting: giving up") }, "\(agent.stderr)")
+        #expect(runCount() == 3)
+        #expect(agent.stderr.contains("backing off") && agent.stderr.contains("rest=200ms"), "\(agent.stderr)")
+        let ended = try #require(try await harness.status().first)
+        #expect(ended["state"] as? String == "ended", "\(ended)")
+        #expect((ended["ended"] as? String)?.hasPrefix("gave up: the command exited 3 times") == true, "\(ended)")
+        let resume = try await understudy(["agent", "resume", "flaky", "--config", harness.config], in: harness.scratch)
+        #expect(resume.status == 0, "\(resume)")
+        #expect(try await eventually { runCount() == 4 })
+        agent.signal(SIGTERM)
+        #expect(try await agent.exitStatus() == 0)
+    }
+
+    /// systemd's readiness protocol: READY=1 once the control socket answers, RELOADING=1 and READY=1 around a
+    /// reload, STOPPING=1 on SIGTERM, as datagrams to `$NOTIFY_SOCKET`.
+    @Test func test_systemdNotifications() async throws {
+        let harness = try AgentHarness()
+        try harness.write(harness.file(groups: ["n1"]))
+        let notify = try NotifySocket(path: harness.scratch.file("notify"))
+        var environment = ProcessInfo.processInfo.environment
+        environment["NOTIFY_SOCKET"] = notify.path
+        let agent = try Launched(["agent", "--config", harness.config], in: harness.scratch, name: "notified", environment: environment)
+        #expect(try await notify.next() == "READY=1", "\(agent.stderr)")
+        let status = try await understudy(["agent", "status", "--config", harness.config], in: harness.scratch)
+        #expect(status.status == 0, "ready before the control socket answers: \(status)")
+        agent.signal(SIGHUP)
+        #expect(try await notify.next()?.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") == true)
+        #expect(try await notify.next() == "READY=1")
+        agent.signal(SIGTERM)
+        #expect(try await notify.next() == "STOPPING=1")
+        #expect(try await agent.exitStatus() == 0)
+    }
+
     /// Mistakes: an invalid file, and a client with no agent to talk to.
     @Test func test_check_listsEveryProblem_andClientsWithoutAnAgentSaySo() async throws {
         let harness = try AgentHarness()
@@ -251,3 +302,38 @@ struct AgentHarness {
     }
 }
 
+
+/// A Unix datagram socket standing in for systemd's notification socket.
+final class NotifySocket {
+    let path: String
+    private let fd: Int32
+
+    init(path: String) throws {
+        self.path = path
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let bound = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard fd >= 0, bound == 0 else { throw POSIXError(.EADDRINUSE) }
+    }
+
+    /// The next datagram, waiting at most `timeout`.
+    func next(timeout: Duration = .seconds(15)) async throws -> String? {
+        var buffer = [UInt8](repeating: 0, count: 4_096)
+        var received = -1
+        _ = try await eventually(timeout: timeout) {
+            received = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            return received >= 0
+        }
+        return received >= 0 ? String(decoding: buffer[..<received], as: UTF8.self) : nil
+    }
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
+}

@@ -131,7 +131,8 @@ public actor Agent {
         do {
             next = try load()
         } catch {
-            logger.error("reload refused: the file is invalid; nothing changed", metadata: ["file": "\(path)", "problems": "\(error.message)"])
+            logger.error("reload refused: the file is invalid; nothing changed", metadata: ["file": "\(path)"])
+            for problem in error.message.split(separator: "\n") { logger.error("\(problem)") }
             throw error
         }
         let plan = AgentPlan(from: configuration, to: next)

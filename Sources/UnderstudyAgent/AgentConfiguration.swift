@@ -402,9 +402,15 @@ struct SourceLines {
 
     init(_ text: String) {
         var member: Int?
+        // Inside a value that spans lines (an array, an inline table, a multi-line string) no line starts a key.
+        var open = Openness()
         for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = index + 1
             let trimmed = raw.trimmingCharacters(in: .whitespaces)
+            if open.isOpen {
+                open.scan(Substring(trimmed))
+                continue
+            }
             if trimmed.hasPrefix("[[") {
                 let name = trimmed.dropFirst(2).prefix { $0 != "]" }.trimmingCharacters(in: .whitespaces)
                 if name == "member" {
@@ -427,12 +433,57 @@ struct SourceLines {
                 continue
             }
             guard let equals = trimmed.firstIndex(of: "="), !trimmed.hasPrefix("#") else { continue }
+            open.scan(trimmed[trimmed.index(after: equals)...])
             let key = trimmed[..<equals].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
             let first = String(key.split(separator: ".").first ?? Substring(key))
             if let member {
                 if members[member].keys[first] == nil { members[member].keys[first] = line }
             } else if top[first] == nil {
                 top[first] = line
+            }
+        }
+    }
+
+    /// How far a value is from closing: unclosed brackets and braces outside strings, and whether a multi-line
+    /// string is open.
+    private struct Openness {
+        var depth = 0
+        var multiLineString: Character?
+
+        var isOpen: Bool { depth > 0 || multiLineString != nil }
+
+        mutating func scan(_ text: Substring) {
+            var rest = text
+            var quote: Character?
+            while let character = rest.first {
+                if let delimiter = multiLineString {
+                    if rest.hasPrefix(String(repeating: delimiter, count: 3)) {
+                        multiLineString = nil
+                        rest = rest.dropFirst(3)
+                    } else {
+                        rest = rest.dropFirst(character == "\\" ? 2 : 1)
+                    }
+                    continue
+                }
+                if let open = quote {
+                    if character == open { quote = nil }
+                    rest = rest.dropFirst(character == "\\" && open == "\"" ? 2 : 1)
+                    continue
+                }
+                switch character {
+                case "\"", "'":
+                    if rest.hasPrefix(String(repeating: character, count: 3)) {
+                        multiLineString = character
+                        rest = rest.dropFirst(3)
+                        continue
+                    }
+                    quote = character
+                case "[", "{": depth += 1
+                case "]", "}": depth -= 1
+                case "#": return
+                default: break
+                }
+                rest = rest.dropFirst()
             }
         }
     }

@@ -246,12 +246,36 @@ struct AgentReload: ParsableCommand {
 
 /// `understudy agent status --config FILE`.
 struct AgentStatusCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the running agent's members (JSON).")
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the running agent's members, groups and failovers.")
 
     @OptionGroup var file: AgentFileOptions
 
+    @Flag(help: "The whole status document as JSON (docs/agent.md).")
+    var json = false
+
     func run() throws {
-        printLine(try file.request("GET", "/status"))
+        let document = try file.request("GET", "/status")
+        guard !json else { return printLine(document) }
+        printLine(Self.table(document))
+    }
+
+    /// One line per member of the agent, then each failover: what an operator reads first.
+    static func table(_ document: String) -> String {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(document.utf8)) as? [String: Any] else { return document }
+        var lines = ["agent pid \(object["pid"] ?? "-") \(object["file"] ?? "")"]
+        for member in object["members"] as? [[String: Any]] ?? [] {
+            var line = "\(member["group"] ?? "")/\(member["id"] ?? "")  \(member["state"] ?? "")"
+            if let token = member["token"] as? NSNumber { line += "  token=\(token)" }
+            if member["drained"] as? Bool == true { line += "  drained" }
+            if let ended = member["ended"] as? String { line += "  (\(ended))" }
+            lines.append(line)
+        }
+        for failover in (object["failovers"] as? [[String: Any]] ?? []).prefix(5) {
+            let from = (failover["from"] as? [String] ?? []).joined(separator: ",")
+            let to = (failover["to"] as? [String] ?? []).joined(separator: ",")
+            lines.append("failover \(failover["at"] ?? "") \(failover["group"] ?? ""): \(from.isEmpty ? "none" : from) -> \(to.isEmpty ? "none" : to) (\(failover["reason"] ?? ""))")
+        }
+        return lines.joined(separator: "\n")
     }
 }
 

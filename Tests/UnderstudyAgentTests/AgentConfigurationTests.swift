@@ -111,6 +111,25 @@ import UnderstudySupervisor
         #expect(error.description.split(separator: "\n").first == "agent.toml:2: htp: unknown key (see docs/agent.md)")
     }
 
+    @Test func test_linesInsideAMultiLineValue_areNotTakenForKeys() throws {
+        let text = """
+            store = "/a.db"
+
+            [[member]]
+            group = "g"
+            command = [
+                "/bin/true",
+                "weight=3",   # an argument, not the key
+            ]
+            on-activate = \"\"\"
+            weight = 4
+            \"\"\"
+            weight = -1
+            """
+        let error = try #require(throws: AgentConfigurationError.self) { try Self.parse(text) }
+        #expect(error.problems.map { "\($0.line ?? 0) \($0.key)" } == ["12 member[1].weight"])
+    }
+
     @Test func test_syntaxError_hasItsLine() throws {
         let error = try #require(throws: AgentConfigurationError.self) { try Self.parse("store = \"/a.db\"\n\n[[member]]\ngroup = \n") }
         #expect(error.problems.count == 1 && error.problems[0].line == 4)

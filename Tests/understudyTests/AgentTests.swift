@@ -167,6 +167,7 @@ struct AgentTests {
         #expect(try await notify.next() == "READY=1", "\(agent.stderr)")
         let status = try await understudy(["agent", "status", "--config", harness.config], in: harness.scratch)
         #expect(status.status == 0, "ready before the control socket answers: \(status)")
+        #expect(status.stdout.contains("\nn1/"), "\(status.stdout)")
         agent.signal(SIGHUP)
         #expect(try await notify.next()?.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") == true)
         #expect(try await notify.next() == "READY=1")
@@ -276,7 +277,7 @@ struct AgentHarness {
 
     /// `agent status`'s members.
     func status() async throws -> [[String: Any]] {
-        let status = try await understudy(["agent", "status", "--config", config], in: scratch)
+        let status = try await understudy(["agent", "status", "--json", "--config", config], in: scratch)
         guard status.status == 0 else { throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: status.stderr]) }
         let document = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
         return document?["members"] as? [[String: Any]] ?? []

@@ -43,7 +43,8 @@ struct AgentStatusPageTests {
         #expect(status.status == 200 && status.body.contains("\"id\" : \"b\""), "\(status)")
         let document = try JSONSerialization.jsonObject(with: Data(status.body.utf8)) as? [String: Any]
         let failovers = try #require(document?["failovers"] as? [[String: Any]])
-        #expect(failovers.contains { $0["from"] as? [String] == ["a"] && $0["to"] as? [String] == ["b"] && $0["belowGoalForMs"] is Double }, "\(failovers)")
+        // How long the group was below its goal is known only if b saw a view without an active between the two.
+        #expect(failovers.contains { $0["from"] as? [String] == ["a"] && $0["to"] as? [String] == ["b"] }, "\(failovers)")
         let metrics = try await Self.request(base + "/metrics")
         #expect(metrics.body.contains("understudy_transitions_total") && metrics.body.contains("member=\"b\""), "\(metrics.body.prefix(500))")
         #expect(try await Self.request(base + "/drain/web", method: "POST").status == 401)

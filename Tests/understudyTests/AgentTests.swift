@@ -113,6 +113,13 @@ struct AgentTests {
         // must not take over.
         try await Task.sleep(for: .milliseconds(2_500))
         #expect(harness.starts()["g"]?.member == "b")
+        // A drain outlives a restart of the member by a reload: the edited member starts drained.
+        try harness.write(harness.file(groups: ["g", "h"], weights: ["g": 90], id: "a"))
+        let reload = try await understudy(["agent", "reload", "--config", harness.config], in: harness.scratch)
+        #expect(reload.status == 0 && reload.stdout.contains("~ g/a (weight)"), "\(reload)")
+        try await Task.sleep(for: .milliseconds(2_500))
+        #expect(harness.starts()["g"]?.member == "b", "the reloaded member took over despite the drain")
+        #expect(try await harness.status().first { $0["group"] as? String == "g" }?["drained"] as? Bool == true)
 
         let resume = try await understudy(["agent", "resume", "g", "--config", harness.config], in: harness.scratch)
         #expect(resume.status == 0, "\(resume)")

@@ -17,13 +17,13 @@ import UnderstudySupervisor
 public actor Agent {
     /// A store opened for members.
     public struct OpenedStore: Sendable {
-        public var store: any CoordinationStore
+        public var store: any CoordinationStore & JobQueueStore
         /// The URL with its credentials, for the watchdogs' release of a dead agent's slots.
         public var releaseURL: String
         /// The environment of commands and hooks: the agent's own, without the store's credentials.
         public var environment: [String: String]
 
-        public init(store: any CoordinationStore, releaseURL: String, environment: [String: String]) {
+        public init(store: any CoordinationStore & JobQueueStore, releaseURL: String, environment: [String: String]) {
             self.store = store
             self.releaseURL = releaseURL
             self.environment = environment
@@ -63,9 +63,20 @@ public actor Agent {
         var startedAt: Date
     }
 
+    /// One running queue worker.
+    struct RunningWorker {
+        var worker: AgentConfiguration.Worker
+        var queueWorker: QueueWorker
+        var task: Task<Void, Never>
+        var generation: Int
+    }
+
     private struct StoreKey: Hashable {
         var store: String
         var passwordFile: String?
+
+        init(_ member: AgentConfiguration.Member) { (store, passwordFile) = (member.store, member.passwordFile) }
+        init(_ worker: AgentConfiguration.Worker) { (store, passwordFile) = (worker.store, worker.passwordFile) }
     }
 
     /// The file's path, read again on every reload.
@@ -76,6 +87,9 @@ public actor Agent {
     private(set) var running: [MemberKey: Running] = [:]
     /// Members that ended by themselves (gave up restarting, refused by the store), with why.
     private(set) var ended: [MemberKey: String] = [:]
+    private(set) var runningWorkers: [MemberKey: RunningWorker] = [:]
+    /// Workers that ended by themselves, with why.
+    private(set) var endedWorkers: [MemberKey: String] = [:]
     /// Groups drained by an operator: their members stay standby, also across a restart of the member.
     private(set) var drainedGroups: Set<String> = []
     private var stores: [StoreKey: OpenedStore] = [:]
@@ -99,8 +113,9 @@ public actor Agent {
     public func start() async throws(AgentError) {
         await takeTurn()
         defer { endTurn() }
-        try await openStores(for: configuration.members)
+        try await openStores(for: configuration.members.map(StoreKey.init) + configuration.workers.map(StoreKey.init))
         for member in configuration.members { startMember(member) }
+        for worker in configuration.workers { startWorker(worker) }
         observer = Task { [weak self] in
             while !Task.isCancelled {
                 await self?.observeGroups()
@@ -138,8 +153,9 @@ public actor Agent {
         }
         let plan = AgentPlan(from: configuration, to: next)
         let starting = plan.starting.compactMap(next.member)
+        let startingWorkers = (plan.addedWorkers + plan.changedWorkers).sorted().compactMap(next.worker)
         do {
-            try await openStores(for: starting)
+            try await openStores(for: starting.map(StoreKey.init) + startingWorkers.map(StoreKey.init))
         } catch {
             logger.error("reload refused; nothing changed", metadata: ["error": "\(error.message)"])
             throw error
@@ -152,10 +168,19 @@ public actor Agent {
                     await running.task.value
                 }
             }
+            for key in plan.removedWorkers + plan.changedWorkers {
+                guard let running = runningWorkers.removeValue(forKey: key) else { continue }
+                group.addTask {
+                    running.queueWorker.shutdown()
+                    await running.task.value
+                }
+            }
         }
         for key in plan.stopping { ended[key] = nil }
+        for key in plan.removedWorkers + plan.changedWorkers { endedWorkers[key] = nil }
         configuration = next
         for member in starting { startMember(member) }
+        for worker in startingWorkers { startWorker(worker) }
         await closeUnusedStores()
         logger.notice("reloaded", metadata: [
             "added": "\(plan.added.count)", "removed": "\(plan.removed.count)", "changed": "\(plan.changed.count)",
@@ -197,7 +222,9 @@ public actor Agent {
         defer { endTurn() }
         observer?.cancel()
         let stopping = running.values
+        let workers = runningWorkers.values
         running = [:]
+        runningWorkers = [:]
         await withTaskGroup(of: Void.self) { group in
             for member in stopping {
                 group.addTask {
@@ -205,12 +232,20 @@ public actor Agent {
                     await member.task.value
                 }
             }
+            for worker in workers {
+                group.addTask {
+                    worker.queueWorker.shutdown()
+                    await worker.task.value
+                }
+            }
         }
         await closeUnusedStores()
     }
 
     /// Kills every command's tree at once, then releases the slots (see ``Supervisor/stopAtOnce(reason:)``).
+    /// Queue workers are told to stop; the jobs they still run die with this process (their watchdogs).
     public func stopAtOnce(reason: String) async {
+        for worker in runningWorkers.values { worker.queueWorker.shutdown() }
         let supervisors = running.values.map(\.supervisor)
         await withTaskGroup(of: Void.self) { group in
             for supervisor in supervisors { group.addTask { await supervisor.stopAtOnce(reason: reason) } }
@@ -220,7 +255,7 @@ public actor Agent {
     // MARK: Members
 
     private func startMember(_ member: AgentConfiguration.Member) {
-        guard let opened = stores[StoreKey(store: member.store, passwordFile: member.passwordFile)] else { return }
+        guard let opened = stores[StoreKey(member)] else { return }
         let containment: Containment
         do throws(SupervisorError) {
             containment = try host.containment(member.containment)
@@ -273,6 +308,52 @@ public actor Agent {
         running[key] = Running(member: member, supervisor: supervisor, task: task, generation: generation, startedAt: Date())
     }
 
+    private func startWorker(_ worker: AgentConfiguration.Worker) {
+        guard let opened = stores[StoreKey(worker)] else { return }
+        let configuration: QueueWorkerConfiguration
+        let containment: Containment
+        do {
+            configuration = try worker.configuration(incarnation: UUID().uuidString.lowercased())
+            containment = try host.containment(worker.containment)
+        } catch {
+            endedWorkers[worker.key] = "\(error)"
+            return
+        }
+        var environment = opened.environment
+        environment.merge(worker.environment) { _, own in own }
+        let runner = JobCommand(
+            command: [host.resolveProgram(worker.command[0], nil)] + worker.command.dropFirst(),
+            environment: environment, worker: configuration.worker.id, containment: containment,
+            stopGrace: worker.stopGrace, margin: configuration.timeline(sentAt: .zero).killMargin
+        )
+        let format = worker.logFormat
+        let queueWorker = QueueWorker(
+            configuration: configuration, store: opened.store, retention: worker.retention,
+            logger: Logger(label: "understudy") { _ in LineLogHandler(format: format) }
+        ) { job in try await runner.run(job) }
+        generation += 1
+        let generation = generation
+        let key = worker.key
+        let task = Task {
+            let outcome: String?
+            do {
+                try await queueWorker.run()
+                outcome = nil
+            } catch {
+                outcome = "\(error)"
+            }
+            self.workerEnded(key, generation: generation, outcome: outcome)
+        }
+        runningWorkers[key] = RunningWorker(worker: worker, queueWorker: queueWorker, task: task, generation: generation)
+    }
+
+    private func workerEnded(_ key: MemberKey, generation: Int, outcome: String?) {
+        guard runningWorkers[key]?.generation == generation else { return }
+        runningWorkers[key] = nil
+        endedWorkers[key] = outcome ?? "stopped"
+        logger.error("worker ended", metadata: ["queue": "\(key.group)", "worker": "\(key.id)", "reason": "\(outcome ?? "stopped")"])
+    }
+
     /// A member's supervisor returned by itself (not stopped by a reload or stop): it is no longer running.
     private func memberEnded(_ key: MemberKey, generation: Int, outcome: String?) {
         guard running[key]?.generation == generation else { return }
@@ -314,14 +395,13 @@ public actor Agent {
         }
     }
 
-    /// Opens the stores `members` need that are not open yet; on failure closes those it opened.
-    private func openStores(for members: [AgentConfiguration.Member]) async throws(AgentError) {
+    /// Opens the stores not open yet; on failure closes those it opened.
+    private func openStores(for keys: [StoreKey]) async throws(AgentError) {
         var opened: [StoreKey] = []
-        for member in members {
-            let key = StoreKey(store: member.store, passwordFile: member.passwordFile)
+        for key in keys {
             guard stores[key] == nil else { continue }
             do {
-                stores[key] = try await host.openStore(member.store, member.passwordFile)
+                stores[key] = try await host.openStore(key.store, key.passwordFile)
                 opened.append(key)
             } catch {
                 for key in opened { try? await stores.removeValue(forKey: key)?.store.close() }
@@ -331,7 +411,7 @@ public actor Agent {
     }
 
     private func closeUnusedStores() async {
-        let used = Set(running.values.map { StoreKey(store: $0.member.store, passwordFile: $0.member.passwordFile) })
+        let used = Set(running.values.map { StoreKey($0.member) } + runningWorkers.values.map { StoreKey($0.worker) })
         for key in stores.keys where !used.contains(key) {
             try? await stores.removeValue(forKey: key)?.store.close()
         }

@@ -41,7 +41,36 @@ public struct AgentConfiguration: Sendable, Hashable {
         public var logFormat: LogFormat
     }
 
+    /// A queue worker (`understudy queue work`): claims jobs of a queue and runs its command once per job, each
+    /// under the watchdog. Its key's group is the queue.
+    public struct Worker: Sendable, Hashable {
+        public var key: MemberKey
+        public var queue: QueueName
+        public var store: String
+        public var passwordFile: String?
+        public var command: [String]
+        public var environment: [String: String]
+        public var concurrency: Int
+        public var claimLease: Duration
+        public var renewInterval: Duration?
+        public var pollInterval: Duration
+        public var stopGrace: Duration
+        /// How long done and cancelled jobs are kept.
+        public var retention: Duration
+        public var containment: Containment.Choice
+        public var logFormat: LogFormat
+
+        /// The worker's settings for one incarnation (validated when the file was read).
+        public func configuration(incarnation: String) throws(ConfigurationError) -> QueueWorkerConfiguration {
+            try QueueWorkerConfiguration(
+                queue: queue, worker: WorkerID(id: MemberID(key.id), incarnation: incarnation), concurrency: concurrency,
+                claimLease: claimLease, renewInterval: renewInterval, pollInterval: pollInterval, stopGrace: stopGrace
+            )
+        }
+    }
+
     public var members: [Member]
+    public var workers: [Worker] = []
     /// Where the status page, `/status` and `/metrics` are served.
     public var http: HTTPAddress?
     /// The bearer token that `POST /drain` and `POST /resume` on ``http`` require; without one they are refused.
@@ -51,6 +80,9 @@ public struct AgentConfiguration: Sendable, Hashable {
 
     /// The member of `key`, if the file has it.
     public func member(_ key: MemberKey) -> Member? { members.first { $0.key == key } }
+
+    /// The worker of `key`, if the file has it.
+    public func worker(_ key: MemberKey) -> Worker? { workers.first { $0.key == key } }
 }
 
 /// A member's identity in an agent: its group and its id in the group. Reloads match members by key.
@@ -115,7 +147,11 @@ extension AgentConfiguration {
         }
     }
 
-    static let agentKeys: Set<String> = ["store", "password-file", "http", "http-token", "control", "containment", "log-format", "member"]
+    static let agentKeys: Set<String> = ["store", "password-file", "http", "http-token", "control", "containment", "log-format", "member", "worker"]
+    static let workerKeys: Set<String> = [
+        "queue", "id", "command", "store", "password-file", "concurrency", "claim-lease", "renew", "poll", "stop-grace",
+        "retention", "environment",
+    ]
     static let memberKeys: Set<String> = [
         "group", "id", "command", "store", "password-file", "weight", "active-goal", "heartbeat", "activation",
         "preparation", "preempt", "stop-grace", "restart-backoff", "restart-backoff-max", "restart-burst",
@@ -164,16 +200,17 @@ private struct Reader {
         self.checks = checks
     }
 
-    /// Where a value is read from: the top level, or the member at an index (from 0).
+    /// Where a value is read from: the top level, or the `[[member]]` or `[[worker]]` at an index (from 0).
     struct Place {
         var table: TOMLTable
         var member: Int?
+        var array = "member"
 
-        func path(_ key: String) -> String { member.map { "member[\($0 + 1)].\(key)" } ?? key }
+        func path(_ key: String) -> String { member.map { "\(array)[\($0 + 1)].\(key)" } ?? key }
     }
 
     mutating func problem(_ place: Place, _ key: String, _ message: String) {
-        problems.append(ConfigurationProblem(line: lines.line(member: place.member, key: key), key: place.path(key), message: message))
+        problems.append(ConfigurationProblem(line: lines.line(place.array, place.member, key: key), key: place.path(key), message: message))
     }
 
     mutating func string(_ place: Place, _ key: String) -> String? {
@@ -275,10 +312,107 @@ private struct Reader {
                 problem(top, "member", "expected [[member]] tables")
             }
         }
-        if members.isEmpty, problems.isEmpty {
-            problem(top, "member", "no [[member]]: the agent would run nothing")
+        var workers: [AgentConfiguration.Worker] = []
+        if let value = table["worker"] {
+            if let array = value.array, array.allSatisfy({ $0.table != nil }) {
+                for (index, element) in array.enumerated() {
+                    guard let workerTable = element.table else { continue }
+                    let place = Place(table: workerTable, member: index, array: "worker")
+                    guard let worker = readWorker(place, store: store, passwordFile: passwordFile, containment: containment, logFormat: logFormat) else { continue }
+                    if workers.contains(where: { $0.key == worker.key }) {
+                        problem(place, "id", "worker \"\(worker.key.id)\" of queue \"\(worker.key.group)\" is already in the file; give each an `id`")
+                        continue
+                    }
+                    workers.append(worker)
+                }
+            } else {
+                problem(top, "worker", "expected [[worker]] tables")
+            }
         }
-        return AgentConfiguration(members: members, http: http, httpToken: httpToken, control: control)
+        if members.isEmpty, workers.isEmpty, problems.isEmpty {
+            problem(top, "member", "no [[member]] and no [[worker]]: the agent would run nothing")
+        }
+        return AgentConfiguration(members: members, workers: workers, http: http, httpToken: httpToken, control: control)
+    }
+
+    /// The command of a member or worker: a non-empty array of strings whose program can be run.
+    mutating func command(_ place: Place, workingDirectory: String?) -> [String]? {
+        guard let value = place.table["command"] else {
+            problem(place, "command", "missing: a command to run, [\"/path/to/program\", \"argument\", …]")
+            return nil
+        }
+        guard let array = value.array, !array.isEmpty, array.allSatisfy({ $0.string != nil }), let program = array[0].string, !program.isEmpty else {
+            problem(place, "command", "expected a non-empty array of strings, [\"/path/to/program\", \"argument\", …]")
+            return nil
+        }
+        if let problem = checks.program(program, workingDirectory) { self.problem(place, "command", problem) }
+        return array.compactMap(\.string)
+    }
+
+    /// A table of strings, `{ NAME = "value" }`.
+    mutating func environment(_ place: Place) -> [String: String] {
+        guard let value = place.table["environment"] else { return [:] }
+        guard let table = value.table, table.keys.allSatisfy({ table[$0]?.string != nil }) else {
+            problem(place, "environment", "expected a table of strings, { NAME = \"value\" }")
+            return [:]
+        }
+        for key in table.keys where key.isEmpty || key.contains("=") {
+            problem(place, "environment", "\"\(key)\" is not a variable name")
+        }
+        return table.keys.reduce(into: [:]) { $0[$1] = table[$1]?.string }
+    }
+
+    /// The store of a member or worker: its own (checked), else the top level's; and the password file that goes with it.
+    mutating func store(_ place: Place, agentStore: String?, agentPasswordFile: String?) -> (store: String?, passwordFile: String?) {
+        let own = nonEmptyString(place, "store")
+        if let own, let problem = checks.store(own) { self.problem(place, "store", problem) }
+        // A member's own store does not take the agent's password file.
+        let passwordFile = nonEmptyString(place, "password-file") ?? (own == nil ? agentPasswordFile : nil)
+        let store = own ?? agentStore
+        if store == nil { problem(place, "store", "missing: set `store` at the top of the file or here") }
+        return (store, passwordFile)
+    }
+
+    mutating func readWorker(
+        _ place: Place, store agentStore: String?, passwordFile agentPasswordFile: String?,
+        containment: Containment.Choice, logFormat: LogFormat
+    ) -> AgentConfiguration.Worker? {
+        unknownKeys(place, known: AgentConfiguration.workerKeys)
+        let before = problems.count
+        var queue: QueueName?
+        if let name = nonEmptyString(place, "queue") {
+            do throws(JobError) { queue = try QueueName(name) } catch { problem(place, "queue", "\(error)") }
+        } else if place.table["queue"] == nil {
+            problem(place, "queue", "missing: every worker names its queue")
+        }
+        let id = nonEmptyString(place, "id") ?? checks.defaultMemberID
+        let command = command(place, workingDirectory: nil)
+        let (store, passwordFile) = store(place, agentStore: agentStore, agentPasswordFile: agentPasswordFile)
+        let environment = environment(place)
+        guard let queue, let command, let store else { return nil }
+        let worker = AgentConfiguration.Worker(
+            key: MemberKey(group: queue.rawValue, id: id), queue: queue, store: store, passwordFile: passwordFile,
+            command: command, environment: environment, concurrency: integer(place, "concurrency") ?? 1,
+            claimLease: duration(place, "claim-lease") ?? .seconds(30), renewInterval: duration(place, "renew"),
+            pollInterval: duration(place, "poll") ?? .seconds(1), stopGrace: duration(place, "stop-grace", allowZero: true) ?? .seconds(10),
+            retention: duration(place, "retention", allowZero: true) ?? .seconds(3_600), containment: containment, logFormat: logFormat
+        )
+        do {
+            _ = try worker.configuration(incarnation: "")
+        } catch {
+            problem(place, Self.workerKey(of: error), error.description)
+        }
+        return problems.count == before ? worker : nil
+    }
+
+    static func workerKey(of error: ConfigurationError) -> String {
+        switch error {
+        case .concurrencyOutOfRange: "concurrency"
+        case .invalidMemberID: "id"
+        case .nonPositiveInterval(let name, _): name == "poll" ? "poll" : name == "renew" ? "renew" : "claim-lease"
+        case .activationNotAboveTwiceHeartbeat: "claim-lease"
+        case .invalidGroupName, .activeGoalOutOfRange, .weightOutOfRange, .preparationOutOfRange: "worker"
+        }
     }
 
     mutating func readMember(
@@ -290,22 +424,7 @@ private struct Reader {
         let groupName = nonEmptyString(place, "group")
         if place.table["group"] == nil { problem(place, "group", "missing: every member names its group") }
         let id = nonEmptyString(place, "id") ?? checks.defaultMemberID
-        var command: [String]?
-        if let value = place.table["command"] {
-            if let array = value.array, !array.isEmpty, array.allSatisfy({ $0.string != nil }), let program = array[0].string, !program.isEmpty {
-                command = array.compactMap(\.string)
-            } else {
-                problem(place, "command", "expected a non-empty array of strings, [\"/path/to/program\", \"argument\", …]")
-            }
-        } else {
-            problem(place, "command", "missing: every member runs a command, [\"/path/to/program\", \"argument\", …]")
-        }
-        let ownStore = nonEmptyString(place, "store")
-        let store = ownStore ?? agentStore
-        // A member's own store does not take the agent's password file.
-        let passwordFile = nonEmptyString(place, "password-file") ?? (ownStore == nil ? agentPasswordFile : nil)
-        if place.table["store"] != nil, let store, let problem = checks.store(store) { self.problem(place, "store", problem) }
-        if store == nil { problem(place, "store", "missing: set `store` at the top of the file or in this member") }
+        let (store, passwordFile) = store(place, agentStore: agentStore, agentPasswordFile: agentPasswordFile)
         let weight = integer(place, "weight") ?? 50
         let activeGoal = integer(place, "active-goal") ?? 1
         let heartbeat = duration(place, "heartbeat") ?? .milliseconds(100)
@@ -319,17 +438,7 @@ private struct Reader {
         let burst = integer(place, "restart-burst")
         if let burst, burst < 1 { problem(place, "restart-burst", "must be at least 1") }
         let window = duration(place, "restart-window") ?? .seconds(60)
-        var environment: [String: String] = [:]
-        if let value = place.table["environment"] {
-            if let table = value.table, table.keys.allSatisfy({ table[$0]?.string != nil }) {
-                for key in table.keys { environment[key] = table[key]?.string }
-                for key in table.keys where key.isEmpty || key.contains("=") {
-                    problem(place, "environment", "\"\(key)\" is not a variable name")
-                }
-            } else {
-                problem(place, "environment", "expected a table of strings, { NAME = \"value\" }")
-            }
-        }
+        let environment = environment(place)
         let workingDirectory = nonEmptyString(place, "working-directory")
         if let workingDirectory {
             var isDirectory: ObjCBool = false
@@ -339,7 +448,7 @@ private struct Reader {
                 problem(place, "working-directory", "no such directory: \(workingDirectory)")
             }
         }
-        if let program = command?.first, let problem = checks.program(program, workingDirectory) { self.problem(place, "command", problem) }
+        let command = command(place, workingDirectory: workingDirectory)
         let onActivate = nonEmptyString(place, "on-activate")
         let onDeactivate = nonEmptyString(place, "on-deactivate")
         let hookTimeout = duration(place, "hook-timeout")
@@ -398,10 +507,11 @@ private struct Reader {
 /// `key =` line, under the top level or under the n-th `[[member]]` (and its sub-tables).
 struct SourceLines {
     private var top: [String: Int] = [:]
-    private var members: [(header: Int, keys: [String: Int])] = []
+    /// The `[[member]]` and `[[worker]]` tables, by array name, in order.
+    private var arrays: [String: [(header: Int, keys: [String: Int])]] = [:]
 
     init(_ text: String) {
-        var member: Int?
+        var member: (array: String, index: Int)?
         // Inside a value that spans lines (an array, an inline table, a multi-line string) no line starts a key.
         var open = Openness()
         for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -413,19 +523,15 @@ struct SourceLines {
             }
             if trimmed.hasPrefix("[[") {
                 let name = trimmed.dropFirst(2).prefix { $0 != "]" }.trimmingCharacters(in: .whitespaces)
-                if name == "member" {
-                    members.append((line, [:]))
-                    member = members.count - 1
-                } else {
-                    member = nil
-                }
+                arrays[name, default: []].append((line, [:]))
+                member = (name, arrays[name, default: []].count - 1)
                 continue
             }
             if trimmed.hasPrefix("[") {
                 let name = trimmed.dropFirst().prefix { $0 != "]" }.trimmingCharacters(in: .whitespaces)
-                if let member, name.hasPrefix("member.") {
-                    let key = String(name.dropFirst("member.".count))
-                    if members[member].keys[key] == nil { members[member].keys[key] = line }
+                if let member, name.hasPrefix(member.array + ".") {
+                    let key = String(name.dropFirst(member.array.count + 1))
+                    if arrays[member.array]?[member.index].keys[key] == nil { arrays[member.array]?[member.index].keys[key] = line }
                 } else {
                     member = nil
                     if top[name] == nil { top[name] = line }
@@ -437,7 +543,7 @@ struct SourceLines {
             let key = trimmed[..<equals].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
             let first = String(key.split(separator: ".").first ?? Substring(key))
             if let member {
-                if members[member].keys[first] == nil { members[member].keys[first] = line }
+                if arrays[member.array]?[member.index].keys[first] == nil { arrays[member.array]?[member.index].keys[first] = line }
             } else if top[first] == nil {
                 top[first] = line
             }
@@ -488,11 +594,12 @@ struct SourceLines {
         }
     }
 
-    /// The line of `key` at the top level (`member` nil) or in a member, else of that member's header.
-    func line(member: Int?, key: String) -> Int? {
-        guard let member else { return top[key] ?? (key == "member" ? members.first?.header : nil) }
-        guard members.indices.contains(member) else { return nil }
-        return members[member].keys[key] ?? members[member].header
+    /// The line of `key` at the top level (`index` nil) or in the `index`-th table of `array`, else of that
+    /// table's header.
+    func line(_ array: String, _ index: Int?, key: String) -> Int? {
+        guard let index else { return top[key] ?? arrays[key]?.first?.header }
+        guard let tables = arrays[array], tables.indices.contains(index) else { return nil }
+        return tables[index].keys[key] ?? tables[index].header
     }
 }
 

@@ -12,22 +12,21 @@ public struct AgentPlan: Sendable, Hashable, CustomStringConvertible {
     /// Each changed member with the keys whose values differ.
     public var changed: [MemberKey: [String]]
     public var unchanged: [MemberKey]
+    /// The queue workers, matched the same way (by queue and id): a changed worker restarts, giving its running
+    /// jobs back.
+    public var addedWorkers: [MemberKey]
+    public var removedWorkers: [MemberKey]
+    public var changedWorkers: [MemberKey]
+    public var unchangedWorkers: [MemberKey]
     /// Agent-wide keys whose values differ (`http`, `http-token`, `control`): they take effect when the agent
     /// restarts.
     public var agentChanges: [String]
 
     public init(from old: AgentConfiguration, to new: AgentConfiguration) {
-        let oldKeys = Set(old.members.map(\.key))
-        let newKeys = Set(new.members.map(\.key))
-        added = newKeys.subtracting(oldKeys).sorted()
-        removed = oldKeys.subtracting(newKeys).sorted()
-        changed = [:]
-        unchanged = []
-        for key in oldKeys.intersection(newKeys).sorted() {
-            guard let before = old.member(key), let after = new.member(key) else { continue }
-            let differences = Self.differences(before, after)
-            if differences.isEmpty { unchanged.append(key) } else { changed[key] = differences }
-        }
+        let members = Self.match(old.members, new.members, key: \.key, differences: Self.differences)
+        (added, removed, changed, unchanged) = (members.added, members.removed, members.changed, members.unchanged)
+        let workers = Self.match(old.workers, new.workers, key: \.key) { $0 == $1 ? [] : ["settings"] }
+        (addedWorkers, removedWorkers, changedWorkers, unchangedWorkers) = (workers.added, workers.removed, workers.changed.keys.sorted(), workers.unchanged)
         agentChanges = []
         if old.http != new.http { agentChanges.append("http") }
         if old.httpToken != new.httpToken { agentChanges.append("http-token") }
@@ -35,7 +34,27 @@ public struct AgentPlan: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Whether the reload would change nothing at all.
-    public var isEmpty: Bool { added.isEmpty && removed.isEmpty && changed.isEmpty && agentChanges.isEmpty }
+    public var isEmpty: Bool {
+        added.isEmpty && removed.isEmpty && changed.isEmpty && addedWorkers.isEmpty && removedWorkers.isEmpty
+            && changedWorkers.isEmpty && agentChanges.isEmpty
+    }
+
+    /// Items of two versions matched by key: those only in the new, only in the old, in both with differences
+    /// (by key), and in both alike.
+    static func match<Item>(
+        _ old: [Item], _ new: [Item], key: (Item) -> MemberKey, differences: (Item, Item) -> [String]
+    ) -> (added: [MemberKey], removed: [MemberKey], changed: [MemberKey: [String]], unchanged: [MemberKey]) {
+        let before = Dictionary(old.map { (key($0), $0) }, uniquingKeysWith: { first, _ in first })
+        let after = Dictionary(new.map { (key($0), $0) }, uniquingKeysWith: { first, _ in first })
+        var changed: [MemberKey: [String]] = [:]
+        var unchanged: [MemberKey] = []
+        for (key, item) in before.sorted(by: { $0.key < $1.key }) {
+            guard let next = after[key] else { continue }
+            let found = differences(item, next)
+            if found.isEmpty { unchanged.append(key) } else { changed[key] = found }
+        }
+        return (after.keys.filter { before[$0] == nil }.sorted(), before.keys.filter { after[$0] == nil }.sorted(), changed, unchanged)
+    }
 
     /// The members to stop, removed and changed, in key order.
     public var stopping: [MemberKey] { (removed + changed.keys).sorted() }
@@ -47,6 +66,8 @@ public struct AgentPlan: Sendable, Hashable, CustomStringConvertible {
         var lines = added.map { "+ \($0)" } + removed.map { "- \($0)" }
         lines += changed.keys.sorted().map { "~ \($0) (\(changed[$0, default: []].joined(separator: ", ")))" }
         lines += unchanged.map { "= \($0)" }
+        lines += addedWorkers.map { "+ worker \($0)" } + removedWorkers.map { "- worker \($0)" }
+        lines += changedWorkers.map { "~ worker \($0)" } + unchangedWorkers.map { "= worker \($0)" }
         lines += agentChanges.map { "~ agent \($0) (takes effect when the agent restarts)" }
         if isEmpty { lines.append("no changes") }
         return lines.joined(separator: "\n")

@@ -32,10 +32,22 @@ public struct AgentStatusDocument: Encodable, Sendable {
         @NullWhenAbsent public var activeForMs: Double? = nil
     }
 
+    /// A queue worker of this agent.
+    public struct Worker: Encodable, Sendable {
+        public var queue: String
+        public var id: String
+        public var concurrency: Int
+        /// `running`, or `ended`.
+        public var state: String
+        @NullWhenAbsent public var ended: String? = nil
+        public var command: [String]
+    }
+
     public var schemaVersion = 1
     public var file: String
     public var pid: Int32
     public var members: [Member]
+    public var workers: [Worker]
     /// Each group as the store shows it, every host's members with ranks and heartbeat ages.
     public var groups: [StatusDocument.Group]
     /// The newest transitions of every member, newest first.
@@ -100,6 +112,12 @@ extension Agent {
             file: path,
             pid: getpid(),
             members: members,
+            workers: configuration.workers.map { worker in
+                AgentStatusDocument.Worker(
+                    queue: worker.key.group, id: worker.key.id, concurrency: worker.concurrency,
+                    state: runningWorkers[worker.key] == nil ? "ended" : "running", ended: endedWorkers[worker.key], command: worker.command
+                )
+            },
             groups: StatusDocument(store: "", statuses: statuses.keys.sorted().compactMap { statuses[$0] }).groups,
             history: history.sorted { $0.0 > $1.0 }.prefix(Supervisor.historyLength).map(\.1),
             failovers: failoverHistory

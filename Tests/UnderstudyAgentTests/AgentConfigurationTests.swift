@@ -135,6 +135,27 @@ import UnderstudySupervisor
         #expect(error.problems.count == 1 && error.problems[0].line == 4)
     }
 
+    @Test func test_workers_areRead_andTheirProblemsHaveLines() throws {
+        let configuration = try Self.parse("""
+            store = "/a.db"
+
+            [[worker]]
+            queue = "thumbnails"
+            command = ["/bin/thumb"]
+            concurrency = 4
+            claim-lease = "10s"
+            """)
+        let worker = try #require(configuration.workers.first)
+        #expect(configuration.members.isEmpty && worker.key == MemberKey(group: "thumbnails", id: "host-1"))
+        #expect(worker.concurrency == 4 && worker.claimLease == .seconds(10) && worker.command == ["/bin/thumb"])
+        let error = try #require(throws: AgentConfigurationError.self) {
+            try Self.parse("store = \"/a.db\"\n[[member]]\ngroup = \"g\"\ncommand = [\"/bin/a\"]\n[[worker]]\nqueue = \"q\"\ncommand = [\"/bin/w\"]\nconcurrency = 0\n")
+        }
+        #expect(error.problems.map { "\($0.line ?? 0) \($0.key)" } == ["8 worker[1].concurrency"])
+        let removed = AgentPlan(from: configuration, to: try Self.parse("store = \"/a.db\"\n[[member]]\ngroup = \"g\"\ncommand = [\"/bin/a\"]\n"))
+        #expect(removed.removedWorkers == [worker.key] && removed.added.count == 1)
+    }
+
     @Test func test_sameGroupTwice_needsDistinctIDs() throws {
         let member = "[[member]]\ngroup = \"g\"\ncommand = [\"/bin/true\"]\n"
         let error = try #require(throws: AgentConfigurationError.self) { try Self.parse("store = \"/a.db\"\n" + member + member) }

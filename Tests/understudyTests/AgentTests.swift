@@ -163,6 +163,41 @@ struct AgentTests {
         #expect(try await agent.exitStatus() == 0)
     }
 
+    /// A `[[worker]]` runs jobs of its queue beside the members; a reload that removes it stops it and leaves
+    /// the members running.
+    @Test func test_queueWorker_runsJobs_andAReloadRemovesOnlyIt() async throws {
+        let harness = try AgentHarness()
+        let done = harness.scratch.file("done")
+        let worker = """
+
+            [[worker]]
+            queue = "jobs"
+            command = ["/bin/sh", "-c", "cat >> \(done); echo >> \(done)"]
+            concurrency = 2
+            poll = "100ms"
+            # A new store grants no claim for a claim lease (it may replace one whose claims still run).
+            claim-lease = "1s"
+            """
+        try harness.write(harness.file(groups: ["w1"]) + worker)
+        let agent = try harness.startAgent()
+        #expect(try await eventually { harness.starts().count == 1 }, "\(agent.stderr)")
+        let member = try #require(harness.starts()["w1"])
+        for payload in ["one", "two", "three"] {
+            let push = try await understudy(["queue", "push", "--store", harness.scratch.file("store.db"), "--queue", "jobs", payload], in: harness.scratch)
+            #expect(push.status == 0, "\(push)")
+        }
+        #expect(try await eventually { Set(harness.scratch.lines("done")) == ["one", "two", "three"] }, "\(agent.stderr)")
+        let workers = try await understudy(["agent", "status", "--json", "--config", harness.config], in: harness.scratch)
+        #expect(workers.stdout.contains("\"queue\" : \"jobs\"") && workers.stdout.contains("\"state\" : \"running\""), "\(workers.stdout)")
+
+        try harness.write(harness.file(groups: ["w1"]))
+        let reload = try await understudy(["agent", "reload", "--config", harness.config], in: harness.scratch)
+        #expect(reload.status == 0 && reload.stdout.contains("- worker jobs/") && reload.stdout.contains("= w1/"), "\(reload)")
+        #expect(harness.starts()["w1"] == member && isAlive(member.pid))
+        agent.signal(SIGTERM)
+        #expect(try await agent.exitStatus() == 0)
+    }
+
     /// systemd's readiness protocol: READY=1 once the control socket answers, RELOADING=1 and READY=1 around a
     /// reload, STOPPING=1 on SIGTERM, as datagrams to `$NOTIFY_SOCKET`.
     @Test func test_systemdNotifications() async throws {

@@ -95,6 +95,8 @@ public actor Agent {
     private var stores: [StoreKey: OpenedStore] = [:]
     private var generation = 0
     private var failovers = FailoverHistory()
+    /// Each worker's queue as the store last counted it (about once a second).
+    private(set) var queueStats: [MemberKey: QueueStats] = [:]
     private var observer: Task<Void, Never>?
     /// Reloads and stops one at a time.
     private var busy = false
@@ -117,8 +119,12 @@ public actor Agent {
         for member in configuration.members { startMember(member) }
         for worker in configuration.workers { startWorker(worker) }
         observer = Task { [weak self] in
+            var round = 0
             while !Task.isCancelled {
                 await self?.observeGroups()
+                // Queue depths cost a store read each: once a second is enough for a status page.
+                if round.isMultiple(of: 10) { await self?.countQueues() }
+                round += 1
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }
@@ -373,6 +379,13 @@ public actor Agent {
 
     /// The groups' failovers, newest first.
     var failoverHistory: [FailoverHistory.Failover] { failovers.failovers.reversed() }
+
+    private func countQueues() async {
+        for (key, running) in runningWorkers {
+            guard let store = stores[StoreKey(running.worker)]?.store else { continue }
+            if let stats = try? await store.stats(queue: running.worker.queue).first { queueStats[key] = stats }
+        }
+    }
 
     private func observeGroups() async {
         let now = Date()

@@ -41,6 +41,9 @@ public struct AgentStatusDocument: Encodable, Sendable {
         public var state: String
         @NullWhenAbsent public var ended: String? = nil
         public var command: [String]
+        /// The queue's jobs waiting to be claimed, and running, as last counted (about once a second).
+        @NullWhenAbsent public var pending: Int? = nil
+        @NullWhenAbsent public var running: Int? = nil
     }
 
     public var schemaVersion = 1
@@ -115,7 +118,8 @@ extension Agent {
             workers: configuration.workers.map { worker in
                 AgentStatusDocument.Worker(
                     queue: worker.key.group, id: worker.key.id, concurrency: worker.concurrency,
-                    state: runningWorkers[worker.key] == nil ? "ended" : "running", ended: endedWorkers[worker.key], command: worker.command
+                    state: runningWorkers[worker.key] == nil ? "ended" : "running", ended: endedWorkers[worker.key], command: worker.command,
+                    pending: queueStats[worker.key]?.count(.pending), running: queueStats[worker.key]?.count(.running)
                 )
             },
             groups: StatusDocument(store: "", statuses: statuses.keys.sorted().compactMap { statuses[$0] }).groups,

@@ -99,6 +99,10 @@ public enum StatusPage {
         <div id="groups"></div>
         <h2>Members of this agent</h2>
         <div class="scroll"><table><thead><tr><th>group</th><th>id</th><th>weight</th><th>state</th><th>token</th><th>note</th></tr></thead><tbody id="members"></tbody></table></div>
+        <section id="workers-section" hidden>
+        <h2>Queue workers</h2>
+        <div class="scroll"><table><thead><tr><th>queue</th><th>id</th><th>state</th><th>concurrency</th><th>pending</th><th>running</th></tr></thead><tbody id="workers"></tbody></table></div>
+        </section>
         <h2>Failover history</h2>
         <div class="scroll"><table><thead><tr><th>when</th><th>group</th><th>active was</th><th>active now</th><th>why</th><th>below goal for</th></tr></thead><tbody id="failovers"></tbody></table></div>
         <h2>Transitions of this agent's members</h2>
@@ -130,6 +134,9 @@ public enum StatusPage {
           }));
           document.getElementById("members").replaceChildren(...doc.members.map((m) =>
             row([cell(m.group), cell(m.id), cell(m.weight), cell(m.state, "state " + m.state), cell(m.token), cell(m.ended ?? (m.drained ? "drained" : ""))])));
+          document.getElementById("workers-section").hidden = doc.workers.length === 0;
+          document.getElementById("workers").replaceChildren(...doc.workers.map((w) =>
+            row([cell(w.queue), cell(w.id), cell(w.ended ? `ended (${w.ended})` : w.state, "state " + w.state), cell(w.concurrency), cell(w.pending), cell(w.running)])));
           document.getElementById("failovers").replaceChildren(...doc.failovers.map((f) =>
             row([cell(new Date(f.at).toLocaleTimeString()), cell(f.group), cell(f.from.join(", ") || "none"), cell(f.to.join(", ") || "none"), cell(f.reason), cell(ms(f.belowGoalForMs))])));
           document.getElementById("history").replaceChildren(...doc.history.map((t) =>

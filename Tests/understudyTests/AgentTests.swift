@@ -187,8 +187,11 @@ struct AgentTests {
             #expect(push.status == 0, "\(push)")
         }
         #expect(try await eventually { Set(harness.scratch.lines("done")) == ["one", "two", "three"] }, "\(agent.stderr)")
-        let workers = try await understudy(["agent", "status", "--json", "--config", harness.config], in: harness.scratch)
-        #expect(workers.stdout.contains("\"queue\" : \"jobs\"") && workers.stdout.contains("\"state\" : \"running\""), "\(workers.stdout)")
+        // The queue's depth is counted about once a second.
+        #expect(try await eventuallyAsync(timeout: .seconds(10)) {
+            let workers = try await understudy(["agent", "status", "--json", "--config", harness.config], in: harness.scratch).stdout
+            return workers.contains("\"queue\" : \"jobs\"") && workers.contains("\"state\" : \"running\"") && workers.contains("\"pending\" : 0")
+        })
 
         try harness.write(harness.file(groups: ["w1"]))
         let reload = try await understudy(["agent", "reload", "--config", harness.config], in: harness.scratch)

@@ -26,6 +26,7 @@ let package = Package(
         .library(name: "UnderstudyPostgres", targets: ["UnderstudyPostgres"]),
         .library(name: "Understudy", targets: ["Understudy"]),
         .library(name: "UnderstudySupervisor", targets: ["UnderstudySupervisor"]),
+        .library(name: "UnderstudyAgent", targets: ["UnderstudyAgent"]),
         .executable(name: "understudy", targets: ["understudy"]),
     ],
     dependencies: [
@@ -40,6 +41,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
     ],
     targets: [
         // The layers, each depending only on those above it (docs/design.md):
@@ -102,6 +104,22 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // 5b. `understudy agent`: many supervisors from one TOML file, reloaded by difference, with a control
+        //     socket and a live status page. The only target that reads TOML.
+        .target(
+            name: "UnderstudyAgent",
+            dependencies: [
+                "UnderstudyCore",
+                "UnderstudyStore",
+                "Understudy",
+                "UnderstudySupervisor",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         // 6. The `understudy` executable: commands, arguments, signals, exit codes and process set-up.
         .executableTarget(
             name: "understudy",
@@ -112,6 +130,7 @@ let package = Package(
                 "UnderstudyPostgres",
                 "Understudy",
                 "UnderstudySupervisor",
+                "UnderstudyAgent",
                 "UnderstudySimulator",
                 "CUnderstudyWatchdog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -186,6 +205,7 @@ let package = Package(
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),
+        .testTarget(name: "UnderstudyAgentTests", dependencies: ["UnderstudyAgent"]),
         .testTarget(name: "understudyTests", dependencies: ["understudy", "feed-publisher", "value-cache"]),
     ]
 )

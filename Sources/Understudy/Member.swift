@@ -54,6 +54,8 @@ public actor Member: Service {
         case workFinished(activation: Int, cancelledByUs: Bool)
         case changeAnnounced
         case shutdown
+        case drain
+        case resume
     }
 
     /// Creates a member; it joins the group when ``run()`` or ``whileActive(_:)`` is called.
@@ -134,6 +136,23 @@ public actor Member: Service {
         inputs.yield(.shutdown)
     }
 
+    /// Asks the member to step down and stay standby: an active member stops its work and hands its slot over
+    /// at once; until ``resume()`` it reports itself `resting` and never acquires.
+    public nonisolated func drain() {
+        inputs.yield(.drain)
+    }
+
+    /// Ends a ``drain()``: the member competes for a slot again.
+    public nonisolated func resume() {
+        inputs.yield(.resume)
+    }
+
+    /// How long the member rests when its work next ends by itself before it competes again (a restart backoff).
+    /// Set it before the work returns for it to apply to that return.
+    public func setRestAfterResigning(_ rest: Duration) {
+        machine.restAfterResigning = rest
+    }
+
     /// The group as the store showed it in its newest answer to this member (at most about one heartbeat
     /// interval old). It asks the store nothing, so serving it, however often, never delays a heartbeat.
     ///
@@ -207,6 +226,10 @@ public actor Member: Service {
                 actions = machine.changeAnnounced(now: now)
             case .shutdown:
                 actions = machine.shutdownRequested(now: now)
+            case .drain:
+                actions = machine.drainRequested(now: now)
+            case .resume:
+                actions = machine.resumeRequested(now: now)
             }
             if case .finished(let rejection) = execute(actions, in: &group) { return rejection }
         }

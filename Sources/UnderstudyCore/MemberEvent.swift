@@ -37,6 +37,8 @@ public enum DeactivationReason: String, Hashable, Sendable, CaseIterable, Custom
     case shutdown
     /// The partition moves to another member (``PartitionAssignment``), through an orderly handover.
     case rebalanced
+    /// An operator drained the member: it hands its slot over at once and stays standby until resumed.
+    case drained
 
     public var description: String { rawValue }
 }

@@ -104,8 +104,9 @@ public struct MemberStateMachine: Sendable {
 
     public let configuration: GroupConfiguration
     public let member: MemberInfo
-    /// How long a member whose work ended by itself waits before it competes for a slot again.
-    public let restAfterResigning: Duration
+    /// How long a member whose work ended by itself waits before it competes for a slot again. The shell may
+    /// change it between activations (a restart backoff that grows while the work keeps ending).
+    public var restAfterResigning: Duration
     /// How long a ``MemberEvent/prepareToActivate`` stands without an activation before it is withdrawn.
     public let preparationTimeout: Duration
     /// Where periodic heartbeats fall: at the instants `heartbeatPhase + k·I`, or, when `nil`, one interval
@@ -130,6 +131,10 @@ public struct MemberStateMachine: Sendable {
     /// When the store last answered anything. A standby that has not heard from it for T reports itself
     /// `resting`, so the others do not wait for it to take a slot it cannot learn is free.
     private var lastAnswerAt: Instant = .zero
+    /// An operator asked this member not to compete (``drainRequested(now:)``) until ``resumeRequested(now:)``.
+    /// An intent that holds across every state: an active member steps down, and in standby it reports itself
+    /// `resting`, so the others neither wait for it nor hand over to it.
+    private var drained = false
 
     public init(
         configuration: GroupConfiguration,
@@ -167,7 +172,7 @@ public struct MemberStateMachine: Sendable {
         switch state {
         case .idle, .waitingForID: .standby
         case .standby(let candidacy):
-            if candidacy.restingUntil != nil {
+            if candidacy.restingUntil != nil || drained {
                 .resting
             } else if case .prepared = candidacy.preparation {
                 .preparing
@@ -238,7 +243,7 @@ public struct MemberStateMachine: Sendable {
         var actions: [Action] = []
         guard requests.isEmpty else { return [scheduleTick(now: now)] }
         switch state {
-        case .standby(let candidacy) where candidacy.restingUntil == nil && plan?.nextInLine == member.id:
+        case .standby(let candidacy) where candidacy.restingUntil == nil && !drained && plan?.nextInLine == member.id:
             sendHeartbeat(now: now, into: &actions)
         case .active:
             sendHeartbeat(now: now, into: &actions)
@@ -373,6 +378,36 @@ public struct MemberStateMachine: Sendable {
         return actions
     }
 
+    /// An operator asks the member to step down and stay standby: an active member deactivates
+    /// (``DeactivationReason/drained``) and gives its slot back once its work has stopped; a standby withdraws any
+    /// preparation. Until ``resumeRequested(now:)`` the member reports itself `resting` and never acquires.
+    public mutating func drainRequested(now: Instant) -> [Action] {
+        drained = true
+        var actions: [Action] = []
+        switch state {
+        case .active(let lease):
+            deactivate(lease.token, .drained, keeping: lease.timeline, into: &actions)
+        case .standby(var candidacy):
+            withdrawPreparation(of: &candidacy, into: &actions)
+            state = .standby(candidacy)
+            sendHeartbeat(now: now, into: &actions)
+        case .idle, .waitingForID, .stopping, .releasing, .leaving, .finished:
+            break
+        }
+        actions.append(scheduleTick(now: now))
+        return actions
+    }
+
+    /// Ends a drain: the member competes again, reporting itself standby at once.
+    public mutating func resumeRequested(now: Instant) -> [Action] {
+        guard drained else { return [scheduleTick(now: now)] }
+        drained = false
+        var actions: [Action] = []
+        if case .standby = state { sendHeartbeat(now: now, into: &actions) }
+        actions.append(scheduleTick(now: now))
+        return actions
+    }
+
     // MARK: Decisions
 
     /// What the answer to `request` means in the current state. Answers to older intents (a renewal that crossed a
@@ -382,7 +417,7 @@ public struct MemberStateMachine: Sendable {
         case .standby(var candidacy):
             guard case .granted(let token) = outcome else { return }
             let grant = timeline(from: request.sentAt)
-            if candidacy.restingUntil != nil || releasedToken.map({ token <= $0 }) ?? false {
+            if candidacy.restingUntil != nil || drained || releasedToken.map({ token <= $0 }) ?? false {
                 state = .releasing(token: token, giveUpAt: grant.expiry, then: .standBy(candidacy))
                 sendHeartbeat(now: now, into: &actions)
             } else if now >= grant.selfFence {
@@ -456,7 +491,7 @@ public struct MemberStateMachine: Sendable {
             deactivate(lease.token, .preempted, keeping: lease.timeline, into: &actions)
         case .standby(var candidacy):
             let shouldPrepare = plan.successors.contains(member.id) || plan.preparers.contains(member.id)
-            if shouldPrepare, case .none = candidacy.preparation, candidacy.restingUntil == nil {
+            if shouldPrepare, case .none = candidacy.preparation, candidacy.restingUntil == nil, !drained {
                 candidacy.preparation = .prepared(since: now)
                 actions.append(.emit(.prepareToActivate))
             } else if !shouldPrepare, !plan.acquirers.contains(member.id) {
@@ -524,7 +559,7 @@ public struct MemberStateMachine: Sendable {
     }
 
     private func standbyIntent(_ candidacy: Candidacy) -> Heartbeat.Intent {
-        guard let plan, candidacy.restingUntil == nil else { return .none }
+        guard let plan, candidacy.restingUntil == nil, !drained else { return .none }
         // A slot the store says is ours (a grant whose answer was lost) is confirmed by acquiring it again.
         // Only a fresh view makes an acquirer: acquiring on a stale one would take a slot freed for a better-ranked
         // member this one has not seen yet (a handover to a successor that just joined).

@@ -92,14 +92,34 @@ public final class HTTPEndpoint: Sendable {
         router: Router<BasicRequestContext>,
         logger: Logger
     ) async throws(SupervisorError) -> HTTPEndpoint {
+        do {
+            return try await serve(.hostname(address.host, port: address.port), router: router, logger: logger)
+        } catch {
+            throw listenError(error, address: address)
+        }
+    }
+
+    /// Serves `router` on a Unix domain socket at `path`, which MUST NOT exist, and returns once the server
+    /// accepts connections. The socket's mode is left to the caller (bind it in a private directory).
+    ///
+    /// - Throws: ``SupervisorError`` with ``SupervisorError/Kind/httpUnavailable`` when it cannot be bound.
+    public static func start(unixSocket path: String, router: Router<BasicRequestContext>, logger: Logger) async throws(SupervisorError) -> HTTPEndpoint {
+        do {
+            return try await serve(.unixDomainSocket(path: path), router: router, logger: logger)
+        } catch {
+            throw SupervisorError(.httpUnavailable, "\(path): cannot listen: \(error)")
+        }
+    }
+
+    private static func serve(_ bind: BindAddress, router: Router<BasicRequestContext>, logger: Logger) async throws -> HTTPEndpoint {
         var serverLogger = logger
         serverLogger.logLevel = .warning
         let (started, reportStart) = AsyncStream<Result<String, any Error>>.makeStream()
         let application = Application(
             router: router,
-            configuration: ApplicationConfiguration(address: .hostname(address.host, port: address.port)),
+            configuration: ApplicationConfiguration(address: bind),
             onServerRunning: { channel in
-                reportStart.yield(.success(describe(channel.localAddress) ?? address.description))
+                reportStart.yield(.success(describe(channel.localAddress) ?? "\(bind)"))
                 reportStart.finish()
             },
             logger: serverLogger
@@ -120,9 +140,9 @@ public final class HTTPEndpoint: Sendable {
         case .success(let bound)?:
             return HTTPEndpoint(boundAddress: bound, services: services, server: server)
         case .failure(let error)?:
-            throw listenError(error, address: address)
+            throw error
         case nil:
-            throw SupervisorError(.httpUnavailable, "--http \(address): the server stopped before it listened")
+            throw SupervisorError(.httpUnavailable, "\(bind): the server stopped before it listened")
         }
     }
 
@@ -192,6 +212,7 @@ public final class HTTPEndpoint: Sendable {
     // MARK: Errors and addresses
 
     private static func listenError(_ error: any Error, address: HTTPAddress) -> SupervisorError {
+        if let error = error as? SupervisorError { return error }
         guard let error = error as? IOError else {
             return SupervisorError(.httpUnavailable, "--http \(address): cannot listen: \(error)")
         }

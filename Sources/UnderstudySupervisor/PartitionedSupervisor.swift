@@ -48,7 +48,7 @@ public final class PartitionedSupervisor: Sendable {
     /// SIGKILL goes out this long before a partition's work deadline (see ``Supervisor/killMargin``).
     public var killMargin: Duration { settings.configuration.heartbeatInterval / 4 }
 
-    /// Takes part in the group until ``shutdown(reason:)``.
+    /// Takes part in the group until ``shutdown(reason:)``. The store is the owner's to close.
     ///
     /// - Throws: ``SupervisorError`` when the store refuses the member.
     public func run() async throws(SupervisorError) -> Supervisor.Outcome {
@@ -63,7 +63,7 @@ public final class PartitionedSupervisor: Sendable {
                 id: settings.memberID,
                 weight: settings.weight,
                 store: store,
-                restAfterResigning: settings.restartBackoff,
+                restAfterResigning: settings.restart.backoff,
                 logger: memberLogger
             )
         } catch {
@@ -86,7 +86,6 @@ public final class PartitionedSupervisor: Sendable {
         try SupervisorError.check(outcome)
         await transitions.value
         logger.notice("left")
-        try? await settings.store.close()
         return state.withLock { $0.stoppedAtOnce } ? .stoppedAtOnce : .left
     }
 
@@ -186,7 +185,7 @@ public final class PartitionedSupervisor: Sendable {
         logger[metadataKey: "partition"] = "\(partition)"
         let lease = WatchedLease(
             token: token, validUntil: validUntil, margin: killMargin, containment: settings.containment,
-            stopGrace: settings.stopGrace, release: release.bytes, logger: logger
+            stopGrace: settings.stopGrace, release: release.bytes, workingDirectory: settings.workingDirectory, logger: logger
         )
         let forwarder = Task { await lease.follow(activation.leaseUpdates) }
         defer { forwarder.cancel() }

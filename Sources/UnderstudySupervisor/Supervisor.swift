@@ -22,7 +22,8 @@ import UnderstudyStore
 /// Hooks run like the command, under a watchdog and bound to the same lease, and are killed with it.
 ///
 /// A supervisor touches nothing process-wide (no signal handlers, no metrics bootstrap, no `exit`), so one process
-/// can run many: its owner turns signals into ``shutdown(reason:)`` and ``stopAtOnce(reason:)``. The process's executable
+/// can run many, all on one store handle (the owner opens and closes it): its owner turns signals into
+/// ``shutdown(reason:)`` and ``stopAtOnce(reason:)``. The process's executable
 /// must run the watchdog when started with ``WatchedProcess/watchdogArgument`` (see `understudy`'s `main.swift`).
 public final class Supervisor: Sendable {
     public struct Settings: Sendable {
@@ -37,8 +38,10 @@ public final class Supervisor: Sendable {
         public var environment: [String: String]
         /// The resolved program and its arguments.
         public var command: [String]
+        /// Where COMMAND and hooks start (`nil`: this process's working directory).
+        public var workingDirectory: String?
         public var stopGrace: Duration
-        public var restartBackoff: Duration
+        public var restart: RestartPolicy
         /// Leave the group once the command has run once.
         public var once: Bool
         public var onActivate: String?
@@ -52,8 +55,8 @@ public final class Supervisor: Sendable {
         public init(
             configuration: GroupConfiguration, memberID: MemberID, weight: Int, store: any CoordinationStore,
             releaseStoreURL: String, containment: Containment, environment: [String: String], command: [String],
-            stopGrace: Duration, restartBackoff: Duration, once: Bool, onActivate: String?, onDeactivate: String?,
-            hookTimeout: Duration, logFormat: LogFormat, http: HTTPAddress?
+            workingDirectory: String? = nil, stopGrace: Duration, restart: RestartPolicy, once: Bool,
+            onActivate: String?, onDeactivate: String?, hookTimeout: Duration, logFormat: LogFormat, http: HTTPAddress?
         ) {
             self.configuration = configuration
             self.memberID = memberID
@@ -63,8 +66,9 @@ public final class Supervisor: Sendable {
             self.containment = containment
             self.environment = environment
             self.command = command
+            self.workingDirectory = workingDirectory
             self.stopGrace = stopGrace
-            self.restartBackoff = restartBackoff
+            self.restart = restart
             self.once = once
             self.onActivate = onActivate
             self.onDeactivate = onDeactivate
@@ -82,6 +86,49 @@ public final class Supervisor: Sendable {
         case ranOnce(status: Int32)
         /// ``stopAtOnce(reason:)`` stopped it.
         case stoppedAtOnce
+        /// The command exited by itself ``RestartPolicy/burst`` times within ``RestartPolicy/window``: the
+        /// member left its group rather than restart it again.
+        case gaveUp(exits: Int)
+    }
+
+    /// How a command that exits by itself is started again: the member rests (standing by, not competing, so a
+    /// healthier member may take over) for `backoff`, doubled for each earlier exit within `window`, at most
+    /// `maximumBackoff`; after `burst` exits within `window` it gives up.
+    public struct RestartPolicy: Sendable, Hashable {
+        public var backoff: Duration
+        public var maximumBackoff: Duration
+        /// `nil`: never give up.
+        public var burst: Int?
+        public var window: Duration
+
+        public init(backoff: Duration, maximumBackoff: Duration? = nil, burst: Int? = nil, window: Duration = .seconds(60)) {
+            self.backoff = backoff
+            self.maximumBackoff = max(maximumBackoff ?? backoff, backoff)
+            self.burst = burst
+            self.window = window
+        }
+
+        /// The rest after an exit at `now`, given the earlier exits still in the window (which it updates), or
+        /// `nil` to give up.
+        public func rest(afterExitAt now: Instant, earlier exits: inout [Instant]) -> Duration? {
+            exits = exits.filter { now - $0 < window } + [now]
+            if let burst, exits.count >= burst { return nil }
+            var rest = backoff
+            for _ in 1..<exits.count where rest < maximumBackoff { rest *= 2 }
+            return min(rest, maximumBackoff)
+        }
+    }
+
+    /// One activation or deactivation of this member, for a status page's history.
+    public struct Transition: Sendable, Hashable {
+        public var at: Date
+        /// `activated` or `deactivated`.
+        public var event: String
+        public var token: FencingToken?
+        /// `elected` for an activation; a ``DeactivationReason`` otherwise.
+        public var reason: String
+        /// For a deactivation: how long the member was active.
+        public var activeFor: Duration?
     }
 
     private struct State {
@@ -93,7 +140,16 @@ public final class Supervisor: Sendable {
         var stoppedAtOnce = false
         /// The token of the activation under way, which ``stopAtOnce(reason:)`` releases.
         var token: FencingToken?
+        var drained = false
+        /// When the command exited by itself, within the restart window.
+        var exits: [Instant] = []
+        var gaveUpAfter: Int?
+        /// The newest transitions, oldest first.
+        var history: [Transition] = []
     }
+
+    /// How many transitions ``history`` keeps.
+    public static let historyLength = 20
 
     public let settings: Settings
     private let state = Mutex(State())
@@ -132,7 +188,7 @@ public final class Supervisor: Sendable {
                 id: settings.memberID,
                 weight: settings.weight,
                 store: settings.store,
-                restAfterResigning: settings.restartBackoff,
+                restAfterResigning: settings.restart.backoff,
                 logger: memberLogger
             )
         } catch {
@@ -145,8 +201,13 @@ public final class Supervisor: Sendable {
             endpoint = started
         }
         try await checkMembership()
-        // A shutdown asked for before the member existed takes effect now.
-        if state.withLock({ state in state.member = member; return state.shuttingDown }) { member.leave() }
+        // A shutdown or drain asked for before the member existed takes effect now.
+        let (shuttingDown, drained) = state.withLock { state in
+            state.member = member
+            return (state.shuttingDown, state.drained)
+        }
+        if drained { member.drain() }
+        if shuttingDown { member.leave() }
 
         logger.notice("joined", metadata: [
             "store": "\(settings.store)",
@@ -165,9 +226,9 @@ public final class Supervisor: Sendable {
         try SupervisorError.check(outcome)
         await transitions.value
         logger.notice("left")
-        try? await settings.store.close()
         return state.withLock { state in
             if state.stoppedAtOnce { return .stoppedAtOnce }
+            if let exits = state.gaveUpAfter { return .gaveUp(exits: exits) }
             if !state.shuttingDown, let status = state.onceStatus { return .ranOnce(status: status) }
             return .left
         }
@@ -186,6 +247,35 @@ public final class Supervisor: Sendable {
         member?.leave()
         return true
     }
+
+    /// Steps down (the command is stopped as on preemption and the slot handed over at once) and stays standby
+    /// until ``resume()``, reporting itself `resting`.
+    public func drain() {
+        setDrained(true)?.drain()
+    }
+
+    /// Ends a ``drain()``: the member competes again.
+    public func resume() {
+        setDrained(false)?.resume()
+    }
+
+    /// Records the operator's wish (for a member not created yet) and returns the member to tell, if any.
+    private func setDrained(_ drained: Bool) -> Member? {
+        logger.notice(drained ? "draining" : "resuming")
+        return state.withLock { state in
+            state.drained = drained
+            return state.member
+        }
+    }
+
+    /// Whether ``drain()`` holds.
+    public var isDrained: Bool { state.withLock { $0.drained } }
+
+    /// The member, once ``run()`` has created it.
+    public var member: Member? { state.withLock { $0.member } }
+
+    /// The newest transitions (at most ``historyLength``), oldest first.
+    public var history: [Transition] { state.withLock { $0.history } }
 
     /// Stops at once: kills the command's tree, and once it is proven gone releases the slot (waiting at most T:
     /// the lease expires anyway). ``run()`` may go on leaving; the owner is expected to end the process.
@@ -262,7 +352,7 @@ public final class Supervisor: Sendable {
         environment["UNDERSTUDY_FENCING_TOKEN"] = "\(token)"
         let lease = WatchedLease(
             token: token, validUntil: validUntil, margin: killMargin, containment: settings.containment,
-            stopGrace: settings.stopGrace, release: release, logger: logger
+            stopGrace: settings.stopGrace, release: release, workingDirectory: settings.workingDirectory, logger: logger
         )
         let forwarder = Task { await lease.follow(activation.leaseUpdates) }
         defer { forwarder.cancel() }
@@ -280,6 +370,7 @@ public final class Supervisor: Sendable {
             status = await run(settings.command, "command", timeout: nil, stopOnCancel: true)
         }
         let cancelled = Task.isCancelled
+        if !cancelled, !settings.once, status != nil { await exitedByItself(member: member, token: token) }
         let reason = cancelled ? state.withLock { $0.reason?.rawValue } ?? "stopped" : DeactivationReason.resigned.rawValue
         if let hook = settings.onDeactivate {
             environment["UNDERSTUDY_REASON"] = reason
@@ -291,17 +382,49 @@ public final class Supervisor: Sendable {
         }
     }
 
+    /// Applies the restart policy to a command that exited by itself: a longer rest, or giving up.
+    private func exitedByItself(member: Member, token: FencingToken) async {
+        let now = MonotonicClock.now()
+        let policy = settings.restart
+        let (rest, exits) = state.withLock { state in
+            let rest = policy.rest(afterExitAt: now, earlier: &state.exits)
+            if rest == nil { state.gaveUpAfter = state.exits.count }
+            return (rest, state.exits.count)
+        }
+        guard let rest else {
+            logger.error("the command keeps exiting: giving up", metadata: [
+                "token": "\(token)", "exits": "\(exits)", "window": "\(policy.window.formatted)",
+            ])
+            member.leave()
+            return
+        }
+        if rest != policy.backoff {
+            logger.warning("the command keeps exiting: backing off", metadata: ["token": "\(token)", "exits": "\(exits)", "rest": "\(rest.formatted)"])
+        }
+        await member.setRestAfterResigning(rest)
+    }
+
     // MARK: Transitions
 
     private func logTransitions(_ events: AsyncStream<MemberEvent>) async {
         var token: FencingToken?
+        var activeSince: Instant?
+        func record(_ transition: Transition) {
+            state.withLock { state in
+                state.history = (state.history + [transition]).suffix(Self.historyLength)
+            }
+        }
         for await event in events {
             switch event {
             case .activate(let granted):
                 token = granted
+                activeSince = MonotonicClock.now()
+                record(Transition(at: Date(), event: "activated", token: granted, reason: "elected"))
                 logger.notice("activated", metadata: ["token": "\(granted)", "reason": "elected"])
             case .deactivate(let reason):
                 state.withLock { $0.reason = reason }
+                record(Transition(at: Date(), event: "deactivated", token: token, reason: reason.rawValue, activeFor: activeSince.map { MonotonicClock.now() - $0 }))
+                activeSince = nil
                 logger.notice("deactivated", metadata: ["token": "\(token.map { "\($0)" } ?? "-")", "reason": "\(reason)"])
             case .prepareToActivate:
                 logger.info("preparing to activate")

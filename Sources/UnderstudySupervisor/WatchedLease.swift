@@ -22,11 +22,13 @@ final class WatchedLease: Sendable {
     private let stopGrace: Duration
     /// What the watchdog sends to release the lease itself once it has killed a dead supervisor's tree.
     private let release: [UInt8]
+    /// Where the command and hooks run; `nil`: the supervisor's own.
+    private let workingDirectory: String?
     private let logger: Logger
 
     init(
         token: FencingToken, validUntil: Instant, margin: Duration, containment: Containment, stopGrace: Duration,
-        release: [UInt8], logger: Logger
+        release: [UInt8], workingDirectory: String? = nil, logger: Logger
     ) {
         self.token = token
         values = Mutex(Values(validUntil: validUntil))
@@ -34,6 +36,7 @@ final class WatchedLease: Sendable {
         self.containment = containment
         self.stopGrace = stopGrace
         self.release = release
+        self.workingDirectory = workingDirectory
         self.logger = logger
     }
 
@@ -82,7 +85,8 @@ final class WatchedLease: Sendable {
                     deadline: lease.validUntil,
                     margin: margin,
                     containment: containment,
-                    release: release
+                    release: release,
+                    workingDirectory: workingDirectory
                 )
                 lease.child = child
                 if let stopBy = lease.stopBy { child.kill(by: stopBy, margin: margin) }

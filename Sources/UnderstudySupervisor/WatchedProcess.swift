@@ -49,6 +49,7 @@ public final class WatchedProcess: Sendable {
     ///     the tree on its own (`nil`: nothing to release). Passed in an anonymous file, never in arguments.
     ///   - standardInput: what the command reads on standard input, from an anonymous file (`nil`: this
     ///     process's standard input).
+    ///   - workingDirectory: where the command starts (`nil`: this process's working directory).
     /// - Throws: ``SupervisorError`` when the watchdog cannot be started.
     public init(
         command: [String],
@@ -57,7 +58,8 @@ public final class WatchedProcess: Sendable {
         margin: Duration,
         containment: Containment = .processGroup,
         release: [UInt8]? = nil,
-        standardInput: [UInt8]? = nil
+        standardInput: [UInt8]? = nil,
+        workingDirectory: String? = nil
     ) throws(SupervisorError) {
         var fds: [Int32] = [-1, -1]
         guard understudy_pipe_cloexec(&fds) == 0 else {
@@ -94,6 +96,7 @@ public final class WatchedProcess: Sendable {
         posix_spawn_file_actions_adddup2(&actions, fds[0], 3)
         if ticket >= 0 { posix_spawn_file_actions_adddup2(&actions, ticket, 4) }
         if let input { posix_spawn_file_actions_adddup2(&actions, input, 0) }
+        if let workingDirectory { _ = understudy_spawn_add_chdir(&actions, workingDirectory) }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

@@ -19,6 +19,10 @@ enum ExitStatus: Int32, CaseIterable {
     case invalidJob = 73
     case jobNotFound = 74
     case checkpointRefused = 75
+    case invalidAgentFile = 76
+    case agentNotRunning = 77
+    case unknownGroup = 78
+    case controlSocketUnavailable = 79
     case commandNotExecutable = 126
     case commandNotFound = 127
     case interrupted = 130
@@ -41,6 +45,10 @@ enum ExitStatus: Int32, CaseIterable {
         case .invalidJob: "`queue`: invalid queue name, payload, priority, attempts or key"
         case .jobNotFound: "`queue cancel`: no such job, or it is done already"
         case .checkpointRefused: "`checkpoint put`: refused (no valid lease with the token, or stale)"
+        case .invalidAgentFile: "`agent`: the file is invalid (each problem listed with line and key)"
+        case .agentNotRunning: "`agent` subcommands: no agent answers on the control socket"
+        case .unknownGroup: "`agent drain`, `agent resume`: the agent runs no member of GROUP"
+        case .controlSocketUnavailable: "`agent`: another agent holds the control socket, or it cannot be made"
         case .commandNotExecutable: "COMMAND not executable"
         case .commandNotFound: "COMMAND not found"
         case .interrupted: "second SIGINT: stopped at once"

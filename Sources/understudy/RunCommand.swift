@@ -138,8 +138,9 @@ struct Run: AsyncParsableCommand {
         } catch {
             throw CLIError(error)
         }
+        try? await settings.store.close()
         switch outcome {
-        case .left: throw ExitCode(0)
+        case .left, .gaveUp: throw ExitCode(0)
         case .ranOnce(let status): throw ExitCode(status)
         case .stoppedAtOnce: throw ExitCode(ExitStatus.interrupted.rawValue)
         }
@@ -196,7 +197,7 @@ struct Run: AsyncParsableCommand {
             environment: location.strippingCredentials(from: environment),
             command: [executable] + command.dropFirst(),
             stopGrace: grace,
-            restartBackoff: backoff ?? max(activation, .seconds(1)),
+            restart: Supervisor.RestartPolicy(backoff: backoff ?? max(activation, .seconds(1))),
             once: once,
             onActivate: onActivate,
             onDeactivate: onDeactivate,

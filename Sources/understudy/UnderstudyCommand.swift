@@ -7,7 +7,7 @@ struct UnderstudyCommand: AsyncParsableCommand {
         commandName: "understudy",
         abstract: "Logically singleton, physically many: supervise a command so that exactly N copies run.",
         discussion: ExitStatus.help,
-        subcommands: [Run.self, Status.self, Watch.self, Demo.self, Simulate.self, Queue.self, CheckpointCommand.self]
+        subcommands: [Run.self, AgentCommand.self, Status.self, Watch.self, Demo.self, Simulate.self, Queue.self, CheckpointCommand.self]
     )
 
     /// Parses the command line, runs the subcommand and exits; every error is one line on stderr.

@@ -294,6 +294,41 @@ struct MemberStateMachineTests {
         #expect(machine.status == .stopping)
     }
 
+    // MARK: Drain
+
+    @Test func drain_active_stepsDown_releases_andStaysRestingUntilResumed() throws {
+        var machine = try activeMachine()
+        let drain = machine.drainRequested(now: at(.milliseconds(500)))
+        #expect(drain.events == [.deactivate(.drained)])
+        #expect(drain.workCues == [.stopWork(.drained)])
+        let release = try #require(machine.workStopped(now: at(.milliseconds(600))).onlyHeartbeat())
+        #expect(release.heartbeat.intent == .release(token(1)))
+        _ = machine.heartbeatReplied(HeartbeatReply(outcome: .released, view: aloneView()), to: release.id, now: at(.milliseconds(650)))
+        // A free slot on a fresh view does not tempt a drained member: it reports itself resting and asks for nothing.
+        let tick = try #require(machine.tick(now: at(.seconds(2))).onlyHeartbeat())
+        #expect(tick.heartbeat.phase == .resting)
+        #expect(tick.heartbeat.intent == Heartbeat.Intent.none)
+        let idle = machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: aloneView()), to: tick.id, now: at(.milliseconds(2_050)))
+        #expect(idle.intents.isEmpty)
+        #expect(machine.status == .resting)
+        let resume = try #require(machine.resumeRequested(now: at(.milliseconds(2_100))).onlyHeartbeat())
+        #expect(resume.heartbeat.phase == .standby)
+        let acquire = machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: aloneView()), to: resume.id, now: at(.milliseconds(2_150)))
+        #expect(acquire.intents == [.acquire])
+    }
+
+    @Test func drain_standby_neverAcquires_andAGrantInFlightIsGivenBack() throws {
+        var machine = MemberStateMachine(configuration: try Fixture.configuration(), member: me)
+        let join = try #require(machine.start(now: .zero).onlyHeartbeat())
+        let acquire = try #require(machine.heartbeatReplied(HeartbeatReply(outcome: .none, view: aloneView()), to: join.id, now: at(.milliseconds(10))).onlyHeartbeat())
+        #expect(acquire.heartbeat.intent == .acquire)
+        #expect(machine.drainRequested(now: at(.milliseconds(20))).heartbeats.map(\.heartbeat.phase) == [.resting])
+        let granted = machine.heartbeatReplied(HeartbeatReply(outcome: .granted(token(1)), view: heldView(phase: .standby)), to: acquire.id, now: at(.milliseconds(30)))
+        #expect(granted.events.isEmpty)
+        #expect(granted.intents == [.release(token(1))])
+        #expect(machine.activeToken == nil)
+    }
+
     @Test func heartbeatFailed_doesNotPostponeSelfFence() throws {
         var machine = try activeMachine()
         let renew = try #require(machine.tick(now: at(.seconds(1))).onlyHeartbeat())

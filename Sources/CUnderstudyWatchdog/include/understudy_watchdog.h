@@ -31,6 +31,10 @@ int understudy_pipe_cloexec(int fds[2]);
 /// A close-on-exec anonymous memory file holding `length` bytes of `bytes`; -1 on failure.
 int understudy_memfd(const void *bytes, size_t length);
 
+/// `posix_spawn_file_actions_addchdir_np(actions, path)` (a GNU extension Swift does not see): the spawned
+/// process starts in `path`. `actions` is a `posix_spawn_file_actions_t *`. 0 on success.
+int understudy_spawn_add_chdir(void *actions, const char *path);
+
 /// Makes the calling process a child subreaper: orphaned descendants are reparented to it. 0 on success.
 int understudy_set_subreaper(void);
 

@@ -279,6 +279,21 @@ struct PartitionedMemberStateMachineTests {
         }
     }
 
+    /// Found by the partition simulator: with a heartbeat still unanswered when the next one fell due, every
+    /// tick asked for the next tick at the same instant, so a shell spun until the answer came or T passed.
+    @Test func aHeartbeatUnansweredPastTheInterval_doesNotAskForATickAtOnce() throws {
+        let configuration = try PartitionedGroupConfiguration(group: Fixture.configuration(), partitions: 2)
+        var machine = PartitionedMemberStateMachine(configuration: configuration, member: try Fixture.member("a"))
+        #expect(machine.start(now: at(.zero)).contains { if case .sendHeartbeat = $0 { true } else { false } })
+        // The interval passes with the answer still out: nothing is sent, and the next tick is later.
+        let late = at(.milliseconds(1_500))
+        let actions = machine.tick(now: late)
+        #expect(!actions.contains { if case .sendHeartbeat = $0 { true } else { false } })
+        for case .scheduleTick(let next) in actions {
+            #expect(next > late, "asked for a tick at \(next), at once")
+        }
+    }
+
     @Test func aGrantOfATokenAlreadyReleased_isGivenBackUnused() throws {
         let configuration = try PartitionedGroupConfiguration(group: Fixture.configuration(), partitions: 2)
         let a = try Fixture.member("a")

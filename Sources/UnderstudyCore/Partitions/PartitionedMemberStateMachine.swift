@@ -551,8 +551,8 @@ public struct PartitionedMemberStateMachine: Sendable {
     }
 
     private func scheduleTick(now: Instant) -> Action {
-        var next = nextHeartbeatAt
-        if let request = inFlight { next = min(next, request.sentAt + activationInterval) }
+        // While a heartbeat is out, the next one waits for its answer (which sends it if due) or for T.
+        var next = inFlight.map { $0.sentAt + activationInterval } ?? nextHeartbeatAt
         for holding in holdings.values {
             switch holding {
             case .active(_, let lease), .stopping(_, _, let lease?): next = min(next, lease.selfFence)

@@ -22,6 +22,12 @@ struct Simulate: ParsableCommand {
             store under crash, freeze, shutdown, outage, slow, loss and drift faults, and shows job completion \
             times, claims lost and jobs re-run. --store-latency, --call-timeout, --faults, --seeds, --seed and \
             --json apply to both; the group options are ignored with --queue.
+
+            With --partitions P it simulates a partitioned group instead: --members real partitioned members \
+            (joined by heavier ones) share P partitions under crash, freeze, isolate, outage, slow, join, leave \
+            and delay faults, and shows partitions moved per join, leave and crash, balance, and takeover times. \
+            --members, --heartbeat, --activation, --store-latency, --call-timeout, --faults, --seeds, --seed and \
+            --json apply.
             """
     )
 
@@ -85,8 +91,13 @@ struct Simulate: ParsableCommand {
     @Option(parsing: .unconditional, help: "With --queue: the renew interval I (T/3 by default; T > 2·I).")
     var renew: String?
 
+    @Option(help: "Simulate a partitioned group of P partitions instead of a group of slots.")
+    var partitions: Int?
+
     func validate() throws {
-        if queue {
+        if partitions != nil {
+            _ = try partitionOptions()
+        } else if queue {
             _ = try queueOptions()
         } else {
             _ = try simulationOptions()
@@ -95,6 +106,7 @@ struct Simulate: ParsableCommand {
     }
 
     func run() throws {
+        if partitions != nil { return try runPartitions() }
         if queue { return try runQueue() }
         let options = try simulationOptions()
         let seedRange: [UInt64] = seed.map { [$0] } ?? Array(1...UInt64(seeds))
@@ -468,6 +480,191 @@ extension Simulate {
                     Failure(
                         seed: result.seed, invariant: $0.invariant.rawValue, atNanoseconds: $0.at.nanoseconds,
                         message: $0.message, lastEvents: $0.recentTrace, replay: queueReplayCommand(seed: result.seed)
+                    )
+                }
+            },
+            traceHash: summary.traceHash.description
+        )
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+    }
+}
+
+// MARK: - Partitioned groups
+
+extension Simulate {
+    private func runPartitions() throws {
+        let options = try partitionOptions()
+        let seedRange: [UInt64] = seed.map { [$0] } ?? Array(1...UInt64(seeds))
+        let summary: PartitionSimulationSummary
+        do {
+            summary = try PartitionSimulationSummary(seeds: seedRange, options: options)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        if json {
+            try printPartitionJSON(summary)
+        } else {
+            printPartitionText(summary)
+        }
+        if !summary.failures.isEmpty { throw ExitCode(1) }
+    }
+
+    private func partitionOptions() throws -> PartitionSimulationOptions {
+        let options = PartitionSimulationOptions(
+            members: members,
+            partitions: partitions ?? 1,
+            heartbeatInterval: try duration(heartbeat, option: "--heartbeat"),
+            activationInterval: try duration(activation, option: "--activation"),
+            storeLatency: try latencyRange(storeLatency, option: "--store-latency"),
+            callTimeout: try duration(callTimeout, option: "--call-timeout"),
+            faults: try partitionFaultSet()
+        )
+        do {
+            _ = try options.configuration()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        return options
+    }
+
+    private func partitionFaultSet() throws -> Set<PartitionFault> {
+        switch faults {
+        case "all": return Set(PartitionFault.allCases)
+        case "none", "": return []
+        default: break
+        }
+        var set: Set<PartitionFault> = []
+        for name in faults.split(separator: ",") {
+            guard let fault = PartitionFault(rawValue: String(name)) else {
+                let valid = PartitionFault.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ValidationError("--faults: unknown partition fault \"\(name)\"; valid faults with --partitions are \(valid), or all or none")
+            }
+            set.insert(fault)
+        }
+        return set
+    }
+
+    /// The command that runs `seed` of the partition simulation again with exactly these options.
+    private func partitionReplayCommand(seed: UInt64) -> String {
+        [
+            "understudy simulate --partitions \(partitions ?? 1) --seed \(seed)",
+            "--members \(members)",
+            "--heartbeat \(heartbeat)",
+            "--activation \(activation)",
+            "--store-latency \(storeLatency)",
+            "--call-timeout \(callTimeout)",
+            "--faults \(faults.isEmpty ? "none" : faults)",
+        ].joined(separator: " ")
+    }
+
+    private func printPartitionText(_ summary: PartitionSimulationSummary) {
+        let options = summary.options
+        let faultNames = options.faults.isEmpty ? "none" : PartitionFault.allCases.filter(options.faults.contains).map(\.rawValue).joined(separator: ",")
+        print(
+            "simulated \(summary.runs) seed\(summary.runs == 1 ? "" : "s") of a partitioned group: \(options.members) members, "
+                + "\(options.partitions) partitions, heartbeat \(options.heartbeatInterval.formatted), activation \(options.activationInterval.formatted), "
+                + "store latency \(storeLatency), call timeout \(options.callTimeout.formatted), faults \(faultNames)"
+        )
+        print("invariants:")
+        for invariant in PartitionInvariant.allCases {
+            let count = summary.violationsByInvariant[invariant] ?? 0
+            let status = count == 0 ? "held" : "VIOLATED in \(count) seed\(count == 1 ? "" : "s")"
+            print("  \(invariant.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)) \(status)")
+        }
+        print("  liveness bound: settled within T + 2·I = \(options.livenessBound.formatted) of the last fault's effect")
+        print("violations: \(summary.failures.count) of \(summary.runs) seeds")
+        for kind in PartitionChangeKind.allCases {
+            let changes = summary.changes(kind)
+            guard !changes.isEmpty else { continue }
+            let moved = changes.map(\.moved).reduce(0, +)
+            let minimum = changes.map(\.minimum).reduce(0, +)
+            print("\(kind) of a steady group (\(changes.count)): \(moved) partitions moved (at least \(minimum) had to); settled in " + distribution(changes.map(\.settledIn).sorted()))
+        }
+        print("recovery (last fault's effect to settled): " + distribution(summary.recoveryTimes))
+        if let over = summary.worstOverCeiling, let under = summary.worstUnderFloor {
+            print("balance: at most \(over) above a share rounded up, at least \(under) below a share rounded down (bound: 0 and -1)")
+        }
+        if let rate = summary.heartbeatsPerMemberInterval {
+            print("store round trips per member per interval in a steady group: " + String(Double(Int(rate * 100)) / 100))
+        }
+        print("handovers: \(summary.handovers)")
+        let struck = PartitionFault.allCases.compactMap { fault in summary.injected[fault].map { "\(fault) \($0)" } }
+        if !struck.isEmpty { print("faults struck: " + struck.joined(separator: ", ")) }
+        if let result = summary.failures.first, let violation = result.violation {
+            print("")
+            print("seed \(result.seed): \(violation)")
+            print("last events:")
+            for line in violation.recentTrace { print("  \(line)") }
+            print("replay: \(partitionReplayCommand(seed: result.seed))")
+            if summary.failures.count > 1 {
+                print("failing seeds: " + summary.failures.prefix(20).map { String($0.seed) }.joined(separator: " "))
+            }
+        }
+        print("trace hash: \(summary.traceHash)")
+    }
+
+    private func printPartitionJSON(_ summary: PartitionSimulationSummary) throws {
+        struct Distribution: Encodable {
+            var count: Int
+            var p50Nanoseconds: Int64?
+            var p99Nanoseconds: Int64?
+            var maxNanoseconds: Int64?
+
+            init(_ values: [Duration]) {
+                count = values.count
+                p50Nanoseconds = SimulationSummary.percentile(50, of: values)?.nanoseconds
+                p99Nanoseconds = SimulationSummary.percentile(99, of: values)?.nanoseconds
+                maxNanoseconds = values.last?.nanoseconds
+            }
+        }
+        struct Changes: Encodable {
+            var count: Int
+            var moved: Int
+            var minimum: Int
+            var settled: Distribution
+        }
+        struct Failure: Encodable {
+            var seed: UInt64
+            var invariant: String
+            var atNanoseconds: Int64
+            var message: String
+            var lastEvents: [String]
+            var replay: String
+        }
+        struct Report: Encodable {
+            var seeds: Int
+            var invariants: [String: Int]
+            var changes: [String: Changes]
+            var recovery: Distribution
+            var worstOverCeiling: Int?
+            var worstUnderFloor: Int?
+            var heartbeatsPerMemberInterval: Double?
+            var handovers: Int
+            var failures: [Failure]
+            var traceHash: String
+        }
+        let report = Report(
+            seeds: summary.runs,
+            invariants: Dictionary(uniqueKeysWithValues: PartitionInvariant.allCases.map { ($0.rawValue, summary.violationsByInvariant[$0] ?? 0) }),
+            changes: Dictionary(uniqueKeysWithValues: PartitionChangeKind.allCases.map { kind in
+                let changes = summary.changes(kind)
+                return (kind.rawValue, Changes(
+                    count: changes.count, moved: changes.map(\.moved).reduce(0, +), minimum: changes.map(\.minimum).reduce(0, +),
+                    settled: Distribution(changes.map(\.settledIn).sorted())
+                ))
+            }),
+            recovery: Distribution(summary.recoveryTimes),
+            worstOverCeiling: summary.worstOverCeiling,
+            worstUnderFloor: summary.worstUnderFloor,
+            heartbeatsPerMemberInterval: summary.heartbeatsPerMemberInterval,
+            handovers: summary.handovers,
+            failures: summary.failures.compactMap { result in
+                result.violation.map {
+                    Failure(
+                        seed: result.seed, invariant: $0.invariant.rawValue, atNanoseconds: $0.at.nanoseconds,
+                        message: $0.message, lastEvents: $0.recentTrace, replay: partitionReplayCommand(seed: result.seed)
                     )
                 }
             },

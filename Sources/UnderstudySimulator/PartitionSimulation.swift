@@ -108,7 +108,7 @@ public struct PartitionSimulation: Sendable {
     public mutating func run() -> PartitionSimulationResult {
         let bound = options.livenessBound.nanoseconds
         while violation == nil, let (time, event) = queue.popFirst() {
-            if settledAt == nil, time >= faultEnd, time > lastDisturbance + bound {
+            if settledAt == nil, activeFaults == 0, time >= faultEnd, time > lastDisturbance + bound {
                 now = lastDisturbance + bound
                 violate(.liveness, "the group was not settled (every partition acted on by its assigned owner, with a valid lease) within \(options.livenessBound.formatted) of the last fault's effect at \(Instant(nanoseconds: lastDisturbance))")
                 break

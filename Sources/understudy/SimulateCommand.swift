@@ -357,16 +357,23 @@ extension Simulate {
     }
 
     private func queueFaultSet() throws -> Set<QueueFault> {
-        switch faults {
-        case "all": return Set(QueueFault.allCases)
+        try Self.faultSet(faults, kind: "queue", mode: "--queue")
+    }
+
+    /// The faults `--faults` names: `all`, `none`, or a comma-separated list of `Fault`'s raw values.
+    static func faultSet<Fault: CaseIterable & RawRepresentable & Hashable>(
+        _ names: String, kind: String, mode: String
+    ) throws -> Set<Fault> where Fault.RawValue == String {
+        switch names {
+        case "all": return Set(Fault.allCases)
         case "none", "": return []
         default: break
         }
-        var set: Set<QueueFault> = []
-        for name in faults.split(separator: ",") {
-            guard let fault = QueueFault(rawValue: String(name)) else {
-                let valid = QueueFault.allCases.map(\.rawValue).joined(separator: ", ")
-                throw ValidationError("--faults: unknown queue fault \"\(name)\"; valid faults with --queue are \(valid), or all or none")
+        var set: Set<Fault> = []
+        for name in names.split(separator: ",") {
+            guard let fault = Fault(rawValue: String(name)) else {
+                let valid = Fault.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ValidationError("--faults: unknown \(kind) fault \"\(name)\"; valid faults with \(mode) are \(valid), or all or none")
             }
             set.insert(fault)
         }
@@ -530,20 +537,7 @@ extension Simulate {
     }
 
     private func partitionFaultSet() throws -> Set<PartitionFault> {
-        switch faults {
-        case "all": return Set(PartitionFault.allCases)
-        case "none", "": return []
-        default: break
-        }
-        var set: Set<PartitionFault> = []
-        for name in faults.split(separator: ",") {
-            guard let fault = PartitionFault(rawValue: String(name)) else {
-                let valid = PartitionFault.allCases.map(\.rawValue).joined(separator: ", ")
-                throw ValidationError("--faults: unknown partition fault \"\(name)\"; valid faults with --partitions are \(valid), or all or none")
-            }
-            set.insert(fault)
-        }
-        return set
+        try Self.faultSet(faults, kind: "partition", mode: "--partitions")
     }
 
     /// The command that runs `seed` of the partition simulation again with exactly these options.

@@ -13,7 +13,8 @@ import UnderstudyCore
 ///   ``PartitionSimulationOptions/callTimeout``; the machine itself keeps at most one heartbeat waiting.
 /// - **A partition's work** runs from `startWork` until it has stopped: after `stopWork` at its own pace (most
 ///   within 50 ms, the others within ``PartitionSimulationOptions/stopPace``), then reported with
-///   `workStopped(partition:now:)`.
+///   `workEnded(partition:now:)`, which is `workStopped` for work told to stop and a resignation for work that
+///   ended otherwise (its watchdog killed it while the member was frozen).
 /// - **The watchdog** of each partition's work is given the newest deadline (`leaseValid`, `stopWorkBy`) and kills
 ///   the work I/4 before it, even while the member process is frozen, and at once when the process dies.
 ///
@@ -58,6 +59,8 @@ public struct PartitionSimulation: Sendable {
     private var lastShape: StoreShape?
     private var shapeChangedAt: Int64 = 0
     private var cachedOwners: (StoreShape, [MemberID]?)?
+    /// Why the group was last judged not settled, and which member it is about.
+    private var unsettledBecause: (reason: StaticString, host: Int?) = ("not started", nil)
     /// Something the settled state depends on may have changed since it was last judged.
     private var changed = false
 
@@ -110,7 +113,8 @@ public struct PartitionSimulation: Sendable {
         while violation == nil, let (time, event) = queue.popFirst() {
             if settledAt == nil, activeFaults == 0, time >= faultEnd, time > lastDisturbance + bound {
                 now = lastDisturbance + bound
-                violate(.liveness, "the group was not settled (every partition acted on by its assigned owner, with a valid lease) within \(options.livenessBound.formatted) of the last fault's effect at \(Instant(nanoseconds: lastDisturbance))")
+                let who = unsettledBecause.host.map { " (m\($0 + 1))" } ?? ""
+                violate(.liveness, "the group was not settled within \(options.livenessBound.formatted) of the last fault's effect at \(Instant(nanoseconds: lastDisturbance)): \(unsettledBecause.reason)\(who)")
                 break
             }
             guard time <= max(end, lastDisturbance + bound) else { break }
@@ -230,6 +234,8 @@ public struct PartitionSimulation: Sendable {
             transmit(index)
         case .workStopped(let partition):
             runMachine(index) { machine, local in machine.workStopped(partition: partition, now: local) }
+        case .workEnded(let partition):
+            runMachine(index) { machine, local in machine.workEnded(partition: partition, now: local) }
         case .announced:
             runMachine(index) { machine, local in machine.changeAnnounced(now: local) }
         case .shutdown:
@@ -378,7 +384,7 @@ public struct PartitionSimulation: Sendable {
         guard hosts[run.host].process == run.process, hosts[run.host].machine != nil else { return }
         hosts[run.host].works[run.partition] = nil
         if options.weakening != .shellReportsStopEarly || !run.stopping {
-            queue.schedule(.member(run.host, process: run.process, .workStopped(run.partition)), at: now)
+            queue.schedule(.member(run.host, process: run.process, .workEnded(run.partition)), at: now)
         }
     }
 
@@ -665,20 +671,32 @@ public struct PartitionSimulation: Sendable {
     /// of itself; every partition is acted on by its owner with the token of its valid lease; no work is stopping
     /// and no answer on its way carries a view older than the leases.
     private mutating func settledAssignment() -> [MemberID]? {
-        guard works.count == options.partitions, activeFaults == 0, !works.values.contains(where: \.stopping) else { return nil }
+        func unsettled(_ reason: StaticString, _ host: Int? = nil) -> [MemberID]? {
+            unsettledBecause = (reason, host)
+            return nil
+        }
+        guard activeFaults == 0 else { return unsettled("a fault is in effect") }
+        guard works.count == options.partitions else { return unsettled("not every partition is acted on once") }
+        if let stopping = works.values.first(where: \.stopping) { return unsettled("work is stopping", stopping.host) }
         var alive = 0
-        for host in hosts {
+        for (index, host) in hosts.enumerated() {
             // A process that has not joined yet moves nothing until it does, which is a membership change.
             guard let machine = host.machine, host.answeredSentAt != nil else { continue }
             alive += 1
             guard let info = host.info, let record = ledger.members[host.id], record.info.incarnation == info.incarnation,
-                  record.expiresAt > storeNow, record.phase.isEligible, host.answeredSentAt.map({ $0 >= lastDisturbance }) ?? false,
-                  host.client.current?.appliedAt.map({ $0 >= shapeChangedAt }) ?? true
-            else { return nil }
+                  record.expiresAt > storeNow, record.phase.isEligible
+            else { return unsettled("a member is not in the store, or not eligible", index) }
+            guard host.answeredSentAt.map({ $0 >= lastDisturbance }) ?? false else {
+                return unsettled("a member has had no heartbeat answered since the last disturbance", index)
+            }
+            guard host.client.current?.appliedAt.map({ $0 >= shapeChangedAt }) ?? true else {
+                return unsettled("an answer on its way carries an older view", index)
+            }
             let active = Set(machine.activePartitions.keys)
-            guard active == machine.assignedPartitions, active == Set(host.works.keys) else { return nil }
+            guard active == machine.assignedPartitions else { return unsettled("a member acts on other partitions than it is assigned", index) }
+            guard active == Set(host.works.keys) else { return unsettled("a member's work differs from its partitions", index) }
         }
-        guard alive > 0 else { return nil }
+        guard alive > 0 else { return unsettled("no member has joined") }
         noteShape()
         let shape = lastShape!
         let owners: [MemberID]?
@@ -688,12 +706,12 @@ public struct PartitionSimulation: Sendable {
             owners = probe.owners(of: ledger.view(now: storeNow))
             cachedOwners = (shape, owners)
         }
-        guard let owners else { return nil }
+        guard let owners else { return unsettled("the store's view assigns nothing") }
         for work in works.values {
             guard let holder = shape.holders[work.partition], holder.token == work.token,
-                  holder.incarnation == hosts[work.host].info?.incarnation, hosts[work.host].process == work.process,
-                  owners[work.partition] == holder.member
-            else { return nil }
+                  holder.incarnation == hosts[work.host].info?.incarnation, hosts[work.host].process == work.process
+            else { return unsettled("work runs without the valid lease of its token", work.host) }
+            guard owners[work.partition] == holder.member else { return unsettled("a partition is not with its assigned owner", work.host) }
         }
         return owners
     }
@@ -886,7 +904,10 @@ enum PartitionInput: Sendable {
     case answer(call: UInt64, Result<PartitionHeartbeatReply, HeartbeatRejection>)
     /// The round trip timed out, or the store refused the connection.
     case callFailed(call: UInt64)
+    /// `workStopped` at once on `stopWork` (``PartitionWeakening/shellReportsStopEarly``, or work already gone).
     case workStopped(Int)
+    /// The partition's work has exited.
+    case workEnded(Int)
     case announced
     case shutdown
 }

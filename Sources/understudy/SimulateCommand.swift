@@ -255,50 +255,28 @@ struct Simulate: ParsableCommand {
     }
 
     private func printJSON(_ summary: SimulationSummary) throws {
-        struct Distribution: Encodable {
-            var count: Int
-            var p50Nanoseconds: Int64?
-            var p99Nanoseconds: Int64?
-            var maxNanoseconds: Int64?
-        }
-        struct Failure: Encodable {
-            var seed: UInt64
-            var invariant: String
-            var atNanoseconds: Int64
-            var message: String
-            var lastEvents: [String]
-            var replay: String
-        }
         struct Report: Encodable {
             var seeds: Int
             var invariants: [String: Int]
             var goalBoundNanoseconds: Int64
             var settleBoundNanoseconds: Int64
-            var failover: Distribution
-            var recovery: Distribution
+            var failover: SimulationDistributionJSON
+            var recovery: SimulationDistributionJSON
             var unusedGrants: Int
-            var failures: [Failure]
+            var failures: [SimulationFailureJSON]
             var traceHash: String
-        }
-        func distribution(_ values: [Duration]) -> Distribution {
-            Distribution(
-                count: values.count,
-                p50Nanoseconds: SimulationSummary.percentile(50, of: values)?.nanoseconds,
-                p99Nanoseconds: SimulationSummary.percentile(99, of: values)?.nanoseconds,
-                maxNanoseconds: values.last?.nanoseconds
-            )
         }
         let report = Report(
             seeds: summary.runs,
             invariants: Dictionary(uniqueKeysWithValues: Invariant.allCases.map { ($0.rawValue, summary.violationsByInvariant[$0] ?? 0) }),
             goalBoundNanoseconds: summary.options.goalBound.nanoseconds,
             settleBoundNanoseconds: summary.options.settleBound.nanoseconds,
-            failover: distribution(summary.shortfalls),
-            recovery: distribution(summary.recoveries),
+            failover: SimulationDistributionJSON(summary.shortfalls),
+            recovery: SimulationDistributionJSON(summary.recoveries),
             unusedGrants: summary.unusedGrants,
             failures: summary.failures.compactMap { result in
                 result.violation.map {
-                    Failure(
+                    SimulationFailureJSON(
                         seed: result.seed,
                         invariant: $0.invariant.rawValue,
                         atNanoseconds: $0.at.nanoseconds,
@@ -433,24 +411,10 @@ extension Simulate {
     }
 
     private func printQueueJSON(_ summary: QueueSimulationSummary) throws {
-        struct Distribution: Encodable {
-            var count: Int
-            var p50Nanoseconds: Int64?
-            var p99Nanoseconds: Int64?
-            var maxNanoseconds: Int64?
-        }
-        struct Failure: Encodable {
-            var seed: UInt64
-            var invariant: String
-            var atNanoseconds: Int64
-            var message: String
-            var lastEvents: [String]
-            var replay: String
-        }
         struct Report: Encodable {
             var seeds: Int
             var invariants: [String: Int]
-            var completion: Distribution
+            var completion: SimulationDistributionJSON
             var done: Int
             var dead: Int
             var deadByLostClaims: Int
@@ -460,19 +424,13 @@ extension Simulate {
             var claimsReleased: Int
             var claimsDropped: Int
             var lostButRecorded: Int
-            var failures: [Failure]
+            var failures: [SimulationFailureJSON]
             var traceHash: String
         }
-        let values = summary.completionTimes
         let report = Report(
             seeds: summary.runs,
             invariants: Dictionary(uniqueKeysWithValues: QueueInvariant.allCases.map { ($0.rawValue, summary.violationsByInvariant[$0] ?? 0) }),
-            completion: Distribution(
-                count: values.count,
-                p50Nanoseconds: SimulationSummary.percentile(50, of: values)?.nanoseconds,
-                p99Nanoseconds: SimulationSummary.percentile(99, of: values)?.nanoseconds,
-                maxNanoseconds: values.last?.nanoseconds
-            ),
+            completion: SimulationDistributionJSON(summary.completionTimes),
             done: summary.done,
             dead: summary.dead,
             deadByLostClaims: summary.deadByLostClaims,
@@ -484,7 +442,7 @@ extension Simulate {
             lostButRecorded: summary.lostButRecorded,
             failures: summary.failures.compactMap { result in
                 result.violation.map {
-                    Failure(
+                    SimulationFailureJSON(
                         seed: result.seed, invariant: $0.invariant.rawValue, atNanoseconds: $0.at.nanoseconds,
                         message: $0.message, lastEvents: $0.recentTrace, replay: queueReplayCommand(seed: result.seed)
                     )
@@ -600,43 +558,22 @@ extension Simulate {
     }
 
     private func printPartitionJSON(_ summary: PartitionSimulationSummary) throws {
-        struct Distribution: Encodable {
-            var count: Int
-            var p50Nanoseconds: Int64?
-            var p99Nanoseconds: Int64?
-            var maxNanoseconds: Int64?
-
-            init(_ values: [Duration]) {
-                count = values.count
-                p50Nanoseconds = SimulationSummary.percentile(50, of: values)?.nanoseconds
-                p99Nanoseconds = SimulationSummary.percentile(99, of: values)?.nanoseconds
-                maxNanoseconds = values.last?.nanoseconds
-            }
-        }
         struct Changes: Encodable {
             var count: Int
             var moved: Int
             var minimum: Int
-            var settled: Distribution
-        }
-        struct Failure: Encodable {
-            var seed: UInt64
-            var invariant: String
-            var atNanoseconds: Int64
-            var message: String
-            var lastEvents: [String]
-            var replay: String
+            var settled: SimulationDistributionJSON
         }
         struct Report: Encodable {
             var seeds: Int
             var invariants: [String: Int]
             var changes: [String: Changes]
-            var recovery: Distribution
+            var recovery: SimulationDistributionJSON
             var worstOverCeiling: Int?
             var worstUnderFloor: Int?
             var heartbeatsPerMemberInterval: Double?
             var handovers: Int
-            var failures: [Failure]
+            var failures: [SimulationFailureJSON]
             var traceHash: String
         }
         let report = Report(
@@ -646,17 +583,17 @@ extension Simulate {
                 let changes = summary.changes(kind)
                 return (kind.rawValue, Changes(
                     count: changes.count, moved: changes.map(\.moved).reduce(0, +), minimum: changes.map(\.minimum).reduce(0, +),
-                    settled: Distribution(changes.map(\.settledIn).sorted())
+                    settled: SimulationDistributionJSON(changes.map(\.settledIn).sorted())
                 ))
             }),
-            recovery: Distribution(summary.recoveryTimes),
+            recovery: SimulationDistributionJSON(summary.recoveryTimes),
             worstOverCeiling: summary.worstOverCeiling,
             worstUnderFloor: summary.worstUnderFloor,
             heartbeatsPerMemberInterval: summary.heartbeatsPerMemberInterval,
             handovers: summary.handovers,
             failures: summary.failures.compactMap { result in
                 result.violation.map {
-                    Failure(
+                    SimulationFailureJSON(
                         seed: result.seed, invariant: $0.invariant.rawValue, atNanoseconds: $0.at.nanoseconds,
                         message: $0.message, lastEvents: $0.recentTrace, replay: partitionReplayCommand(seed: result.seed)
                     )
@@ -668,4 +605,33 @@ extension Simulate {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try encoder.encode(report), as: UTF8.self))
     }
+}
+
+/// A p50/p99/max distribution in `--json` output.
+private struct SimulationDistributionJSON: Encodable {
+    var count: Int
+    var p50Nanoseconds: Int64?
+    var p99Nanoseconds: Int64?
+    var maxNanoseconds: Int64?
+}
+
+extension SimulationDistributionJSON {
+    init(_ values: [Duration]) {
+        self.init(
+            count: values.count,
+            p50Nanoseconds: SimulationSummary.percentile(50, of: values)?.nanoseconds,
+            p99Nanoseconds: SimulationSummary.percentile(99, of: values)?.nanoseconds,
+            maxNanoseconds: values.last?.nanoseconds
+        )
+    }
+}
+
+/// A failing seed in `--json` output.
+private struct SimulationFailureJSON: Encodable {
+    var seed: UInt64
+    var invariant: String
+    var atNanoseconds: Int64
+    var message: String
+    var lastEvents: [String]
+    var replay: String
 }

@@ -58,7 +58,7 @@ public struct QueueSimulation: Sendable {
     private var violation: QueueInvariantViolation?
     private var traceHash = TraceHash()
     private var traceLength = 0
-    private var recentTrace = QueueRecentTrace()
+    private var recentTrace = RecentTrace<QueueTraceEntry>()
     private var starts = 0
     private var claimsLost = 0
     private var reRuns = 0
@@ -938,7 +938,7 @@ enum QueueEvent: Sendable {
 }
 
 /// One thing that happened in a queue run, on the simulator's real timeline.
-struct QueueTraceEntry: Sendable {
+struct QueueTraceEntry: Sendable, CustomStringConvertible {
     enum Kind: Sendable {
         case started(process: Int)
         case crashed
@@ -1082,25 +1082,5 @@ struct QueueTraceEntry: Sendable {
         case .slowOver: "store fast again"
         case .faultsStopped: "faults stop"
         }
-    }
-}
-
-/// The newest entries of a queue trace, kept for the report of a violation.
-struct QueueRecentTrace: Sendable {
-    private var entries: [QueueTraceEntry] = []
-    private var next = 0
-    static let capacity = 40
-
-    mutating func append(_ entry: QueueTraceEntry) {
-        if entries.count < Self.capacity {
-            entries.append(entry)
-        } else {
-            entries[next] = entry
-            next = (next + 1) % Self.capacity
-        }
-    }
-
-    var lines: [String] {
-        (entries[next...] + entries[..<next]).map(\.description)
     }
 }

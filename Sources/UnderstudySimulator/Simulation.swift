@@ -57,7 +57,7 @@ public struct Simulation: Sendable {
     private var violation: InvariantViolation?
     private var traceHash = TraceHash()
     private var traceLength = 0
-    private var recentTrace = RecentTrace()
+    private var recentTrace = RecentTrace<TraceEntry>()
     private var goalFirstMet = false
     private var shortfallSince: Int64?
     private var shortfalls: [Duration] = []

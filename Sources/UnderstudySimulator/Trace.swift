@@ -1,7 +1,7 @@
 import UnderstudyCore
 
 /// One thing that happened in a run, on the simulator's real (virtual) timeline.
-struct TraceEntry: Sendable {
+struct TraceEntry: Sendable, CustomStringConvertible {
     enum Kind: Sendable {
         case started(incarnation: Int, weight: Int)
         case crashed
@@ -224,12 +224,12 @@ public struct TraceHash: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// The newest entries of a trace, kept for the report of a violation.
-struct RecentTrace: Sendable {
-    private var entries: [TraceEntry] = []
+struct RecentTrace<Entry: CustomStringConvertible & Sendable>: Sendable {
+    private var entries: [Entry] = []
     private var next = 0
-    static let capacity = 40
+    static var capacity: Int { 40 }
 
-    mutating func append(_ entry: TraceEntry) {
+    mutating func append(_ entry: Entry) {
         if entries.count < Self.capacity {
             entries.append(entry)
         } else {

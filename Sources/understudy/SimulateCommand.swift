@@ -22,6 +22,12 @@ struct Simulate: ParsableCommand {
             store under crash, freeze, shutdown, outage, slow, loss and drift faults, and shows job completion \
             times, claims lost and jobs re-run. --store-latency, --call-timeout, --faults, --seeds, --seed and \
             --json apply to both; the group options are ignored with --queue.
+
+            With --partitions P it simulates a partitioned group instead: --members real partitioned members \
+            (joined by heavier ones) share P partitions under crash, freeze, isolate, outage, slow, join, leave \
+            and delay faults, and shows partitions moved per join, leave and crash, balance, and takeover times. \
+            --members, --heartbeat, --activation, --store-latency, --call-timeout, --faults, --seeds, --seed and \
+            --json apply.
             """
     )
 
@@ -85,8 +91,13 @@ struct Simulate: ParsableCommand {
     @Option(parsing: .unconditional, help: "With --queue: the renew interval I (T/3 by default; T > 2·I).")
     var renew: String?
 
+    @Option(help: "Simulate a partitioned group of P partitions instead of a group of slots.")
+    var partitions: Int?
+
     func validate() throws {
-        if queue {
+        if partitions != nil {
+            _ = try partitionOptions()
+        } else if queue {
             _ = try queueOptions()
         } else {
             _ = try simulationOptions()
@@ -95,6 +106,7 @@ struct Simulate: ParsableCommand {
     }
 
     func run() throws {
+        if partitions != nil { return try runPartitions() }
         if queue { return try runQueue() }
         let options = try simulationOptions()
         let seedRange: [UInt64] = seed.map { [$0] } ?? Array(1...UInt64(seeds))
@@ -243,50 +255,28 @@ struct Simulate: ParsableCommand {
     }
 
     private func printJSON(_ summary: SimulationSummary) throws {
-        struct Distribution: Encodable {
-            var count: Int
-            var p50Nanoseconds: Int64?
-            var p99Nanoseconds: Int64?
-            var maxNanoseconds: Int64?
-        }
-        struct Failure: Encodable {
-            var seed: UInt64
-            var invariant: String
-            var atNanoseconds: Int64
-            var message: String
-            var lastEvents: [String]
-            var replay: String
-        }
         struct Report: Encodable {
             var seeds: Int
             var invariants: [String: Int]
             var goalBoundNanoseconds: Int64
             var settleBoundNanoseconds: Int64
-            var failover: Distribution
-            var recovery: Distribution
+            var failover: SimulationDistributionJSON
+            var recovery: SimulationDistributionJSON
             var unusedGrants: Int
-            var failures: [Failure]
+            var failures: [SimulationFailureJSON]
             var traceHash: String
-        }
-        func distribution(_ values: [Duration]) -> Distribution {
-            Distribution(
-                count: values.count,
-                p50Nanoseconds: SimulationSummary.percentile(50, of: values)?.nanoseconds,
-                p99Nanoseconds: SimulationSummary.percentile(99, of: values)?.nanoseconds,
-                maxNanoseconds: values.last?.nanoseconds
-            )
         }
         let report = Report(
             seeds: summary.runs,
             invariants: Dictionary(uniqueKeysWithValues: Invariant.allCases.map { ($0.rawValue, summary.violationsByInvariant[$0] ?? 0) }),
             goalBoundNanoseconds: summary.options.goalBound.nanoseconds,
             settleBoundNanoseconds: summary.options.settleBound.nanoseconds,
-            failover: distribution(summary.shortfalls),
-            recovery: distribution(summary.recoveries),
+            failover: SimulationDistributionJSON(summary.shortfalls),
+            recovery: SimulationDistributionJSON(summary.recoveries),
             unusedGrants: summary.unusedGrants,
             failures: summary.failures.compactMap { result in
                 result.violation.map {
-                    Failure(
+                    SimulationFailureJSON(
                         seed: result.seed,
                         invariant: $0.invariant.rawValue,
                         atNanoseconds: $0.at.nanoseconds,
@@ -345,16 +335,23 @@ extension Simulate {
     }
 
     private func queueFaultSet() throws -> Set<QueueFault> {
-        switch faults {
-        case "all": return Set(QueueFault.allCases)
+        try Self.faultSet(faults, kind: "queue", mode: "--queue")
+    }
+
+    /// The faults `--faults` names: `all`, `none`, or a comma-separated list of `Fault`'s raw values.
+    static func faultSet<Fault: CaseIterable & RawRepresentable & Hashable>(
+        _ names: String, kind: String, mode: String
+    ) throws -> Set<Fault> where Fault.RawValue == String {
+        switch names {
+        case "all": return Set(Fault.allCases)
         case "none", "": return []
         default: break
         }
-        var set: Set<QueueFault> = []
-        for name in faults.split(separator: ",") {
-            guard let fault = QueueFault(rawValue: String(name)) else {
-                let valid = QueueFault.allCases.map(\.rawValue).joined(separator: ", ")
-                throw ValidationError("--faults: unknown queue fault \"\(name)\"; valid faults with --queue are \(valid), or all or none")
+        var set: Set<Fault> = []
+        for name in names.split(separator: ",") {
+            guard let fault = Fault(rawValue: String(name)) else {
+                let valid = Fault.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ValidationError("--faults: unknown \(kind) fault \"\(name)\"; valid faults with \(mode) are \(valid), or all or none")
             }
             set.insert(fault)
         }
@@ -414,24 +411,10 @@ extension Simulate {
     }
 
     private func printQueueJSON(_ summary: QueueSimulationSummary) throws {
-        struct Distribution: Encodable {
-            var count: Int
-            var p50Nanoseconds: Int64?
-            var p99Nanoseconds: Int64?
-            var maxNanoseconds: Int64?
-        }
-        struct Failure: Encodable {
-            var seed: UInt64
-            var invariant: String
-            var atNanoseconds: Int64
-            var message: String
-            var lastEvents: [String]
-            var replay: String
-        }
         struct Report: Encodable {
             var seeds: Int
             var invariants: [String: Int]
-            var completion: Distribution
+            var completion: SimulationDistributionJSON
             var done: Int
             var dead: Int
             var deadByLostClaims: Int
@@ -441,19 +424,13 @@ extension Simulate {
             var claimsReleased: Int
             var claimsDropped: Int
             var lostButRecorded: Int
-            var failures: [Failure]
+            var failures: [SimulationFailureJSON]
             var traceHash: String
         }
-        let values = summary.completionTimes
         let report = Report(
             seeds: summary.runs,
             invariants: Dictionary(uniqueKeysWithValues: QueueInvariant.allCases.map { ($0.rawValue, summary.violationsByInvariant[$0] ?? 0) }),
-            completion: Distribution(
-                count: values.count,
-                p50Nanoseconds: SimulationSummary.percentile(50, of: values)?.nanoseconds,
-                p99Nanoseconds: SimulationSummary.percentile(99, of: values)?.nanoseconds,
-                maxNanoseconds: values.last?.nanoseconds
-            ),
+            completion: SimulationDistributionJSON(summary.completionTimes),
             done: summary.done,
             dead: summary.dead,
             deadByLostClaims: summary.deadByLostClaims,
@@ -465,7 +442,7 @@ extension Simulate {
             lostButRecorded: summary.lostButRecorded,
             failures: summary.failures.compactMap { result in
                 result.violation.map {
-                    Failure(
+                    SimulationFailureJSON(
                         seed: result.seed, invariant: $0.invariant.rawValue, atNanoseconds: $0.at.nanoseconds,
                         message: $0.message, lastEvents: $0.recentTrace, replay: queueReplayCommand(seed: result.seed)
                     )
@@ -477,4 +454,184 @@ extension Simulate {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try encoder.encode(report), as: UTF8.self))
     }
+}
+
+// MARK: - Partitioned groups
+
+extension Simulate {
+    private func runPartitions() throws {
+        let options = try partitionOptions()
+        let seedRange: [UInt64] = seed.map { [$0] } ?? Array(1...UInt64(seeds))
+        let summary: PartitionSimulationSummary
+        do {
+            summary = try PartitionSimulationSummary(seeds: seedRange, options: options)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        if json {
+            try printPartitionJSON(summary)
+        } else {
+            printPartitionText(summary)
+        }
+        if !summary.failures.isEmpty { throw ExitCode(1) }
+    }
+
+    private func partitionOptions() throws -> PartitionSimulationOptions {
+        let options = PartitionSimulationOptions(
+            members: members,
+            partitions: partitions ?? 1,
+            heartbeatInterval: try duration(heartbeat, option: "--heartbeat"),
+            activationInterval: try duration(activation, option: "--activation"),
+            storeLatency: try latencyRange(storeLatency, option: "--store-latency"),
+            callTimeout: try duration(callTimeout, option: "--call-timeout"),
+            faults: try partitionFaultSet()
+        )
+        do {
+            _ = try options.configuration()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        return options
+    }
+
+    private func partitionFaultSet() throws -> Set<PartitionFault> {
+        try Self.faultSet(faults, kind: "partition", mode: "--partitions")
+    }
+
+    /// The command that runs `seed` of the partition simulation again with exactly these options.
+    private func partitionReplayCommand(seed: UInt64) -> String {
+        [
+            "understudy simulate --partitions \(partitions ?? 1) --seed \(seed)",
+            "--members \(members)",
+            "--heartbeat \(heartbeat)",
+            "--activation \(activation)",
+            "--store-latency \(storeLatency)",
+            "--call-timeout \(callTimeout)",
+            "--faults \(faults.isEmpty ? "none" : faults)",
+        ].joined(separator: " ")
+    }
+
+    private func printPartitionText(_ summary: PartitionSimulationSummary) {
+        let options = summary.options
+        let faultNames = options.faults.isEmpty ? "none" : PartitionFault.allCases.filter(options.faults.contains).map(\.rawValue).joined(separator: ",")
+        print(
+            "simulated \(summary.runs) seed\(summary.runs == 1 ? "" : "s") of a partitioned group: \(options.members) members, "
+                + "\(options.partitions) partitions, heartbeat \(options.heartbeatInterval.formatted), activation \(options.activationInterval.formatted), "
+                + "store latency \(storeLatency), call timeout \(options.callTimeout.formatted), faults \(faultNames)"
+        )
+        print("invariants:")
+        for invariant in PartitionInvariant.allCases {
+            let count = summary.violationsByInvariant[invariant] ?? 0
+            let status = count == 0 ? "held" : "VIOLATED in \(count) seed\(count == 1 ? "" : "s")"
+            print("  \(invariant.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)) \(status)")
+        }
+        print("  liveness bound: settled within T + 2·I = \(options.livenessBound.formatted) of the last fault's effect")
+        print("violations: \(summary.failures.count) of \(summary.runs) seeds")
+        for kind in PartitionChangeKind.allCases {
+            let changes = summary.changes(kind)
+            guard !changes.isEmpty else { continue }
+            let moved = changes.map(\.moved).reduce(0, +)
+            let minimum = changes.map(\.minimum).reduce(0, +)
+            print("\(kind) of a steady group (\(changes.count)): \(moved) partitions moved (at least \(minimum) had to); settled in " + distribution(changes.map(\.settledIn).sorted()))
+        }
+        print("recovery (last fault's effect to settled): " + distribution(summary.recoveryTimes))
+        if let over = summary.worstOverCeiling, let under = summary.worstUnderFloor {
+            print("balance: at most \(over) above a share rounded up, at least \(under) below a share rounded down (bound: 0 and -1)")
+        }
+        if let rate = summary.heartbeatsPerMemberInterval {
+            print("store round trips per member per interval in a steady group: " + String(Double(Int(rate * 100)) / 100))
+        }
+        print("handovers: \(summary.handovers)")
+        let struck = PartitionFault.allCases.compactMap { fault in summary.injected[fault].map { "\(fault) \($0)" } }
+        if !struck.isEmpty { print("faults struck: " + struck.joined(separator: ", ")) }
+        if let result = summary.failures.first, let violation = result.violation {
+            print("")
+            print("seed \(result.seed): \(violation)")
+            print("last events:")
+            for line in violation.recentTrace { print("  \(line)") }
+            print("replay: \(partitionReplayCommand(seed: result.seed))")
+            if summary.failures.count > 1 {
+                print("failing seeds: " + summary.failures.prefix(20).map { String($0.seed) }.joined(separator: " "))
+            }
+        }
+        print("trace hash: \(summary.traceHash)")
+    }
+
+    private func printPartitionJSON(_ summary: PartitionSimulationSummary) throws {
+        struct Changes: Encodable {
+            var count: Int
+            var moved: Int
+            var minimum: Int
+            var settled: SimulationDistributionJSON
+        }
+        struct Report: Encodable {
+            var seeds: Int
+            var invariants: [String: Int]
+            var changes: [String: Changes]
+            var recovery: SimulationDistributionJSON
+            var worstOverCeiling: Int?
+            var worstUnderFloor: Int?
+            var heartbeatsPerMemberInterval: Double?
+            var handovers: Int
+            var failures: [SimulationFailureJSON]
+            var traceHash: String
+        }
+        let report = Report(
+            seeds: summary.runs,
+            invariants: Dictionary(uniqueKeysWithValues: PartitionInvariant.allCases.map { ($0.rawValue, summary.violationsByInvariant[$0] ?? 0) }),
+            changes: Dictionary(uniqueKeysWithValues: PartitionChangeKind.allCases.map { kind in
+                let changes = summary.changes(kind)
+                return (kind.rawValue, Changes(
+                    count: changes.count, moved: changes.map(\.moved).reduce(0, +), minimum: changes.map(\.minimum).reduce(0, +),
+                    settled: SimulationDistributionJSON(changes.map(\.settledIn).sorted())
+                ))
+            }),
+            recovery: SimulationDistributionJSON(summary.recoveryTimes),
+            worstOverCeiling: summary.worstOverCeiling,
+            worstUnderFloor: summary.worstUnderFloor,
+            heartbeatsPerMemberInterval: summary.heartbeatsPerMemberInterval,
+            handovers: summary.handovers,
+            failures: summary.failures.compactMap { result in
+                result.violation.map {
+                    SimulationFailureJSON(
+                        seed: result.seed, invariant: $0.invariant.rawValue, atNanoseconds: $0.at.nanoseconds,
+                        message: $0.message, lastEvents: $0.recentTrace, replay: partitionReplayCommand(seed: result.seed)
+                    )
+                }
+            },
+            traceHash: summary.traceHash.description
+        )
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+    }
+}
+
+/// A p50/p99/max distribution in `--json` output.
+private struct SimulationDistributionJSON: Encodable {
+    var count: Int
+    var p50Nanoseconds: Int64?
+    var p99Nanoseconds: Int64?
+    var maxNanoseconds: Int64?
+}
+
+extension SimulationDistributionJSON {
+    init(_ values: [Duration]) {
+        self.init(
+            count: values.count,
+            p50Nanoseconds: SimulationSummary.percentile(50, of: values)?.nanoseconds,
+            p99Nanoseconds: SimulationSummary.percentile(99, of: values)?.nanoseconds,
+            maxNanoseconds: values.last?.nanoseconds
+        )
+    }
+}
+
+/// A failing seed in `--json` output.
+private struct SimulationFailureJSON: Encodable {
+    var seed: UInt64
+    var invariant: String
+    var atNanoseconds: Int64
+    var message: String
+    var lastEvents: [String]
+    var replay: String
 }

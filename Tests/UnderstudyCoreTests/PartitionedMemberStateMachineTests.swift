@@ -330,6 +330,8 @@ struct PartitionedMemberStateMachineTests {
         #expect(sent(answer)?.0.operations.contains(.release(0, token(1))) == true)
     }
 
+    /// Found by the benchmark and by the partition simulator (as a hang): with a heartbeat still unanswered when
+    /// the next fell due, every tick asked for the next at the same instant, so the shell spun until the answer.
     @Test func whileAHeartbeatIsOut_theMachineWaitsForItsAnswer_ratherThanTickingAtOnce() throws {
         let configuration = try PartitionedGroupConfiguration(group: Fixture.configuration(), partitions: 4)
         var machine = PartitionedMemberStateMachine(configuration: configuration, member: try Fixture.member("a"))

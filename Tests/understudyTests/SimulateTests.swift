@@ -28,6 +28,21 @@ struct SimulateTests {
         #expect(result.stdout.contains("--store-latency 300ms..390ms --call-timeout 5s"), "\(result.stdout)")
     }
 
+    @Test func test_partitions_showMovementBalanceAndTakeover_andRefuseABadCount() async throws {
+        let scratch = try Scratch()
+        let arguments = ["simulate", "--partitions", "16", "--members", "4", "--seeds", "2", "--faults", "join,crash,leave"]
+        let result = try await understudy(arguments, in: scratch)
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("of a partitioned group: 4 members, 16 partitions"), "\(result.stdout)")
+        #expect(result.stdout.contains("recovery (last fault's effect to settled): p50"), "\(result.stdout)")
+        #expect(result.stdout.contains("balance: at most 0 above a share rounded up"), "\(result.stdout)")
+        let refused = try await understudy(["simulate", "--partitions", "0"], in: scratch)
+        #expect(refused.status != 0 && refused.status != 1, "\(refused.stderr)")
+        #expect(refused.stderr.contains("partitions"), "\(refused.stderr)")
+        let unknown = try await understudy(["simulate", "--partitions", "4", "--faults", "resign"], in: scratch)
+        #expect(unknown.stderr.contains("unknown partition fault \"resign\""), "\(unknown.stderr)")
+    }
+
     @Test func test_badSlowLatencyOrTimeout_isRefused() async throws {
         let scratch = try Scratch()
         let cases = [

@@ -90,8 +90,11 @@ public struct PartitionAssignment: Hashable, Sendable {
         // members above theirs the partitions it scores highest on. After a leave the departed member's
         // partitions are enough: the members that stay never lose any, and one that a leave left below its
         // raised floor catches up with the next free partition.
+        // A member still more than one below its floor once the free partitions are placed is a newcomer whose
+        // first partitions came one handover at a time (the members that saw the join late computed no move of
+        // their own): it takes up to its floor from the members above theirs in the same way.
         let joined = (0..<partitions).allSatisfy { partition in partition < current.count && current[partition].flatMap { index[$0] } != nil }
-        for member in members.indices where joined && kept[member] == 0 {
+        for member in members.indices where (joined && kept[member] == 0) || held[member].count < floors[member] - 1 {
             while held[member].count < floors[member] {
                 let donors = members.indices.filter { held[$0].count > floors[$0] }
                 let offered = donors.flatMap { donor in held[donor].map { (donor, $0) } }

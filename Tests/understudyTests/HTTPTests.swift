@@ -129,7 +129,7 @@ struct HTTPTests {
         #expect(try await eventually { member.stderr.contains("activated") })
         let crowd = """
             import sqlite3; c = sqlite3.connect('\(store)', timeout=10)
-            c.executemany("INSERT INTO groups VALUES (?, 1, 0, 2)", [("crowd-%d" % i,) for i in range(3000)])
+            c.executemany("INSERT INTO groups (name, active_goal, last_token, next_join) VALUES (?, 1, 0, 2)", [("crowd-%d" % i,) for i in range(3000)])
             c.executemany("INSERT INTO leases VALUES (?, 0, NULL, NULL, NULL, NULL)", [("crowd-%d" % i,) for i in range(3000)])
             c.executemany("INSERT INTO members VALUES (?, 'm', 'i', 50, 'h', 1, 1, 'standby', 0, 9000000000000000000)", [("crowd-%d" % i,) for i in range(3000)])
             c.commit()

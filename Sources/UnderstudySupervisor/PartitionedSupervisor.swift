@@ -39,10 +39,7 @@ public final class PartitionedSupervisor: Sendable {
         self.settings = settings
         self.partitions = partitions
         self.store = store
-        var logger = Logger(label: "understudy") { _ in LineLogHandler(format: settings.logFormat) }
-        logger[metadataKey: "group"] = "\(settings.configuration.name)"
-        logger[metadataKey: "member"] = "\(settings.memberID)"
-        self.logger = logger
+        logger = settings.supervisorLogger()
     }
 
     /// SIGKILL goes out this long before a partition's work deadline (see ``Supervisor/killMargin``).
@@ -52,10 +49,7 @@ public final class PartitionedSupervisor: Sendable {
     ///
     /// - Throws: ``SupervisorError`` when the store refuses the member.
     public func run() async throws(SupervisorError) -> Supervisor.Outcome {
-        var memberLogger = Logger(label: "understudy") { _ in LineLogHandler(format: self.settings.logFormat, dropping: .error) }
-        memberLogger[metadataKey: "group"] = "\(settings.configuration.name)"
-        memberLogger[metadataKey: "member"] = "\(settings.memberID)"
-        memberLogger.logLevel = .warning
+        let memberLogger = settings.memberLogger()
         let member: PartitionedMember
         do {
             member = try PartitionedMember(

@@ -161,10 +161,7 @@ public final class Supervisor: Sendable {
     public init(settings: Settings, metrics registry: PrometheusCollectorRegistry?) {
         self.settings = settings
         self.registry = registry
-        var logger = Logger(label: "understudy") { _ in LineLogHandler(format: settings.logFormat) }
-        logger[metadataKey: "group"] = "\(settings.configuration.name)"
-        logger[metadataKey: "member"] = "\(settings.memberID)"
-        self.logger = logger
+        logger = settings.supervisorLogger()
     }
 
     /// SIGKILL goes out this long before the core's deadline (s + T − I/2, which already leaves I/2 for clock
@@ -177,10 +174,7 @@ public final class Supervisor: Sendable {
     public func run() async throws(SupervisorError) -> Outcome {
         // The member's own lines about activation are replaced by ``logTransitions(_:)``, which adds the token
         // to every line; its errors (a refusal by the store) become this command's one-line error.
-        var memberLogger = Logger(label: "understudy") { _ in LineLogHandler(format: self.settings.logFormat, dropping: .error) }
-        memberLogger[metadataKey: "group"] = "\(settings.configuration.name)"
-        memberLogger[metadataKey: "member"] = "\(settings.memberID)"
-        memberLogger.logLevel = .warning
+        let memberLogger = settings.memberLogger()
         let member: Member
         do {
             member = try Member(
@@ -432,5 +426,25 @@ public final class Supervisor: Sendable {
                 logger.info("preparation withdrawn")
             }
         }
+    }
+}
+
+extension Supervisor.Settings {
+    /// The supervisor's own lines, with the group and the member on each.
+    func supervisorLogger() -> Logger {
+        var logger = Logger(label: "understudy") { _ in LineLogHandler(format: logFormat) }
+        logger[metadataKey: "group"] = "\(configuration.name)"
+        logger[metadataKey: "member"] = "\(memberID)"
+        return logger
+    }
+
+    /// The member's lines under a supervisor: warnings only, since the supervisor logs the transitions itself,
+    /// and without errors, since a refusal by the store becomes the command's one-line error.
+    func memberLogger() -> Logger {
+        var logger = Logger(label: "understudy") { _ in LineLogHandler(format: logFormat, dropping: .error) }
+        logger[metadataKey: "group"] = "\(configuration.name)"
+        logger[metadataKey: "member"] = "\(memberID)"
+        logger.logLevel = .warning
+        return logger
     }
 }

@@ -152,9 +152,12 @@ struct Run: AsyncParsableCommand {
             throw CLIError(.usage, "missing command after `--`: understudy run --group NAME [OPTIONS] -- COMMAND [ARGS...]")
         }
         if partitions != nil {
-            for (given, option) in [(once, "--once"), (http != nil, "--http"), (activeGoal != 1, "--active-goal")] where given {
-                throw CLIError(.usage, "\(option) cannot be used with --partitions: every member of a partitioned group is active for its share")
-            }
+            let conflicts = [
+                (once, "--once cannot be used with --partitions: every member of a partitioned group is active for its share"),
+                (activeGoal != 1, "--active-goal cannot be used with --partitions: every member of a partitioned group is active for its share"),
+                (http != nil, "--http cannot be used with --partitions yet: a partitioned member serves no HTTP endpoint"),
+            ]
+            if let (_, message) = conflicts.first(where: { $0.0 }) { throw CLIError(.usage, message) }
         }
         let executable = try Self.resolve(program)
         let heartbeat = try Self.duration(heartbeat, option: "heartbeat")

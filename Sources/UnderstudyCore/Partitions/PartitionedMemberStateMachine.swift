@@ -45,10 +45,8 @@ public enum PartitionEvent: Hashable, Sendable, CustomStringConvertible {
 /// heartbeat waits for an answer at a time: a change (a partition to acquire, one to release) while one is out
 /// goes in the next, sent as soon as the answer comes.
 public struct PartitionedMemberStateMachine: Sendable {
-    public struct RequestID: Hashable, Sendable, CustomStringConvertible {
-        public let rawValue: UInt64
-        public var description: String { "#\(rawValue)" }
-    }
+    /// Identifies one heartbeat so its reply can be matched, as for a member of a group of slots.
+    public typealias RequestID = MemberStateMachine.RequestID
 
     public enum Action: Hashable, Sendable {
         /// Send the heartbeat; report the answer with ``heartbeatReplied(_:to:now:)``, ``heartbeatFailed(_:now:)`` or
@@ -106,6 +104,8 @@ public struct PartitionedMemberStateMachine: Sendable {
     private var holdings: [Int: Holding] = [:]
     /// The newest view and the assignment every member derives from it.
     private var view: GroupView?
+    /// The newest view's valid leases, by partition.
+    private var leases: [Int: GroupView.Lease] = [:]
     private var target: Set<Int> = []
     private var prepared: Set<Int> = []
     /// Partitions whose work ended by themselves, not taken again before then.
@@ -226,6 +226,7 @@ public struct PartitionedMemberStateMachine: Sendable {
             return actions
         }
         view = reply.view
+        leases = Dictionary(reply.view.leases.map { ($0.slot, $0) }, uniquingKeysWith: { first, _ in first })
         follow(reply.view, refused: refused, now: now, into: &actions)
         if sendWhenAnswered { send(now: now, into: &actions) }
         actions.append(scheduleTick(now: now))
@@ -394,7 +395,6 @@ public struct PartitionedMemberStateMachine: Sendable {
                 revoke(partition, token, .rebalanced, keeping: lease, into: &actions)
             }
         }
-        let leases = Dictionary(view.leases.map { ($0.slot, $0) }, uniquingKeysWith: { first, _ in first })
         var wanted = false
         var soonest: Duration?
         var shouldPrepare: Set<Int> = []
@@ -507,7 +507,6 @@ public struct PartitionedMemberStateMachine: Sendable {
             if !running || !target.contains(lease.slot) { operations.append(.release(lease.slot, lease.token)) }
         }
         guard running else { return operations }
-        let leases = Dictionary(view.leases.map { ($0.slot, $0) }, uniquingKeysWith: { first, _ in first })
         for partition in target.sorted() where holdings[partition] == nil && restingUntil[partition] == nil {
             if leases[partition] == nil || leases[partition]?.holder == member.id { operations.append(.acquire(partition)) }
         }

@@ -8,8 +8,8 @@ import UnderstudySupervisor
 /// Runs every member of an ``AgentConfiguration``, one ``Supervisor`` each, and reloads the file by difference.
 ///
 /// Members that name the same store (and password file) share one store handle and its heartbeat batcher, so
-/// their heartbeats, which fall on one grid in a process, travel together (the first at once, the others in one
-/// round trip after it) rather than one round trip each; every command has its own watchdog,
+/// their heartbeats, which fall on one grid in a process, travel together in one round trip per interval (the
+/// executable opens stores with ``HeartbeatBatcher/sharedWindow``); every command has its own watchdog,
 /// so killing the agent, even with SIGKILL, kills every command's tree before its lease can pass.
 ///
 /// Like a supervisor it touches nothing process-wide: the executable turns signals into ``reload()``,

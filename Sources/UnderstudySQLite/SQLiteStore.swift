@@ -7,7 +7,8 @@ import UnderstudyStore
 /// - Heartbeats are applied inside a `BEGIN IMMEDIATE` transaction that loads the group, applies the heartbeat
 ///   with ``GroupLedger/apply(_:at:)`` and writes the difference back, so two members can never both be granted
 ///   the same slot, whatever their timing (optimistic concurrency made pessimistic by SQLite's write lock).
-///   Heartbeats of this process that arrive while a transaction is under way share the next one.
+///   Heartbeats of this process that arrive while a transaction is under way (or within ``batchWindow``) share
+///   the next one.
 /// - Time is the host's boot-time clock (``HostClock``), read after the write lock is taken, so it never jumps
 ///   when the wall clock is changed and every process on the host reads the same value, whatever its time
 ///   namespace. Rows written before the last reboot are expired, on evidence: they were last written before this
@@ -31,6 +32,8 @@ public final class SQLiteStore: LeaseStore, PartitionLeaseStore, ChangeAnnouncin
     public let path: String
     /// Whether this handle only reads: it never creates, migrates or expires anything (`status`, `watch`).
     public let isReadOnly: Bool
+    /// How long the first heartbeat of a transaction waits for others of this process.
+    public let batchWindow: Duration
     /// The open file, which every transaction runs through; the batcher's round trips hold it too, not the store.
     let database: SQLiteDatabase
     private let batcher: HeartbeatBatcher
@@ -53,16 +56,21 @@ public final class SQLiteStore: LeaseStore, PartitionLeaseStore, ChangeAnnouncin
     ///   - clock: the store's clock; defaults to the host's boot-time clock. Every process sharing the file MUST
     ///     use the same clock, so only tests override it.
     ///   - readOnly: open for reading only, as `status` and `watch` do: nothing is ever written.
+    ///   - batchWindow: how long the first heartbeat of a transaction waits for the others of this process (see
+    ///     ``HeartbeatBatcher``); zero sends it at once.
     /// - Throws: ``StoreError`` when the directory cannot be created, the file is not an Understudy database, was
     ///   written by a newer Understudy, or is being written under another host's clock.
-    public init(path: String = SQLiteStore.defaultPath, clock: HostClock? = nil, readOnly: Bool = false) throws {
+    public init(
+        path: String = SQLiteStore.defaultPath, clock: HostClock? = nil, readOnly: Bool = false, batchWindow: Duration = .zero
+    ) throws {
         self.path = path
+        self.batchWindow = batchWindow
         self.isReadOnly = readOnly
         let announcements = ChangeAnnouncementFile(path: path + "-changes")
         let database = try SQLiteDatabase(path: path, clock: try clock ?? HostClock.system(), readOnly: readOnly)
         self.announcements = announcements
         self.database = database
-        batcher = HeartbeatBatcher(window: .zero) { batch in
+        batcher = HeartbeatBatcher(window: batchWindow) { batch in
             try await SQLiteStore.apply(batch, in: database, announcing: announcements)
         }
     }

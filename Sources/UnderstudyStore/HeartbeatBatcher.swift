@@ -17,6 +17,10 @@ public actor HeartbeatBatcher {
     private typealias Waiter = CheckedContinuation<HeartbeatReply, any Error>
     /// A larger batch holds its group locks longer and risks the round-trip timeout (10,000 did, 500 does not).
     public static let maximumBatch = 500
+    /// The window of a store that many members of one process share (an agent's): their heartbeats fall due on one
+    /// grid, and arrive within this of each other, so each interval's travel in one round trip; short against any
+    /// heartbeat interval, it delays a heartbeat by at most this.
+    public static let sharedWindow = Duration.milliseconds(5)
     private let window: Duration
     private let send: Send
     private var pending: [(id: Int, heartbeat: Heartbeat)] = []

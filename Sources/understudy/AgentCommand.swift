@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import UnderstudyAgent
+import UnderstudyStore
 import UnderstudySupervisor
 import UnixSignals
 
@@ -134,7 +135,7 @@ struct AgentRun: AsyncParsableCommand {
                     let location = try StoreLocation.parse(AgentFileOptions.resolve(store, in: directory))
                         .resolvingPassword(passwordFile: passwordFile, environment: environment)
                     return Agent.OpenedStore(
-                        store: try await location.openForWriting(),
+                        store: try await location.openForWriting(batchWindow: HeartbeatBatcher.sharedWindow),
                         releaseURL: location.urlWithCredentials,
                         environment: location.strippingCredentials(from: environment)
                     )

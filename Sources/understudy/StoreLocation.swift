@@ -93,11 +93,12 @@ enum StoreLocation: CustomStringConvertible {
 
     /// Opens the store for a member, creating it if needed, and checks that it can be written.
     ///
+    /// - Parameter batchWindow: how long a heartbeat waits for others of this process to share its round trip.
     /// - Throws: ``CLIError`` with ``ExitStatus/storeUnavailable``.
-    func openForWriting() async throws(CLIError) -> any CommandStore {
+    func openForWriting(batchWindow: Duration = .zero) async throws(CLIError) -> any CommandStore {
         switch self {
         case .postgres:
-            return try await openPostgres(failingWith: .storeUnavailable)
+            return try await openPostgres(failingWith: .storeUnavailable, batchWindow: batchWindow)
         case .sqlite(let path):
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
@@ -105,7 +106,7 @@ enum StoreLocation: CustomStringConvertible {
             }
             let store: SQLiteStore
             do {
-                store = try SQLiteStore(path: path)
+                store = try SQLiteStore(path: path, batchWindow: batchWindow)
             } catch {
                 throw CLIError(.storeUnavailable, "the store is not usable: \(error)")
             }
@@ -135,10 +136,10 @@ enum StoreLocation: CustomStringConvertible {
         }
     }
 
-    private func openPostgres(failingWith status: ExitStatus) async throws(CLIError) -> any CommandStore {
+    private func openPostgres(failingWith status: ExitStatus, batchWindow: Duration = .zero) async throws(CLIError) -> any CommandStore {
         guard case .postgres(let location, _) = self else { throw CLIError(status, "not a PostgreSQL store: \(self)") }
         do {
-            return try await PostgresStore(location: location)
+            return try await PostgresStore(location: location, batchWindow: batchWindow)
         } catch {
             throw CLIError(status, "the store is not usable: \(error)")
         }

@@ -10,9 +10,12 @@ import UnderstudyStoreConformance
 
 /// A SQLite store on the host's clock whose file counts as long in use (a new file grants nothing for T, which
 /// tests with a long T cannot wait for), with tokens that count from 1.
-func seasonedSQLiteStore(path: String) throws -> SQLiteStore {
+func seasonedSQLiteStore(path: String, batchWindow: Duration = .zero) throws -> SQLiteStore {
     let system = try HostClock.system()
-    let store = try SQLiteStore(path: path, clock: HostClock(bootID: system.bootID, host: system.host, now: system.now, wallMicroseconds: { 0 }))
+    let store = try SQLiteStore(
+        path: path, clock: HostClock(bootID: system.bootID, host: system.host, now: system.now, wallMicroseconds: { 0 }),
+        batchWindow: batchWindow
+    )
     let raw = try DatabaseQueue(path: path)
     try raw.write { try $0.execute(sql: "UPDATE understudy_meta SET value = '0' WHERE key = 'record_complete_since'") }
     try raw.close()

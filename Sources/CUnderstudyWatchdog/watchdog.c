@@ -172,6 +172,11 @@ int understudy_cgroup_kill(const char *leaf) {
         ssize_t count = read(events, buffer, sizeof buffer - 1);
         if (count < 0) {
             if (errno == EINTR) continue;
+            // Removed since it was opened, which only an empty cgroup can be.
+            if (errno == ENODEV || errno == ENOENT) {
+                close(events);
+                return 0;
+            }
             int saved = errno;
             close(events);
             errno = saved;
@@ -179,9 +184,10 @@ int understudy_cgroup_kill(const char *leaf) {
         }
         buffer[count] = '\0';
         if (strstr(buffer, "populated 0") != NULL) break;
-        // Every change of cgroup.events raises POLLPRI; the read above re-armed it.
+        // Every change of cgroup.events raises POLLPRI; the read above re-armed it. The timeout re-reads anyway,
+        // so a notification the kernel never raises (a cgroup removed under us) cannot leave the watchdog here.
         struct pollfd wait = {.fd = events, .events = POLLPRI};
-        poll(&wait, 1, -1);
+        poll(&wait, 1, 100);
     }
     close(events);
     rmdir(leaf);

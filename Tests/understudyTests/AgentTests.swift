@@ -76,16 +76,34 @@ struct AgentTests {
         #expect(harness.markedProcesses().isEmpty, "commands outlived the agent")
     }
 
-    /// SIGKILL of the agent: every command of its three groups, and what they started, dies with it.
-    @Test func test_kill9_ofTheAgent_leavesNoProcessOfItsGroups() async throws {
+    /// SIGKILL of the agent: every command of its three groups, and what they started, dies with it, and the
+    /// watchdogs' proof of death lets another agent's standbys take over at once, long before the leases end.
+    @Test func test_kill9_ofTheAgent_leavesNoProcessOfItsGroups_andStandbysTakeOverAtOnce() async throws {
         let harness = try AgentHarness()
-        try harness.write(harness.file(groups: ["k1", "k2", "k3"]))
+        let other = try AgentHarness(scratch: harness.scratch, name: "b")
+        let groups = ["k1", "k2", "k3"]
+        // T = 8 s: a takeover that waited for the leases to end could not come within the 4 s allowed below.
+        try harness.write(harness.file(groups: groups, weights: ["k1": 100, "k2": 100, "k3": 100], id: "a", activation: "8s"))
+        try other.write(other.file(groups: groups, weights: ["k1": 10, "k2": 10, "k3": 10], id: "b", activation: "8s"))
         let agent = try harness.startAgent()
-        #expect(try await eventually { harness.starts().count == 3 }, "\(agent.stderr)")
+        let standby = try other.startAgent()
+        #expect(try await eventually(timeout: .seconds(30)) { harness.starts().count == 3 }, "\(agent.stderr)")
+        #expect(harness.starts().values.allSatisfy { $0.member == "a" })
+        #expect(try await eventuallyAsync(timeout: .seconds(15)) {
+            (try? await other.status())?.filter { $0["state"] as? String == "standby" }.count == 3
+        }, "\(standby.stderr)")
         // Each command and the `sleep` it started in the background, at least.
         #expect(try await eventually { harness.markedProcesses().count >= 6 })
         agent.signal(SIGKILL)
+        let killed = ContinuousClock.now
         #expect(try await eventually(timeout: .seconds(5)) { harness.markedProcesses().isEmpty }, "left running: \(harness.markedProcesses())")
+        #expect(
+            try await eventually(timeout: .seconds(4)) { groups.allSatisfy { harness.starts()[$0]?.member == "b" } },
+            "not taken over within 4 s of the kill (T = 8 s): \(harness.starts())\n\(standby.stderr)"
+        )
+        print("agent kill -9: standbys of 3 groups active after \(ContinuousClock.now - killed)")
+        standby.signal(SIGTERM)
+        #expect(try await standby.exitStatus() == 0)
     }
 
     /// Drain steps the agent's member of a group down, and it stays standby although it outranks the new active;
@@ -271,7 +289,7 @@ struct AgentHarness {
     var config: String { scratch.file("\(name).toml") }
 
     /// A file with one member per group; `top` is added to the top-level keys.
-    func file(groups: [String], weights: [String: Int] = [:], id: String? = nil, top: String = "") -> String {
+    func file(groups: [String], weights: [String: Int] = [:], id: String? = nil, activation: String = "2s", top: String = "") -> String {
         var text = """
             store = "store.db"
             control = "\(scratch.file("\(name).sock"))"
@@ -286,7 +304,7 @@ struct AgentHarness {
                 command = ["\(scratch.file("command.sh"))"]
                 weight = \(weights[group] ?? 50)
                 heartbeat = "250ms"
-                activation = "2s"
+                activation = "\(activation)"
                 stop-grace = "2s"
                 environment = { UNDERSTUDY_TEST_MARK = "\(mark)" }
 

@@ -98,6 +98,8 @@ public actor Agent {
     /// Each worker's queue as the store last counted it (about once a second).
     private(set) var queueStats: [MemberKey: QueueStats] = [:]
     private var observer: Task<Void, Never>?
+    /// Serves the status page on the file's `http`; a reload moves it.
+    private var statusPage: StatusPageServer?
     /// Reloads and stops one at a time.
     private var busy = false
     private var waitingForTurn: [CheckedContinuation<Void, Never>] = []
@@ -131,6 +133,18 @@ public actor Agent {
         logger.notice("agent started", metadata: ["members": "\(configuration.members.count)", "file": "\(path)"])
     }
 
+    /// The bearer token of the file as last loaded, which drain and resume over HTTP require.
+    public var httpToken: String? { configuration.httpToken }
+
+    /// Serves the status page with `server` on the file's `http` (when it has one), and on every reload moves it
+    /// to the file's new `http`.
+    ///
+    /// - Throws: ``AgentError`` with ``AgentError/Kind/unavailable`` when the address cannot be listened on.
+    public func serveStatusPage(with server: StatusPageServer) async throws(AgentError) {
+        statusPage = server
+        try await server.serve(configuration.http)
+    }
+
     /// What a reload of the file would change, without changing anything.
     ///
     /// - Throws: ``AgentError`` with every problem of the file when it is invalid.
@@ -162,7 +176,9 @@ public actor Agent {
         let startingWorkers = (plan.addedWorkers + plan.changedWorkers).sorted().compactMap(next.worker)
         do {
             try await openStores(for: starting.map(StoreKey.init) + startingWorkers.map(StoreKey.init))
+            try await statusPage?.serve(next.http)
         } catch {
+            await closeUnusedStores()
             logger.error("reload refused; nothing changed", metadata: ["error": "\(error.message)"])
             throw error
         }

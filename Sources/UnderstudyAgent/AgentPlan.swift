@@ -18,9 +18,12 @@ public struct AgentPlan: Sendable, Hashable, CustomStringConvertible {
     public var removedWorkers: [MemberKey]
     public var changedWorkers: [MemberKey]
     public var unchangedWorkers: [MemberKey]
-    /// Agent-wide keys whose values differ (`http`, `http-token`, `control`): they take effect when the agent
-    /// restarts.
+    /// Agent-wide keys whose values differ (`http`, `http-token`, `control`). A reload moves the status page and
+    /// takes the new token; the control socket moves only when the agent restarts (``restartOnly``).
     public var agentChanges: [String]
+    /// The agent-wide keys a reload cannot apply: the clients of a running agent find it through the file's
+    /// `control`, so the socket stays where the agent started.
+    public static let restartOnly: Set<String> = ["control"]
 
     public init(from old: AgentConfiguration, to new: AgentConfiguration) {
         let members = Self.match(old.members, new.members, key: \.key, differences: Self.differences)
@@ -68,7 +71,7 @@ public struct AgentPlan: Sendable, Hashable, CustomStringConvertible {
         lines += unchanged.map { "= \($0)" }
         lines += addedWorkers.map { "+ worker \($0)" } + removedWorkers.map { "- worker \($0)" }
         lines += changedWorkers.map { "~ worker \($0)" } + unchangedWorkers.map { "= worker \($0)" }
-        lines += agentChanges.map { "~ agent \($0) (takes effect when the agent restarts)" }
+        lines += agentChanges.map { "~ agent \($0)" + (Self.restartOnly.contains($0) ? " (takes effect when the agent restarts)" : "") }
         if isEmpty { lines.append("no changes") }
         return lines.joined(separator: "\n")
     }

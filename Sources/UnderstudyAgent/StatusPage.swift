@@ -12,9 +12,10 @@ import UnderstudySupervisor
 /// - `GET /status`: ``AgentStatusDocument``; `GET /metrics`: every member's metrics (Prometheus text);
 /// - `GET /healthz`: 200 while the agent runs;
 /// - `POST /drain/GROUP`, `POST /resume/GROUP`: only with `Authorization: Bearer` and the file's `http-token`
-///   (without a token in the file the endpoint is read-only: 403); each is logged.
+///   (without a token in the file the endpoint is read-only: 403); each is logged. The token is the one of the
+///   file as last loaded, so a reload that changes it takes effect at once.
 public enum StatusPage {
-    public static func router(agent: Agent, token: String?, registry: PrometheusCollectorRegistry, logger: Logger) -> Router<BasicRequestContext> {
+    public static func router(agent: Agent, registry: PrometheusCollectorRegistry, logger: Logger) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("/") { _, _ -> Response in
             let initial = await agent.status().encoded().replacingOccurrences(of: "</", with: "<\\/")
@@ -52,7 +53,7 @@ public enum StatusPage {
         for action in ["drain", "resume"] {
             router.post("\(action)/:group") { request, context -> Response in
                 let group = context.parameters.get("group") ?? ""
-                guard let token else {
+                guard let token = await agent.httpToken else {
                     logger.warning("refused over HTTP: the file sets no http-token", metadata: ["action": "\(action)", "group": "\(group)"])
                     return ControlSocket.reply(.forbidden, "read-only: set `http-token` in the agent's file to \(action) over HTTP")
                 }

@@ -163,19 +163,14 @@ struct AgentRun: AsyncParsableCommand {
             throw CLIError(.controlSocketUnavailable, error.message)
         }
         logger.notice("control socket", metadata: ["path": "\(file.socket)"])
-        var page: HTTPEndpoint?
-        if let address = configuration.http {
-            do throws(SupervisorError) {
-                page = try await HTTPEndpoint.start(
-                    on: address, router: StatusPage.router(agent: agent, token: configuration.httpToken, registry: registry, logger: logger), logger: logger
-                )
-                logger.notice("serving HTTP", metadata: ["address": "\(page?.boundAddress ?? "")"])
-            } catch {
-                await control.stop()
-                unlink(file.socket)
-                await agent.stop(reason: "start failed")
-                throw CLIError(error)
-            }
+        let page = StatusPageServer(agent: agent, registry: registry, logger: logger)
+        do throws(AgentError) {
+            try await agent.serveStatusPage(with: page)
+        } catch {
+            await control.stop()
+            unlink(file.socket)
+            await agent.stop(reason: "start failed")
+            throw CLIError(.httpUnavailable, error.message)
         }
         SystemdNotification.send("READY=1")
 
@@ -200,9 +195,9 @@ struct AgentRun: AsyncParsableCommand {
             SystemdNotification.send("STOPPING=1")
             // Stops beside this loop, so that a second SIGINT is still heard while the members stop.
             let socket = file.socket
-            Task { [page] in
+            Task {
                 await agent.stop(reason: "\(signal)")
-                await page?.stop()
+                await page.stop()
                 await control.stop()
                 unlink(socket)
                 Glibc.exit(0)

@@ -59,6 +59,44 @@ struct AgentStatusPageTests {
         #expect(try await agentB.exitStatus() == 0)
     }
 
+    /// A reload moves the page to the file's new `http` and takes its new `http-token` at once, without
+    /// restarting a member; a new address that cannot be listened on refuses the reload, and nothing changes.
+    @Test func test_reload_movesThePage_andTakesTheNewToken_membersUntouched() async throws {
+        let harness = try AgentHarness()
+        try harness.write(harness.file(groups: ["p"], top: "http = \"127.0.0.1:0\""))
+        let agent = try harness.startAgent()
+        #expect(try await eventually { harness.starts()["p"] != nil && agent.stderr.contains("serving HTTP") }, "\(agent.stderr)")
+        let firstText = try #require(agent.stderr.firstMatch(of: /serving HTTP address=127\.0\.0\.1:(\d+)/)?.1)
+        let first = try #require(Int(firstText))
+        let command = try #require(harness.starts()["p"])
+        #expect(try await Self.request("http://127.0.0.1:\(first)/drain/p", method: "POST", token: "new").status == 403)
+
+        // A port in use: refused, and the page stays where it was.
+        let (held, heldPort) = try #require(listeningSocket())
+        defer { close(held) }
+        try harness.write(harness.file(groups: ["p"], top: "http = \"127.0.0.1:\(heldPort)\""))
+        let refused = try await understudy(["agent", "reload", "--config", harness.config], in: harness.scratch)
+        #expect(refused.status != 0 && refused.stderr.contains("\(heldPort)"), "\(refused)")
+        #expect(httpGet(first, "/healthz")?.status == 200)
+
+        // A free port and a token: the page moves, the old port is let go, the token is required at once.
+        let (probe, second) = try #require(listeningSocket())
+        close(probe)
+        try harness.write(harness.file(groups: ["p"], top: "http = \"127.0.0.1:\(second)\"\nhttp-token = \"new\""))
+        let plan = try await understudy(["agent", "plan", "--config", harness.config], in: harness.scratch)
+        #expect(plan.stdout.contains("~ agent http\n") && plan.stdout.contains("~ agent http-token") && !plan.stdout.contains("restarts"), "\(plan)")
+        let moved = try await understudy(["agent", "reload", "--config", harness.config], in: harness.scratch)
+        #expect(moved.status == 0, "\(moved)")
+        #expect(httpGet(second, "/healthz")?.status == 200)
+        #expect(httpGet(first, "/healthz") == nil, "the old address still answers")
+        #expect(harness.startCount(of: "p") == 1 && isAlive(command.pid), "the reload restarted the member")
+        #expect(try await Self.request("http://127.0.0.1:\(second)/drain/p", method: "POST", token: "old").status == 401)
+        let drained = try await Self.request("http://127.0.0.1:\(second)/drain/p", method: "POST", token: "new")
+        #expect(drained.status == 200, "\(drained)")
+        agent.signal(SIGTERM)
+        #expect(try await agent.exitStatus() == 0)
+    }
+
     static func request(_ url: String, method: String = "GET", token: String? = nil) async throws -> (status: Int, body: String) {
         var request = URLRequest(url: try #require(URL(string: url)))
         request.httpMethod = method

@@ -196,7 +196,7 @@ func httpGet(_ port: Int, _ path: String) -> (status: Int, body: String)? {
 }
 
 /// A socket listening on 127.0.0.1 at a port the system picked, and that port.
-private func listeningSocket() -> (Int32, Int)? {
+func listeningSocket() -> (Int32, Int)? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
     var address = loopback(port: 0)

@@ -266,6 +266,11 @@ struct AgentStatusCommand: ParsableCommand {
         for member in object["members"] as? [[String: Any]] ?? [] {
             var line = "\(member["group"] ?? "")/\(member["id"] ?? "")  \(member["state"] ?? "")"
             if let token = member["token"] as? NSNumber { line += "  token=\(token)" }
+            if let partitions = member["partitions"] as? [[String: Any]] {
+                let owned = partitions.map { "\($0["partition"] ?? "")=\($0["token"] ?? "")" }
+                line += "  partitions \(owned.count)/\(member["partitionCount"] ?? "?")"
+                if !owned.isEmpty { line += " (partition=token \(owned.joined(separator: " ")))" }
+            }
             if member["drained"] as? Bool == true { line += "  drained" }
             if let ended = member["ended"] as? String { line += "  (\(ended))" }
             lines.append(line)

@@ -218,7 +218,9 @@ struct AgentCheck: ParsableCommand {
 
     func run() throws {
         let configuration = try file.load()
-        printLine("\(file.path): ok, \(configuration.members.count) member\(configuration.members.count == 1 ? "" : "s")")
+        let workers = configuration.workers.count
+        printLine("\(file.path): ok, \(configuration.members.count) member\(configuration.members.count == 1 ? "" : "s")"
+            + (workers == 0 ? "" : ", \(workers) worker\(workers == 1 ? "" : "s")"))
     }
 }
 

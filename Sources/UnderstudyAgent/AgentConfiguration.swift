@@ -313,6 +313,12 @@ private struct Reader {
                         problem(place, "id", "member \"\(member.key.id)\" of group \"\(member.key.group)\" is already member[\(first + 1)]; give each an `id`")
                         continue
                     }
+                    if let other = members.first(where: { $0.key.group == member.key.group && $0.partitions != member.partitions }) {
+                        let described = other.partitions.map { "partitions = \($0)" } ?? "no partitions"
+                        problem(place, memberTable["partitions"] == nil ? "group" : "partitions",
+                                "member[\((seen[other.key] ?? 0) + 1)] of group \"\(member.key.group)\" has \(described): the members of a group agree")
+                        continue
+                    }
                     seen[member.key] = index
                     members.append(member)
                 }

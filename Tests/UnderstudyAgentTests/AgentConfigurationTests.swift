@@ -235,6 +235,11 @@ import UnderstudySupervisor
         #expect(lines[2] == "agent.toml:16: member[3].partitions: expected an integer, found string", "\(error)")
         #expect(lines[3].contains("cannot be used with `partitions`"), "\(error)")
         #expect(lines[4].hasPrefix("agent.toml:27: worker[1].periodic: cleanup: "), "\(error)")
+        let disagreeing = try #require(throws: AgentConfigurationError.self) {
+            try Self.parse("store = \"/a.db\"\n[[member]]\ngroup = \"g\"\nid = \"a\"\ncommand = [\"/bin/a\"]\npartitions = 4\n"
+                + "[[member]]\ngroup = \"g\"\nid = \"b\"\ncommand = [\"/bin/b\"]\npartitions = 8\n")
+        }
+        #expect(disagreeing.description == "agent.toml:11: member[2].partitions: member[1] of group \"g\" has partitions = 4: the members of a group agree")
     }
 
     @Test func test_sameGroupTwice_needsDistinctIDs() throws {

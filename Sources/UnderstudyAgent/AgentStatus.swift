@@ -56,6 +56,8 @@ public struct AgentStatusDocument: Encodable, Sendable {
         /// The queue's jobs waiting to be claimed, and running, as last counted (about once a second).
         @NullWhenAbsent public var pending: Int? = nil
         @NullWhenAbsent public var running: Int? = nil
+        /// The worker's periodic jobs: each name with its schedule.
+        public var periodic: [String: String] = [:]
     }
 
     public var schemaVersion = 1
@@ -134,7 +136,8 @@ extension Agent {
                 AgentStatusDocument.Worker(
                     queue: worker.key.group, id: worker.key.id, concurrency: worker.concurrency,
                     state: runningWorkers[worker.key] == nil ? "ended" : "running", ended: endedWorkers[worker.key], command: worker.command,
-                    pending: queueStats[worker.key]?.count(.pending), running: queueStats[worker.key]?.count(.running)
+                    pending: queueStats[worker.key]?.count(.pending), running: queueStats[worker.key]?.count(.running),
+                    periodic: worker.periodic.mapValues(\.description)
                 )
             },
             groups: StatusDocument(store: "", statuses: statuses.keys.sorted().compactMap { statuses[$0] }).groups,

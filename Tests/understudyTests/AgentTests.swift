@@ -320,6 +320,10 @@ struct AgentTests {
         #expect(try await eventually(timeout: .seconds(20)) { harness.scratch.lines("done").count >= first + 2 }, "\(agent.stderr)")
         let lines = harness.scratch.lines("done")
         #expect(lines.allSatisfy { $0.hasPrefix("sweep ") }, "\(lines)")
+        let status = try await understudy(["agent", "status", "--json", "--config", harness.config], in: harness.scratch)
+        let document = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
+        let worker = (document?["workers"] as? [[String: Any]])?.first
+        #expect(worker?["periodic"] as? [String: String] == ["sweep": "@every 1s"], "\(status)")
         agent.signal(SIGTERM)
         #expect(try await agent.exitStatus() == 0, "\(agent.stderr)")
     }

@@ -316,7 +316,7 @@ private struct Reader {
                     if let other = members.first(where: { $0.key.group == member.key.group && $0.partitions != member.partitions }) {
                         let described = other.partitions.map { "partitions = \($0)" } ?? "no partitions"
                         problem(place, memberTable["partitions"] == nil ? "group" : "partitions",
-                                "member[\((seen[other.key] ?? 0) + 1)] of group \"\(member.key.group)\" has \(described): the members of a group agree")
+                                "member[\((seen[other.key] ?? 0) + 1)] of group \"\(member.key.group)\" has \(described): the members of one group must agree on `partitions`")
                         continue
                     }
                     seen[member.key] = index
@@ -406,14 +406,13 @@ private struct Reader {
         let retention = duration(place, "retention", allowZero: true) ?? .seconds(3_600)
         let periodic = queue.map { periodicJobs(place, queue: $0, retention: retention) } ?? [:]
         guard let queue, let command, let store else { return nil }
-        var worker = AgentConfiguration.Worker(
+        let worker = AgentConfiguration.Worker(
             key: MemberKey(group: queue.rawValue, id: id), queue: queue, store: store, passwordFile: passwordFile,
             command: command, environment: environment, concurrency: integer(place, "concurrency") ?? 1,
             claimLease: duration(place, "claim-lease") ?? .seconds(30), renewInterval: duration(place, "renew"),
             pollInterval: duration(place, "poll") ?? .seconds(1), stopGrace: duration(place, "stop-grace", allowZero: true) ?? .seconds(10),
-            retention: retention, containment: containment, logFormat: logFormat
+            retention: retention, periodic: periodic, containment: containment, logFormat: logFormat
         )
-        worker.periodic = periodic
         do {
             _ = try worker.configuration(incarnation: "")
         } catch {

@@ -239,7 +239,7 @@ import UnderstudySupervisor
             try Self.parse("store = \"/a.db\"\n[[member]]\ngroup = \"g\"\nid = \"a\"\ncommand = [\"/bin/a\"]\npartitions = 4\n"
                 + "[[member]]\ngroup = \"g\"\nid = \"b\"\ncommand = [\"/bin/b\"]\npartitions = 8\n")
         }
-        #expect(disagreeing.description == "agent.toml:11: member[2].partitions: member[1] of group \"g\" has partitions = 4: the members of a group agree")
+        #expect(disagreeing.description == "agent.toml:11: member[2].partitions: member[1] of group \"g\" has partitions = 4: the members of one group must agree on `partitions`")
     }
 
     @Test func test_sameGroupTwice_needsDistinctIDs() throws {

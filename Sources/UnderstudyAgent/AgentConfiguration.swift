@@ -503,8 +503,13 @@ private struct Reader {
         let onDeactivate = nonEmptyString(place, "on-deactivate")
         let hookTimeout = duration(place, "hook-timeout")
         let partitions = integer(place, "partitions")
-        if partitions != nil, place.table["active-goal"] != nil {
-            problem(place, "active-goal", "cannot be used with `partitions`: every member of a partitioned group is active for its share")
+        if partitions != nil {
+            if place.table["active-goal"] != nil {
+                problem(place, "active-goal", "cannot be used with `partitions`: every member of a partitioned group is active for its share")
+            }
+            for key in ["restart-backoff-max", "restart-burst", "restart-window"] where place.table[key] != nil {
+                problem(place, key, "cannot be used with `partitions` yet: a partition whose command exits by itself is taken again after restart-backoff, without a limit")
+            }
         }
 
         var group: GroupConfiguration?

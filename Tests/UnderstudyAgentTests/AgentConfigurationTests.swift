@@ -203,6 +203,7 @@ import UnderstudySupervisor
             command = ["/bin/d"]
             active-goal = 2
             partitions = 4
+            restart-burst = 3
 
             [[worker]]
             queue = "q"
@@ -226,15 +227,17 @@ import UnderstudySupervisor
             "11 member[2].partitions",
             "16 member[3].partitions",
             "21 member[4].active-goal",
-            "27 worker[1].periodic",
-            "32 worker[2].periodic",
-            "37 worker[3].retention",
+            "23 member[4].restart-burst",
+            "28 worker[1].periodic",
+            "33 worker[2].periodic",
+            "38 worker[3].retention",
         ])
         let lines = error.description.split(separator: "\n")
         #expect(lines[0].hasPrefix("agent.toml:6: member[1].partitions: "), "\(error)")
         #expect(lines[2] == "agent.toml:16: member[3].partitions: expected an integer, found string", "\(error)")
         #expect(lines[3].contains("cannot be used with `partitions`"), "\(error)")
-        #expect(lines[4].hasPrefix("agent.toml:27: worker[1].periodic: cleanup: "), "\(error)")
+        #expect(lines[4].hasPrefix("agent.toml:23: member[4].restart-burst: cannot be used with `partitions` yet"), "\(error)")
+        #expect(lines[5].hasPrefix("agent.toml:28: worker[1].periodic: cleanup: "), "\(error)")
         let disagreeing = try #require(throws: AgentConfigurationError.self) {
             try Self.parse("store = \"/a.db\"\n[[member]]\ngroup = \"g\"\nid = \"a\"\ncommand = [\"/bin/a\"]\npartitions = 4\n"
                 + "[[member]]\ngroup = \"g\"\nid = \"b\"\ncommand = [\"/bin/b\"]\npartitions = 8\n")

@@ -47,6 +47,8 @@ public actor PartitionedMember: Service {
         case reply(PartitionedMemberStateMachine.RequestID, Result<PartitionHeartbeatReply, any Error>)
         case workFinished(partition: Int, activation: Int, cancelledByUs: Bool)
         case changeAnnounced
+        case drain
+        case resume
         case shutdown
     }
 
@@ -113,6 +115,17 @@ public actor PartitionedMember: Service {
     /// Asks the member to leave its group; ``run()`` returns once it has.
     public nonisolated func leave() {
         inputs.yield(.shutdown)
+    }
+
+    /// Gives every partition back (each revoked with reason `drained`, released once its work has stopped) and
+    /// stays in the group, reporting itself `resting` and taking no partition, until ``resume()``.
+    public nonisolated func drain() {
+        inputs.yield(.drain)
+    }
+
+    /// Ends a ``drain()``: the member takes its share of the partitions again.
+    public nonisolated func resume() {
+        inputs.yield(.resume)
     }
 
     /// The partitions this member acts on, with their tokens.
@@ -193,6 +206,10 @@ public actor PartitionedMember: Service {
                     : machine.workEnded(partition: partition, now: now)
             case .changeAnnounced:
                 actions = machine.changeAnnounced(now: now)
+            case .drain:
+                actions = machine.drainRequested(now: now)
+            case .resume:
+                actions = machine.resumeRequested(now: now)
             case .shutdown:
                 actions = machine.shutdownRequested(now: now)
             }

@@ -47,6 +47,18 @@ public actor PeriodicEnqueuer: Service {
     /// How far back, in seconds, an enqueuer that just became active enqueues ticks it may have missed.
     public nonisolated let catchUp: Int64
 
+    /// The enqueuers' lease length T unless one is given.
+    public static let defaultActivationInterval: Duration = .seconds(5)
+
+    /// The group whose active member enqueues `queue`'s periodic jobs.
+    public static func groupName(of queue: QueueName) -> String { "\(queue).periodic" }
+
+    /// How far back an enqueuer with lease length `activationInterval` enqueues ticks when it becomes active
+    /// (two intervals, at least a second): done jobs MUST be kept at least this long.
+    public static func catchUp(activationInterval: Duration) -> Duration {
+        .seconds(max(1, (activationInterval * 2).components.seconds))
+    }
+
     /// - Throws: ``ConfigurationError`` when the queue's name is too long to name its group.
     public init(
         jobs: [PeriodicJob],
@@ -54,16 +66,16 @@ public actor PeriodicEnqueuer: Service {
         store: any LeaseStore & JobQueueStore,
         memberID: MemberID? = nil,
         heartbeatInterval: Duration = .seconds(1),
-        activationInterval: Duration = .seconds(5),
+        activationInterval: Duration = PeriodicEnqueuer.defaultActivationInterval,
         logger: Logger = Logger(label: "understudy.periodic"),
         wallSeconds: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }
     ) throws(ConfigurationError) {
         let group = try GroupConfiguration(
-            name: GroupName("\(queue).periodic"), activeGoal: 1, heartbeatInterval: heartbeatInterval,
+            name: GroupName(Self.groupName(of: queue)), activeGoal: 1, heartbeatInterval: heartbeatInterval,
             activationInterval: activationInterval
         )
         self.jobs = jobs
-        self.catchUp = max(1, (activationInterval * 2).components.seconds)
+        self.catchUp = Self.catchUp(activationInterval: activationInterval).components.seconds
         self.member = try Member(group: group, id: memberID, store: store, logger: logger)
         self.queues = WorkQueue(store: store)
         self.logger = logger

@@ -5,7 +5,8 @@ import UnderstudyCore
 import UnderstudyStore
 import UnderstudySupervisor
 
-/// Runs every member of an ``AgentConfiguration``, one ``Supervisor`` each, and reloads the file by difference.
+/// Runs every member of an ``AgentConfiguration``, one ``Supervisor`` each (a ``PartitionedSupervisor`` for a
+/// partitioned member), and every queue worker with its periodic jobs, and reloads the file by difference.
 ///
 /// Members that name the same store (and password file) share one store handle and its heartbeat batcher, so
 /// their heartbeats, which fall on one grid in a process, travel together in one round trip per interval (the
@@ -17,13 +18,13 @@ import UnderstudySupervisor
 public actor Agent {
     /// A store opened for members.
     public struct OpenedStore: Sendable {
-        public var store: any CoordinationStore & JobQueueStore
+        public var store: any CoordinationStore & PartitionLeaseStore & JobQueueStore
         /// The URL with its credentials, for the watchdogs' release of a dead agent's slots.
         public var releaseURL: String
         /// The environment of commands and hooks: the agent's own, without the store's credentials.
         public var environment: [String: String]
 
-        public init(store: any CoordinationStore & JobQueueStore, releaseURL: String, environment: [String: String]) {
+        public init(store: any CoordinationStore & PartitionLeaseStore & JobQueueStore, releaseURL: String, environment: [String: String]) {
             self.store = store
             self.releaseURL = releaseURL
             self.environment = environment
@@ -57,18 +58,25 @@ public actor Agent {
     /// One running member.
     struct Running {
         var member: AgentConfiguration.Member
-        var supervisor: Supervisor
+        var supervisor: MemberSupervisor
         var task: Task<Void, Never>
         var generation: Int
         var startedAt: Date
     }
 
-    /// One running queue worker.
+    /// One running queue worker, with the enqueuer of its periodic jobs if it has any.
     struct RunningWorker {
         var worker: AgentConfiguration.Worker
         var queueWorker: QueueWorker
+        var enqueuer: PeriodicEnqueuer?
         var task: Task<Void, Never>
         var generation: Int
+
+        /// Asks the worker (its running jobs are given back within its stop grace) and the enqueuer to stop.
+        func shutdown() {
+            queueWorker.shutdown()
+            enqueuer?.leave()
+        }
     }
 
     private struct StoreKey: Hashable {
@@ -193,7 +201,7 @@ public actor Agent {
             for key in plan.removedWorkers + plan.changedWorkers {
                 guard let running = runningWorkers.removeValue(forKey: key) else { continue }
                 group.addTask {
-                    running.queueWorker.shutdown()
+                    running.shutdown()
                     await running.task.value
                 }
             }
@@ -256,7 +264,7 @@ public actor Agent {
             }
             for worker in workers {
                 group.addTask {
-                    worker.queueWorker.shutdown()
+                    worker.shutdown()
                     await worker.task.value
                 }
             }
@@ -267,7 +275,7 @@ public actor Agent {
     /// Kills every command's tree at once, then releases the slots (see ``Supervisor/stopAtOnce(reason:)``).
     /// Queue workers are told to stop; the jobs they still run die with this process (their watchdogs).
     public func stopAtOnce(reason: String) async {
-        for worker in runningWorkers.values { worker.queueWorker.shutdown() }
+        for worker in runningWorkers.values { worker.shutdown() }
         let supervisors = running.values.map(\.supervisor)
         await withTaskGroup(of: Void.self) { group in
             for supervisor in supervisors { group.addTask { await supervisor.stopAtOnce(reason: reason) } }
@@ -310,7 +318,24 @@ public actor Agent {
             logFormat: member.logFormat,
             http: nil
         )
-        let supervisor = Supervisor(settings: settings, metrics: nil)
+        let supervisor: MemberSupervisor
+        if let partitions = member.partitions {
+            do throws(SupervisorError) {
+                let configuration: PartitionedGroupConfiguration
+                do throws(ConfigurationError) {
+                    configuration = try PartitionedGroupConfiguration(group: member.group, partitions: partitions)
+                } catch {
+                    throw SupervisorError(.invalidConfiguration, error.description)
+                }
+                supervisor = .partitioned(try PartitionedSupervisor(settings: settings, partitions: configuration))
+            } catch {
+                ended[member.key] = error.message
+                logger.error("member not started", metadata: ["group": "\(member.key.group)", "member": "\(member.key.id)", "error": "\(error.message)"])
+                return
+            }
+        } else {
+            supervisor = .slots(Supervisor(settings: settings, metrics: nil))
+        }
         if drainedGroups.contains(member.key.group) { supervisor.drain() }
         generation += 1
         let generation = generation
@@ -349,24 +374,40 @@ public actor Agent {
             stopGrace: worker.stopGrace, margin: configuration.timeline(sentAt: .zero).killMargin
         )
         let format = worker.logFormat
-        let queueWorker = QueueWorker(
-            configuration: configuration, store: opened.store, retention: worker.retention,
-            logger: Logger(label: "understudy") { _ in LineLogHandler(format: format) }
-        ) { job in try await runner.run(job) }
+        let logger = Logger(label: "understudy") { _ in LineLogHandler(format: format) }
+        let queueWorker = QueueWorker(configuration: configuration, store: opened.store, retention: worker.retention, logger: logger) { job in
+            try await runner.run(job)
+        }
+        let enqueuer: PeriodicEnqueuer?
+        do {
+            // Validated when the file was read.
+            let jobs = try worker.periodic.sorted { $0.key < $1.key }.map { name, schedule throws(JobError) in
+                try PeriodicJob(name: name, schedule: schedule, queue: worker.queue)
+            }
+            enqueuer = jobs.isEmpty
+                ? nil : try PeriodicEnqueuer(jobs: jobs, queue: worker.queue, store: opened.store, memberID: configuration.worker.id, logger: logger)
+        } catch {
+            endedWorkers[worker.key] = "\(error)"
+            return
+        }
         generation += 1
         let generation = generation
         let key = worker.key
         let task = Task {
             let outcome: String?
             do {
-                try await queueWorker.run()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await queueWorker.run() }
+                    if let enqueuer { group.addTask { try await enqueuer.run() } }
+                    try await group.waitForAll()
+                }
                 outcome = nil
             } catch {
                 outcome = "\(error)"
             }
             self.workerEnded(key, generation: generation, outcome: outcome)
         }
-        runningWorkers[key] = RunningWorker(worker: worker, queueWorker: queueWorker, task: task, generation: generation)
+        runningWorkers[key] = RunningWorker(worker: worker, queueWorker: queueWorker, enqueuer: enqueuer, task: task, generation: generation)
     }
 
     private func workerEnded(_ key: MemberKey, generation: Int, outcome: String?) {
@@ -388,7 +429,7 @@ public actor Agent {
     func groupStatuses() async -> [String: GroupStatus] {
         var statuses: [String: GroupStatus] = [:]
         for running in running.values where statuses[running.member.key.group] == nil {
-            if let status = try? await running.supervisor.member?.status() { statuses[running.member.key.group] = status }
+            if let status = await running.supervisor.groupStatus() { statuses[running.member.key.group] = status }
         }
         return statuses
     }

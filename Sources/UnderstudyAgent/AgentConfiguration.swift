@@ -1,5 +1,6 @@
 import Foundation
 import TOMLKit
+import Understudy
 import UnderstudyCore
 import UnderstudySupervisor
 
@@ -25,6 +26,9 @@ public struct AgentConfiguration: Sendable, Hashable {
     public struct Member: Sendable, Hashable {
         public var key: MemberKey
         public var group: GroupConfiguration
+        /// P for a partitioned member (`partitions = P`): one command per partition it owns
+        /// (``PartitionedSupervisor``); `nil` for a member of a group of slots.
+        public var partitions: Int?
         public var weight: Int
         /// The store as written (a URL or a path), the member's own or the agent's.
         public var store: String
@@ -57,6 +61,9 @@ public struct AgentConfiguration: Sendable, Hashable {
         public var stopGrace: Duration
         /// How long done and cancelled jobs are kept.
         public var retention: Duration
+        /// Periodic jobs (`periodic = { NAME = "SCHEDULE" }`), by name: enqueued once per tick by the active
+        /// member of the queue's group `QUEUE.periodic`, as `understudy queue work --periodic NAME=SCHEDULE`.
+        public var periodic: [String: PeriodicSchedule] = [:]
         public var containment: Containment.Choice
         public var logFormat: LogFormat
 
@@ -150,12 +157,13 @@ extension AgentConfiguration {
     static let agentKeys: Set<String> = ["store", "password-file", "http", "http-token", "control", "containment", "log-format", "member", "worker"]
     static let workerKeys: Set<String> = [
         "queue", "id", "command", "store", "password-file", "concurrency", "claim-lease", "renew", "poll", "stop-grace",
-        "retention", "environment",
+        "retention", "environment", "periodic",
     ]
     static let memberKeys: Set<String> = [
         "group", "id", "command", "store", "password-file", "weight", "active-goal", "heartbeat", "activation",
         "preparation", "preempt", "stop-grace", "restart-backoff", "restart-backoff-max", "restart-burst",
         "restart-window", "environment", "working-directory", "on-activate", "on-deactivate", "hook-timeout",
+        "partitions",
     ]
 
     /// Parses and validates `text`, the contents of `file`.
@@ -305,6 +313,12 @@ private struct Reader {
                         problem(place, "id", "member \"\(member.key.id)\" of group \"\(member.key.group)\" is already member[\(first + 1)]; give each an `id`")
                         continue
                     }
+                    if let other = members.first(where: { $0.key.group == member.key.group && $0.partitions != member.partitions }) {
+                        let described = other.partitions.map { "partitions = \($0)" } ?? "no partitions"
+                        problem(place, memberTable["partitions"] == nil ? "group" : "partitions",
+                                "member[\((seen[other.key] ?? 0) + 1)] of group \"\(member.key.group)\" has \(described): the members of one group must agree on `partitions`")
+                        continue
+                    }
                     seen[member.key] = index
                     members.append(member)
                 }
@@ -389,13 +403,15 @@ private struct Reader {
         let command = command(place, workingDirectory: nil)
         let (store, passwordFile) = store(place, agentStore: agentStore, agentPasswordFile: agentPasswordFile)
         let environment = environment(place)
+        let retention = duration(place, "retention", allowZero: true) ?? .seconds(3_600)
+        let periodic = queue.map { periodicJobs(place, queue: $0, retention: retention) } ?? [:]
         guard let queue, let command, let store else { return nil }
         let worker = AgentConfiguration.Worker(
             key: MemberKey(group: queue.rawValue, id: id), queue: queue, store: store, passwordFile: passwordFile,
             command: command, environment: environment, concurrency: integer(place, "concurrency") ?? 1,
             claimLease: duration(place, "claim-lease") ?? .seconds(30), renewInterval: duration(place, "renew"),
             pollInterval: duration(place, "poll") ?? .seconds(1), stopGrace: duration(place, "stop-grace", allowZero: true) ?? .seconds(10),
-            retention: duration(place, "retention", allowZero: true) ?? .seconds(3_600), containment: containment, logFormat: logFormat
+            retention: retention, periodic: periodic, containment: containment, logFormat: logFormat
         )
         do {
             _ = try worker.configuration(incarnation: "")
@@ -403,6 +419,38 @@ private struct Reader {
             problem(place, Self.workerKey(of: error), error.description)
         }
         return problems.count == before ? worker : nil
+    }
+
+    /// A worker's periodic jobs, `{ NAME = "SCHEDULE" }`, each validated as `queue work --periodic NAME=SCHEDULE`.
+    mutating func periodicJobs(_ place: Place, queue: QueueName, retention: Duration) -> [String: PeriodicSchedule] {
+        guard let value = place.table["periodic"] else { return [:] }
+        guard let table = value.table, table.keys.allSatisfy({ table[$0]?.string != nil }) else {
+            problem(place, "periodic", "expected a table of schedules, { NAME = \"@every 30s\" } or { NAME = \"*/5 * * * *\" }")
+            return [:]
+        }
+        var jobs: [String: PeriodicSchedule] = [:]
+        for name in table.keys.sorted() {
+            guard let text = table[name]?.string else { continue }
+            do throws(JobError) {
+                let schedule = try PeriodicSchedule(parsing: text)
+                _ = try PeriodicJob(name: name, schedule: schedule, queue: queue)
+                jobs[name] = schedule
+            } catch {
+                problem(place, "periodic", "\(name): \(error)")
+            }
+        }
+        if !jobs.isEmpty {
+            do throws(ConfigurationError) {
+                _ = try GroupName(PeriodicEnqueuer.groupName(of: queue))
+            } catch {
+                problem(place, "periodic", "the queue's name is too long to name its enqueuers' group: \(error)")
+            }
+            let catchUp = PeriodicEnqueuer.catchUp(activationInterval: PeriodicEnqueuer.defaultActivationInterval)
+            if retention < catchUp {
+                problem(place, "retention", "must be at least \(catchUp.formatted) with periodic jobs: a new enqueuer enqueues the ticks of the last \(catchUp.formatted) again, and only kept jobs make that a no-op")
+            }
+        }
+        return jobs
     }
 
     static func workerKey(of error: ConfigurationError) -> String {
@@ -454,6 +502,15 @@ private struct Reader {
         let onActivate = nonEmptyString(place, "on-activate")
         let onDeactivate = nonEmptyString(place, "on-deactivate")
         let hookTimeout = duration(place, "hook-timeout")
+        let partitions = integer(place, "partitions")
+        if partitions != nil {
+            if place.table["active-goal"] != nil {
+                problem(place, "active-goal", "cannot be used with `partitions`: every member of a partitioned group is active for its share")
+            }
+            for key in ["restart-backoff-max", "restart-burst", "restart-window"] where place.table[key] != nil {
+                problem(place, key, "cannot be used with `partitions` yet: a partition whose command exits by itself is taken again after restart-backoff, without a limit")
+            }
+        }
 
         var group: GroupConfiguration?
         if let groupName {
@@ -462,6 +519,13 @@ private struct Reader {
                     name: GroupName(groupName), activeGoal: activeGoal, heartbeatInterval: heartbeat,
                     activationInterval: activation, preparationInterval: preparation, preemption: preempt
                 )
+            } catch {
+                problem(place, Self.key(of: error), error.description)
+            }
+        }
+        if let group, let partitions {
+            do throws(ConfigurationError) {
+                _ = try PartitionedGroupConfiguration(group: group, partitions: partitions)
             } catch {
                 problem(place, Self.key(of: error), error.description)
             }
@@ -475,6 +539,7 @@ private struct Reader {
         return AgentConfiguration.Member(
             key: MemberKey(group: group.name.rawValue, id: id),
             group: group,
+            partitions: partitions,
             weight: weight,
             store: store,
             passwordFile: passwordFile,
@@ -500,7 +565,8 @@ private struct Reader {
         case .weightOutOfRange: "weight"
         case .nonPositiveInterval, .activationNotAboveTwiceHeartbeat: "activation"
         case .preparationOutOfRange: "preparation"
-        case .concurrencyOutOfRange, .partitionsOutOfRange, .nonPositiveLimit: "member"
+        case .partitionsOutOfRange: "partitions"
+        case .concurrencyOutOfRange, .nonPositiveLimit: "member"
         }
     }
 }

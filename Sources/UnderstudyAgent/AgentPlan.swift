@@ -83,7 +83,7 @@ public struct AgentPlan: Sendable, Hashable, CustomStringConvertible {
         }
         let named = [
             differs("command", \.command), differs("store", \.store), differs("password-file", \.passwordFile),
-            differs("weight", \.weight), differs("active-goal", \.group.activeGoal),
+            differs("weight", \.weight), differs("active-goal", \.group.activeGoal), differs("partitions", \.partitions),
             differs("heartbeat", \.group.heartbeatInterval), differs("activation", \.group.activationInterval),
             differs("preparation", \.group.preparationInterval), differs("preempt", \.group.preemption),
             differs("stop-grace", \.stopGrace), differs("restart-backoff", \.restart.backoff),

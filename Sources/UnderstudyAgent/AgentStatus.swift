@@ -19,6 +19,16 @@ public struct AgentStatusDocument: Encodable, Sendable {
         @NullWhenAbsent public var ended: String? = nil
         public var command: [String]
         public var history: [Transition]
+        /// P, for a partitioned member.
+        @NullWhenAbsent public var partitionCount: Int? = nil
+        /// For a partitioned member: the partitions it acts on, each with its token, by partition.
+        @NullWhenAbsent public var partitions: [OwnedPartition]? = nil
+    }
+
+    /// A partition a member acts on, and the partition's token.
+    public struct OwnedPartition: Encodable, Sendable {
+        public var partition: Int
+        public var token: UInt64
     }
 
     /// An activation or deactivation of a member of this agent.
@@ -30,6 +40,8 @@ public struct AgentStatusDocument: Encodable, Sendable {
         @NullWhenAbsent public var token: UInt64? = nil
         public var reason: String
         @NullWhenAbsent public var activeForMs: Double? = nil
+        /// The partition, for a member of a partitioned group.
+        @NullWhenAbsent public var partition: Int? = nil
     }
 
     /// A queue worker of this agent.
@@ -44,6 +56,8 @@ public struct AgentStatusDocument: Encodable, Sendable {
         /// The queue's jobs waiting to be claimed, and running, as last counted (about once a second).
         @NullWhenAbsent public var pending: Int? = nil
         @NullWhenAbsent public var running: Int? = nil
+        /// The worker's periodic jobs: each name with its schedule.
+        public var periodic: [String: String] = [:]
     }
 
     public var schemaVersion = 1
@@ -89,21 +103,24 @@ extension Agent {
             let key = member.key
             var document = AgentStatusDocument.Member(
                 group: key.group, id: key.id, weight: member.weight, state: "starting",
-                drained: drainedGroups.contains(key.group), command: member.command, history: []
+                drained: drainedGroups.contains(key.group), command: member.command, history: [], partitionCount: member.partitions
             )
             if let running = running[key] {
                 let transitions = running.supervisor.history.map { transition in
                     AgentStatusDocument.Transition(
                         group: key.group, member: key.id, at: AgentStatusDocument.timestamp(transition.at), event: transition.event,
                         token: transition.token?.rawValue, reason: transition.reason,
-                        activeForMs: transition.activeFor.map { Double($0.nanoseconds / 1_000) / 1_000 }
+                        activeForMs: transition.activeFor.map { Double($0.nanoseconds / 1_000) / 1_000 }, partition: transition.partition
                     )
                 }
                 document.history = transitions
                 history += zip(running.supervisor.history.map(\.at), transitions)
-                if let supervised = running.supervisor.member {
-                    document.state = await supervised.state.rawValue
-                    document.token = await supervised.activeToken?.rawValue
+                if let state = await running.supervisor.state() {
+                    document.state = state.state
+                    document.token = state.token?.rawValue
+                    document.partitions = state.partitions.map { owned in
+                        owned.sorted { $0.key < $1.key }.map { AgentStatusDocument.OwnedPartition(partition: $0.key, token: $0.value.rawValue) }
+                    }
                 }
             } else {
                 document.state = "ended"
@@ -119,7 +136,8 @@ extension Agent {
                 AgentStatusDocument.Worker(
                     queue: worker.key.group, id: worker.key.id, concurrency: worker.concurrency,
                     state: runningWorkers[worker.key] == nil ? "ended" : "running", ended: endedWorkers[worker.key], command: worker.command,
-                    pending: queueStats[worker.key]?.count(.pending), running: queueStats[worker.key]?.count(.running)
+                    pending: queueStats[worker.key]?.count(.pending), running: queueStats[worker.key]?.count(.running),
+                    periodic: worker.periodic.mapValues(\.description)
                 )
             },
             groups: StatusDocument(store: "", statuses: statuses.keys.sorted().compactMap { statuses[$0] }).groups,

@@ -99,7 +99,7 @@ public enum StatusPage {
         <div class="meta" id="meta"></div>
         <div id="groups"></div>
         <h2>Members of this agent</h2>
-        <div class="scroll"><table><thead><tr><th>group</th><th>id</th><th>weight</th><th>state</th><th>token</th><th>note</th></tr></thead><tbody id="members"></tbody></table></div>
+        <div class="scroll"><table><thead><tr><th>group</th><th>id</th><th>weight</th><th>state</th><th>token (partition:token)</th><th>note</th></tr></thead><tbody id="members"></tbody></table></div>
         <section id="workers-section" hidden>
         <h2>Queue workers</h2>
         <div class="scroll"><table><thead><tr><th>queue</th><th>id</th><th>state</th><th>concurrency</th><th>pending</th><th>running</th></tr></thead><tbody id="workers"></tbody></table></div>
@@ -113,6 +113,8 @@ public enum StatusPage {
         "use strict";
         const cell = (text, cls) => { const td = document.createElement("td"); td.textContent = text ?? "–"; if (cls) td.className = cls; return td; };
         const row = (cells) => { const tr = document.createElement("tr"); cells.forEach((c) => tr.appendChild(c)); return tr; };
+        // A partitioned member's token is one per partition it owns.
+        const tokens = (m) => m.partitions == null ? m.token : m.partitions.map((p) => `${p.partition}:${p.token}`).join(" ") || "none";
         const ms = (v) => v == null ? "–" : v < 1000 ? Math.round(v) + " ms" : (v / 1000).toFixed(1) + " s";
         function render(doc) {
           document.getElementById("meta").textContent = `pid ${doc.pid} · ${doc.file} · updated ${new Date().toLocaleTimeString()}`;
@@ -134,14 +136,14 @@ public enum StatusPage {
             return section;
           }));
           document.getElementById("members").replaceChildren(...doc.members.map((m) =>
-            row([cell(m.group), cell(m.id), cell(m.weight), cell(m.state, "state " + m.state), cell(m.token), cell(m.ended ?? (m.drained ? "drained" : ""))])));
+            row([cell(m.group), cell(m.id), cell(m.weight), cell(m.state, "state " + m.state), cell(tokens(m)), cell(m.ended ?? (m.drained ? "drained" : ""))])));
           document.getElementById("workers-section").hidden = doc.workers.length === 0;
           document.getElementById("workers").replaceChildren(...doc.workers.map((w) =>
             row([cell(w.queue), cell(w.id), cell(w.ended ? `ended (${w.ended})` : w.state, "state " + w.state), cell(w.concurrency), cell(w.pending), cell(w.running)])));
           document.getElementById("failovers").replaceChildren(...doc.failovers.map((f) =>
             row([cell(new Date(f.at).toLocaleTimeString()), cell(f.group), cell(f.from.join(", ") || "none"), cell(f.to.join(", ") || "none"), cell(f.reason), cell(ms(f.belowGoalForMs))])));
           document.getElementById("history").replaceChildren(...doc.history.map((t) =>
-            row([cell(new Date(t.at).toLocaleTimeString()), cell(t.group), cell(t.member), cell(t.event), cell(t.reason), cell(t.token), cell(ms(t.activeForMs))])));
+            row([cell(new Date(t.at).toLocaleTimeString()), cell(t.group), cell(t.member), cell(t.partition == null ? t.event : `${t.event} (partition ${t.partition})`), cell(t.reason), cell(t.token), cell(ms(t.activeForMs))])));
         }
         render(JSON.parse(document.getElementById("initial").textContent));
         const live = document.getElementById("live");

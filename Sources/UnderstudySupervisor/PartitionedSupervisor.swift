@@ -22,6 +22,9 @@ public final class PartitionedSupervisor: Sendable {
     private struct State {
         var member: PartitionedMember?
         var shuttingDown = false
+        var drained = false
+        /// The newest transitions, oldest first.
+        var history: [Supervisor.Transition] = []
         var stoppedAtOnce = false
         var children: [Int: WatchedProcess] = [:]
         var tokens: [Int: FencingToken] = [:]
@@ -64,7 +67,13 @@ public final class PartitionedSupervisor: Sendable {
             throw SupervisorError(.invalidConfiguration, error.description)
         }
         try await checkMembership()
-        if state.withLock({ state in state.member = member; return state.shuttingDown }) { member.leave() }
+        // A shutdown or drain asked for before the member existed takes effect now.
+        let (shuttingDown, drained) = state.withLock { state in
+            state.member = member
+            return (state.shuttingDown, state.drained)
+        }
+        if drained { member.drain() }
+        if shuttingDown { member.leave() }
         logger.notice("joined", metadata: [
             "store": "\(settings.store)", "weight": "\(settings.weight)", "pid": "\(getpid())",
             "partitions": "\(partitions.partitions)", "containment": "\(settings.containment)",
@@ -96,6 +105,35 @@ public final class PartitionedSupervisor: Sendable {
         member?.leave()
         return true
     }
+
+    /// Gives every partition back (each command is stopped as on a rebalance, and its partition released once it
+    /// is proven gone) and stays a member that takes no partition, reporting itself `resting`, until ``resume()``.
+    public func drain() {
+        setDrained(true)?.drain()
+    }
+
+    /// Ends a ``drain()``: the member takes its share of the partitions again.
+    public func resume() {
+        setDrained(false)?.resume()
+    }
+
+    /// Records the operator's wish (for a member not created yet) and returns the member to tell, if any.
+    private func setDrained(_ drained: Bool) -> PartitionedMember? {
+        logger.notice(drained ? "draining" : "resuming")
+        return state.withLock { state in
+            state.drained = drained
+            return state.member
+        }
+    }
+
+    /// Whether ``drain()`` holds.
+    public var isDrained: Bool { state.withLock { $0.drained } }
+
+    /// The member, once ``run()`` has created it.
+    public var member: PartitionedMember? { state.withLock { $0.member } }
+
+    /// The newest assignments and revocations of partitions, oldest first (at most ``Supervisor/historyLength``).
+    public var history: [Supervisor.Transition] { state.withLock { $0.history } }
 
     /// Stops at once: kills every command's tree, and once they are proven gone releases their partitions and
     /// leaves (waiting at most T: the leases expire anyway).
@@ -201,13 +239,25 @@ public final class PartitionedSupervisor: Sendable {
 
     private func logTransitions(_ events: AsyncStream<PartitionEvent>) async {
         var tokens: [Int: FencingToken] = [:]
+        var activeSince: [Int: Instant] = [:]
+        func record(_ transition: Supervisor.Transition) {
+            state.withLock { state in
+                state.history = (state.history + [transition]).suffix(Supervisor.historyLength)
+            }
+        }
         for await event in events {
             switch event {
             case .assigned(let partition, let token):
                 tokens[partition] = token
+                activeSince[partition] = MonotonicClock.now()
+                record(Supervisor.Transition(at: Date(), event: "activated", token: token, reason: "elected", partition: partition))
                 logger.notice("partition assigned", metadata: ["partition": "\(partition)", "token": "\(token)"])
             case .revoked(let partition, let reason):
                 state.withLock { $0.reasons[partition] = reason }
+                record(Supervisor.Transition(
+                    at: Date(), event: "deactivated", token: tokens[partition], reason: reason.rawValue,
+                    activeFor: activeSince.removeValue(forKey: partition).map { MonotonicClock.now() - $0 }, partition: partition
+                ))
                 logger.notice("partition revoked", metadata: [
                     "partition": "\(partition)", "token": "\(tokens[partition].map { "\($0)" } ?? "-")", "reason": "\(reason)",
                 ])

@@ -129,6 +129,8 @@ public final class Supervisor: Sendable {
         public var reason: String
         /// For a deactivation: how long the member was active.
         public var activeFor: Duration?
+        /// The partition, for a member of a partitioned group (``PartitionedSupervisor``).
+        public var partition: Int?
     }
 
     private struct State {

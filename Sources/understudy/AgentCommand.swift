@@ -214,7 +214,9 @@ struct AgentCheck: ParsableCommand {
 
     func run() throws {
         let configuration = try file.load()
-        printLine("\(file.path): ok, \(configuration.members.count) member\(configuration.members.count == 1 ? "" : "s")")
+        let workers = configuration.workers.count
+        printLine("\(file.path): ok, \(configuration.members.count) member\(configuration.members.count == 1 ? "" : "s")"
+            + (workers == 0 ? "" : ", \(workers) worker\(workers == 1 ? "" : "s")"))
     }
 }
 
@@ -262,6 +264,11 @@ struct AgentStatusCommand: ParsableCommand {
         for member in object["members"] as? [[String: Any]] ?? [] {
             var line = "\(member["group"] ?? "")/\(member["id"] ?? "")  \(member["state"] ?? "")"
             if let token = member["token"] as? NSNumber { line += "  token=\(token)" }
+            if let partitions = member["partitions"] as? [[String: Any]] {
+                let owned = partitions.map { "\($0["partition"] ?? "")=\($0["token"] ?? "")" }
+                line += "  partitions \(owned.count)/\(member["partitionCount"] ?? "?")"
+                if !owned.isEmpty { line += " (partition=token \(owned.joined(separator: " ")))" }
+            }
             if member["drained"] as? Bool == true { line += "  drained" }
             if let ended = member["ended"] as? String { line += "  (\(ended))" }
             lines.append(line)

@@ -156,6 +156,95 @@ import UnderstudySupervisor
         #expect(removed.removedWorkers == [worker.key] && removed.added.count == 1)
     }
 
+    @Test func test_partitionedMembers_andPeriodicJobs_areRead() throws {
+        let configuration = try Self.parse("""
+            store = "/a.db"
+
+            [[member]]
+            group = "orders"
+            command = ["/bin/consume"]
+            partitions = 16
+
+            [[member]]
+            group = "scheduler"
+            command = ["/bin/schedule"]
+
+            [[worker]]
+            queue = "maintenance"
+            command = ["/bin/job"]
+            periodic = { cleanup = "*/5 * * * *", ping = "@every 30s" }
+            """)
+        #expect(configuration.members.map(\.partitions) == [16, nil])
+        let worker = try #require(configuration.workers.first)
+        #expect(worker.periodic == ["cleanup": try PeriodicSchedule(parsing: "*/5 * * * *"), "ping": .every(.seconds(30))])
+    }
+
+    @Test func test_partitionAndPeriodicProblems_haveTheirLinesAndKeys() throws {
+        let text = """
+            store = "/a.db"
+
+            [[member]]
+            group = "a"
+            command = ["/bin/a"]
+            partitions = 0
+
+            [[member]]
+            group = "b"
+            command = ["/bin/b"]
+            partitions = 5000
+
+            [[member]]
+            group = "c"
+            command = ["/bin/c"]
+            partitions = "4"
+
+            [[member]]
+            group = "d"
+            command = ["/bin/d"]
+            active-goal = 2
+            partitions = 4
+            restart-burst = 3
+
+            [[worker]]
+            queue = "q"
+            command = ["/bin/w"]
+            periodic = { cleanup = "every minute" }
+
+            [[worker]]
+            queue = "r"
+            command = ["/bin/w"]
+            periodic = ["cleanup=@every 1s"]
+
+            [[worker]]
+            queue = "s"
+            command = ["/bin/w"]
+            retention = "5s"
+            periodic = { cleanup = "@every 1s" }
+            """
+        let error = try #require(throws: AgentConfigurationError.self) { try Self.parse(text) }
+        #expect(error.problems.map { "\($0.line ?? 0) \($0.key)" } == [
+            "6 member[1].partitions",
+            "11 member[2].partitions",
+            "16 member[3].partitions",
+            "21 member[4].active-goal",
+            "23 member[4].restart-burst",
+            "28 worker[1].periodic",
+            "33 worker[2].periodic",
+            "38 worker[3].retention",
+        ])
+        let lines = error.description.split(separator: "\n")
+        #expect(lines[0].hasPrefix("agent.toml:6: member[1].partitions: "), "\(error)")
+        #expect(lines[2] == "agent.toml:16: member[3].partitions: expected an integer, found string", "\(error)")
+        #expect(lines[3].contains("cannot be used with `partitions`"), "\(error)")
+        #expect(lines[4].hasPrefix("agent.toml:23: member[4].restart-burst: cannot be used with `partitions` yet"), "\(error)")
+        #expect(lines[5].hasPrefix("agent.toml:28: worker[1].periodic: cleanup: "), "\(error)")
+        let disagreeing = try #require(throws: AgentConfigurationError.self) {
+            try Self.parse("store = \"/a.db\"\n[[member]]\ngroup = \"g\"\nid = \"a\"\ncommand = [\"/bin/a\"]\npartitions = 4\n"
+                + "[[member]]\ngroup = \"g\"\nid = \"b\"\ncommand = [\"/bin/b\"]\npartitions = 8\n")
+        }
+        #expect(disagreeing.description == "agent.toml:11: member[2].partitions: member[1] of group \"g\" has partitions = 4: the members of one group must agree on `partitions`")
+    }
+
     @Test func test_sameGroupTwice_needsDistinctIDs() throws {
         let member = "[[member]]\ngroup = \"g\"\ncommand = [\"/bin/true\"]\n"
         let error = try #require(throws: AgentConfigurationError.self) { try Self.parse("store = \"/a.db\"\n" + member + member) }
@@ -231,6 +320,21 @@ import UnderstudySupervisor
         #expect(plan.changed == [b: ["command", "weight"]])
         #expect(plan.stopping == [a, b] && plan.starting == [b, c])
         #expect(plan.description == "+ c/host-1\n- a/host-1\n~ b/host-1 (command, weight)")
+    }
+
+    @Test func test_aNewNumberOfPartitions_restartsExactlyThatMember() throws {
+        let partitioned = Self.base.replacingOccurrences(of: "command = [\"/bin/a\"]", with: "command = [\"/bin/a\"]\npartitions = 4")
+        let plan = try Self.plan(partitioned, partitioned.replacingOccurrences(of: "partitions = 4", with: "partitions = 8"))
+        let (a, b) = (MemberKey(group: "a", id: "host-1"), MemberKey(group: "b", id: "host-1"))
+        #expect(plan.changed == [a: ["partitions"]] && plan.unchanged == [b] && plan.added.isEmpty && plan.removed.isEmpty)
+        #expect(try Self.plan(Self.base, partitioned).changed == [a: ["partitions"]])
+    }
+
+    @Test func test_aNewPeriodicJob_restartsExactlyThatWorker() throws {
+        let workers = Self.base + "\n[[worker]]\nqueue = \"q\"\ncommand = [\"/bin/w\"]\n[[worker]]\nqueue = \"r\"\ncommand = [\"/bin/w\"]\n"
+        let plan = try Self.plan(workers, workers + "periodic = { ping = \"@every 10s\" }\n")
+        #expect(plan.changedWorkers == [MemberKey(group: "r", id: "host-1")] && plan.unchangedWorkers == [MemberKey(group: "q", id: "host-1")])
+        #expect(plan.changed.isEmpty && plan.unchanged.count == 2)
     }
 
     @Test func test_anAgentWideDefault_changesTheMembersThatUseIt() throws {

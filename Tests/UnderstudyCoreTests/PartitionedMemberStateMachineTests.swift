@@ -36,6 +36,20 @@ private struct PartitionedGroup {
         run(actions, of: info.id)
     }
 
+    mutating func drain(_ id: MemberID) {
+        guard var machine = machines[id] else { return }
+        let actions = machine.drainRequested(now: now)
+        machines[id] = machine
+        run(actions, of: id)
+    }
+
+    mutating func resume(_ id: MemberID) {
+        guard var machine = machines[id] else { return }
+        let actions = machine.resumeRequested(now: now)
+        machines[id] = machine
+        run(actions, of: id)
+    }
+
     mutating func shutDown(_ id: MemberID) {
         guard var machine = machines[id] else { return }
         let actions = machine.shutdownRequested(now: now)
@@ -253,6 +267,29 @@ struct PartitionedMemberStateMachineTests {
         #expect(sent.last?.leaving == true)
         #expect(sent.filter(\.leaving).count == 1)
         #expect(sent.count <= 5)
+    }
+
+    @Test func aDrainedMember_givesEveryPartitionBack_staysInTheGroupResting_untilResumed() throws {
+        var group = try PartitionedGroup(partitions: 8)
+        let a = try Fixture.member("a"), b = try Fixture.member("b")
+        group.join(a)
+        group.join(b)
+        let logLength = group.log[a.id]!.count
+        group.drain(a.id)
+        #expect(group.owned(by: a.id).isEmpty)
+        #expect(group.owned(by: b.id) == Set(0..<8))
+        let revoked = events(Array(group.log[a.id]![logLength...])).compactMap { event -> DeactivationReason? in
+            if case .revoked(_, let reason) = event { reason } else { nil }
+        }
+        #expect(revoked == Array(repeating: .drained, count: 4))
+        // For longer than a lease it stays a member, resting, and takes nothing.
+        group.advance(by: group.configuration.group.activationInterval * 3)
+        #expect(group.owned(by: a.id).isEmpty && group.ownedEverywhere == 8)
+        #expect(group.machines[a.id]?.status == .resting)
+        #expect(group.ledger.view(now: group.now).members.contains { $0.info.id == a.id && $0.phase == .resting })
+        group.resume(a.id)
+        group.advance(by: group.configuration.group.heartbeatInterval * 3)
+        #expect(group.owned(by: a.id).count == 4 && group.owned(by: b.id).count == 4)
     }
 
     @Test func withoutPreemption_aNewcomerTakesOnlyPartitionsThatComeFree() throws {

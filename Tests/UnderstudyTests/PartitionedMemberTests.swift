@@ -43,6 +43,32 @@ struct PartitionedMemberTests {
         var owners: [Int: MemberID] { state.withLock { $0.acting } }
     }
 
+    /// A drained member hands every partition over at once (by release: T is 10 s) and stays in the group resting;
+    /// resumed, it takes its share again.
+    @Test func aDrainedMember_handsEveryPartitionOver_staysResting_andTakesItsShareWhenResumed() async throws {
+        let store = InMemoryStore(wallMicroseconds: { 0 })
+        let work = Work()
+        let a = try PartitionedMember(group: Self.configuration(), id: MemberID("a"), store: store)
+        let b = try PartitionedMember(group: Self.configuration(), id: MemberID("b"), store: store)
+        let runA = Task { try await a.forEachPartition(work.body(a.id)) }
+        let runB = Task { try await b.forEachPartition(work.body(b.id)) }
+        #expect(try await eventually { work.owners.count == 12 && work.owners.values.filter { $0 == a.id }.count == 6 })
+        a.drain()
+        #expect(try await eventually { work.owners.count == 12 && Set(work.owners.values) == [b.id] })
+        let (state, owned) = (await a.state, await a.ownedPartitions)
+        #expect(state == .resting && owned.isEmpty)
+        let view = try await b.status()
+        #expect(view.members.contains { $0.id == a.id && $0.state == .resting }, "\(view)")
+        a.resume()
+        #expect(try await eventually { work.owners.count == 12 && work.owners.values.filter { $0 == a.id }.count == 6 })
+        a.leave()
+        b.leave()
+        try await runA.value
+        try await runB.value
+        let overlaps = work.state.withLock { $0.overlaps }
+        #expect(overlaps.isEmpty, "\(overlaps)")
+    }
+
     @Test func membersShareThePartitions_handOverOnJoinAndLeave_andNeverOverlap() async throws {
         let store = InMemoryStore(wallMicroseconds: { 0 })
         let work = Work()

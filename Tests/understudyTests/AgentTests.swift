@@ -219,6 +219,133 @@ struct AgentTests {
         #expect(try await agent.exitStatus() == 0)
     }
 
+    /// A partitioned member (P = 4) beside an ordinary one: a command per partition, each with its partition, P and
+    /// token; a reload that edits only the ordinary member leaves every partition's command and token alone; drain
+    /// gives every partition back and resume takes them again; SIGKILL of the agent leaves no command running.
+    @Test func test_partitionedMember_runsACommandPerPartition_keepsThemAcrossAReloadOfAnother_andDiesWithTheAgent() async throws {
+        let harness = try AgentHarness()
+        let parts = harness.scratch.file("parts")
+        let script = """
+            #!/bin/sh
+            echo "$UNDERSTUDY_PARTITION $UNDERSTUDY_PARTITIONS $UNDERSTUDY_FENCING_TOKEN $$ $UNDERSTUDY_GROUP" >> "\(parts)"
+            trap 'kill $!; exit 0' TERM
+            sleep 300 &
+            wait $!
+
+            """
+        try script.write(toFile: harness.scratch.file("partition.sh"), atomically: true, encoding: .utf8)
+        chmod(harness.scratch.file("partition.sh"), 0o755)
+        func file(plainWeight: Int) -> String {
+            harness.file(groups: ["plain"], weights: ["plain": plainWeight]) + """
+
+                [[member]]
+                group = "parts"
+                command = ["\(harness.scratch.file("partition.sh"))"]
+                partitions = 4
+                heartbeat = "250ms"
+                activation = "2s"
+                stop-grace = "2s"
+                environment = { UNDERSTUDY_TEST_MARK = "\(harness.mark)" }
+
+                """
+        }
+        struct PartitionStart: Equatable {
+            var token: UInt64
+            var pid: pid_t
+        }
+        /// Every start of each partition's command, oldest first.
+        func partitionStarts() -> [Int: [PartitionStart]] {
+            var starts: [Int: [PartitionStart]] = [:]
+            for fields in harness.scratch.lines("parts").map({ $0.split(separator: " ").map(String.init) }) where fields.count == 5 {
+                guard let partition = Int(fields[0]), fields[1] == "4", fields[4] == "parts", let token = UInt64(fields[2]), let pid = pid_t(fields[3]) else {
+                    Issue.record("a partition's command saw \(fields)")
+                    continue
+                }
+                starts[partition, default: []].append(PartitionStart(token: token, pid: pid))
+            }
+            return starts
+        }
+        /// The partitions and tokens `agent status` shows for the partitioned member.
+        func statusPartitions() async throws -> [Int: UInt64]? {
+            let member = try await harness.status().first { $0["group"] as? String == "parts" }
+            guard let owned = member?["partitions"] as? [[String: Any]] else { return nil }
+            return Dictionary(uniqueKeysWithValues: owned.compactMap { entry in
+                (entry["partition"] as? Int).flatMap { partition in (entry["token"] as? NSNumber).map { (partition, $0.uint64Value) } }
+            })
+        }
+
+        try harness.write(file(plainWeight: 50))
+        let agent = try harness.startAgent()
+        #expect(try await eventually { partitionStarts().keys.sorted() == [0, 1, 2, 3] && harness.starts()["plain"] != nil }, "\(agent.stderr)")
+        let before = partitionStarts().mapValues { $0.last! }
+        #expect(Set(before.values.map(\.token)).count == 4, "\(before)")
+        #expect(before.values.allSatisfy { isAlive($0.pid) })
+        #expect(try await eventuallyAsync(timeout: .seconds(15)) { try await statusPartitions() == before.mapValues(\.token) }, "\(agent.stderr)")
+        let table = try await understudy(["agent", "status", "--config", harness.config], in: harness.scratch)
+        let owned = before.keys.sorted().map { "\($0)=\(before[$0]!.token)" }.joined(separator: " ")
+        #expect(table.stdout.contains("partitions 4/4 (partition=token \(owned))"), "\(table)")
+
+        // Only the ordinary member is edited: it restarts; no partition's command does.
+        let plain = try #require(harness.starts()["plain"])
+        try harness.write(file(plainWeight: 70))
+        let reload = try await understudy(["agent", "reload", "--config", harness.config], in: harness.scratch)
+        #expect(reload.status == 0 && reload.stdout.contains("~ plain/") && reload.stdout.contains("= parts/"), "\(reload)")
+        #expect(try await eventually { harness.startCount(of: "plain") == 2 }, "\(agent.stderr)")
+        #expect(!isAlive(plain.pid))
+        #expect(partitionStarts().mapValues { $0.count } == [0: 1, 1: 1, 2: 1, 3: 1], "a partition's command restarted: \(agent.stderr)")
+        #expect(before.values.allSatisfy { isAlive($0.pid) }, "a partition's command died")
+        #expect(try await statusPartitions() == before.mapValues(\.token), "a partition's token changed")
+
+        // Drain gives every partition back and keeps the member, resting; resume takes them again with new tokens.
+        let drain = try await understudy(["agent", "drain", "parts", "--config", harness.config], in: harness.scratch)
+        #expect(drain.status == 0, "\(drain)")
+        #expect(try await eventually { before.values.allSatisfy { !isAlive($0.pid) } }, "\(agent.stderr)")
+        #expect(try await eventuallyAsync(timeout: .seconds(15)) {
+            let member = try await harness.status().first { $0["group"] as? String == "parts" }
+            return member?["state"] as? String == "resting" && member?["drained"] as? Bool == true && (member?["partitions"] as? [Any])?.isEmpty == true
+        }, "\(agent.stderr)")
+        let resume = try await understudy(["agent", "resume", "parts", "--config", harness.config], in: harness.scratch)
+        #expect(resume.status == 0, "\(resume)")
+        #expect(try await eventually { partitionStarts().values.allSatisfy { $0.count == 2 } && partitionStarts().count == 4 }, "\(agent.stderr)")
+        let resumed = partitionStarts().mapValues { $0.last! }
+        #expect(resumed.allSatisfy { $0.value.token > before[$0.key]!.token }, "\(resumed)")
+
+        // Each partition's command and its `sleep`, and the ordinary member's command with its own.
+        #expect(try await eventually { harness.markedProcesses().count >= 10 }, "\(harness.markedProcesses())")
+        agent.signal(SIGKILL)
+        #expect(try await eventually(timeout: .seconds(5)) { harness.markedProcesses().isEmpty }, "left running: \(harness.markedProcesses())")
+    }
+
+    /// A worker's periodic job is enqueued on its schedule (once per tick) and run by the worker.
+    @Test func test_periodicJob_isEnqueuedOnItsSchedule_andRun() async throws {
+        let harness = try AgentHarness()
+        let done = harness.scratch.file("done")
+        try harness.write("""
+            store = "store.db"
+            control = "\(harness.scratch.file("agent.sock"))"
+
+            [[worker]]
+            queue = "chores"
+            command = ["/bin/sh", "-c", "echo \\"$(cat) $UNDERSTUDY_JOB_ID\\" >> \(done)"]
+            poll = "100ms"
+            claim-lease = "1s"
+            periodic = { sweep = "@every 1s" }
+            """)
+        let agent = try harness.startAgent()
+        // The first enqueuer catches up on the ticks of the last 10 s at once; then one job comes per second.
+        #expect(try await eventually(timeout: .seconds(20)) { !harness.scratch.lines("done").isEmpty }, "\(agent.stderr)")
+        let first = harness.scratch.lines("done").count
+        #expect(try await eventually(timeout: .seconds(20)) { harness.scratch.lines("done").count >= first + 2 }, "\(agent.stderr)")
+        let lines = harness.scratch.lines("done")
+        #expect(lines.allSatisfy { $0.hasPrefix("sweep ") }, "\(lines)")
+        let status = try await understudy(["agent", "status", "--json", "--config", harness.config], in: harness.scratch)
+        let document = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
+        let worker = (document?["workers"] as? [[String: Any]])?.first
+        #expect(worker?["periodic"] as? [String: String] == ["sweep": "@every 1s"], "\(status)")
+        agent.signal(SIGTERM)
+        #expect(try await agent.exitStatus() == 0, "\(agent.stderr)")
+    }
+
     /// systemd's readiness protocol: READY=1 once the control socket answers, RELOADING=1 and READY=1 around a
     /// reload, STOPPING=1 on SIGTERM, as datagrams to `$NOTIFY_SOCKET`.
     @Test func test_systemdNotifications() async throws {

@@ -118,6 +118,9 @@ public struct PartitionedMemberStateMachine: Sendable {
     private var nextRequest: UInt64 = 1
     private var nextHeartbeatAt: Instant = .zero
     private var lastAnswerAt: Instant = .zero
+    /// An operator asked this member not to compete (``drainRequested(now:)``) until ``resumeRequested(now:)``: it
+    /// holds no partition and reports itself `resting`, so no member assigns it any.
+    private var drained = false
 
     public init(configuration: PartitionedGroupConfiguration, member: MemberInfo, restAfterResigning: Duration? = nil) {
         self.configuration = configuration
@@ -320,6 +323,40 @@ public struct PartitionedMemberStateMachine: Sendable {
         return actions
     }
 
+    /// An operator drained the member: it revokes every partition (``DeactivationReason/drained``), gives each back
+    /// once its work has stopped, and until ``resumeRequested(now:)`` reports itself `resting` and acquires none,
+    /// while staying in the group.
+    public mutating func drainRequested(now: Instant) -> [Action] {
+        let first = !drained
+        drained = true
+        guard first, case .running = state else { return [scheduleTick(now: now)] }
+        target = []
+        var actions: [Action] = []
+        for partition in prepared.sorted() { actions.append(.emit(.preparationWithdrawn(partition))) }
+        prepared = []
+        for (partition, holding) in holdings.sorted(by: { $0.key < $1.key }) {
+            if case .active(let token, let lease) = holding { revoke(partition, token, .drained, keeping: lease, into: &actions) }
+        }
+        // Resting at once, so the others assign its partitions elsewhere without waiting for the next heartbeat.
+        send(now: now, into: &actions)
+        actions.append(scheduleTick(now: now))
+        return actions
+    }
+
+    /// Ends a drain: the member competes again, reporting itself standby at once, and takes its share from the
+    /// views that follow.
+    public mutating func resumeRequested(now: Instant) -> [Action] {
+        guard drained else { return [scheduleTick(now: now)] }
+        drained = false
+        var actions: [Action] = []
+        if case .running = state { send(now: now, into: &actions) }
+        actions.append(scheduleTick(now: now))
+        return actions
+    }
+
+    /// Whether a drain holds.
+    public var isDrained: Bool { drained }
+
     // MARK: Decisions
 
     private mutating func apply(
@@ -389,7 +426,7 @@ public struct PartitionedMemberStateMachine: Sendable {
     /// to come.
     private mutating func follow(_ view: GroupView, refused: Set<Int>, now: Instant, into actions: inout [Action]) {
         guard case .running = state, let owners = owners(of: view) else { return }
-        target = Set(owners.indices.filter { owners[$0] == member.id })
+        target = drained ? [] : Set(owners.indices.filter { owners[$0] == member.id })
         for (partition, holding) in holdings.sorted(by: { $0.key < $1.key }) where !target.contains(partition) {
             if case .active(let token, let lease) = holding {
                 revoke(partition, token, .rebalanced, keeping: lease, into: &actions)
@@ -486,7 +523,7 @@ public struct PartitionedMemberStateMachine: Sendable {
         case .leaving, .finished: return .stopping
         case .idle, .waitingForID, .running: break
         }
-        if now - lastAnswerAt > activationInterval { return .resting }
+        if drained || now - lastAnswerAt > activationInterval { return .resting }
         return activePartitions.isEmpty ? .standby : .active
     }
 

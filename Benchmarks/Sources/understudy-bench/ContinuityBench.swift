@@ -37,8 +37,11 @@ struct ContinuityBenchmark: AsyncParsableCommand {
     @Option(help: "Runs of each throughput mode (the modes alternate).")
     var runs = 3
 
-    @Option(help: "Messages per throughput run (all offered at once).")
+    @Option(help: "Messages per throughput run.")
     var messages = 300_000
+
+    @Option(help: "The most messages the throughput part's feed runs ahead of the sink's position.")
+    var window = 5_000
 
     @Option(help: "Standbys in the `on+standbys` throughput mode and in the lag part.")
     var standbys = 2
@@ -111,6 +114,10 @@ struct ContinuityBenchmark: AsyncParsableCommand {
         var cpuSeconds: Double
         var serverCPUSeconds: Double
         var batches: Int
+        /// The longest time between two accepted batches, in ms.
+        var longestStall: Double
+        /// Activations seen during the run (1 without a failover).
+        var activations: Int
     }
 
     private func throughput(_ url: String) async throws {
@@ -125,7 +132,7 @@ struct ContinuityBenchmark: AsyncParsableCommand {
             }
         }
         try? await store.close()
-        say("## Throughput: \(messages) messages offered at once, batches of at most \(batchLimit), \(runs) runs per mode")
+        say("## Throughput: \(messages) messages per run, the feed at most \(window) ahead of the sink, batches of at most \(batchLimit), \(runs) runs per mode")
         say("off: a Member appending each batch to the sink under its token (no backlog, no checkpoint, no standby); " +
             "on: ContinuityPublisher alone (backlog + confirmation); on+standbys: and \(standbys) standby ContinuityPublishers in this process\n")
         var rows: [[String]] = []
@@ -141,10 +148,12 @@ struct ContinuityBenchmark: AsyncParsableCommand {
                 String(format: "%.1f", mine.map(\.cpuSeconds).reduce(0, +) / total * 1e6),
                 String(format: "%.1f", mine.map(\.serverCPUSeconds).reduce(0, +) / total * 1e6),
                 String(format: "%.0f", Double(mine.map(\.batches).reduce(0, +)) / Double(mine.count)),
+                ms(mine.map(\.longestStall).max() ?? 0),
+                "\(mine.map(\.activations).reduce(0, +) - mine.count)",
             ])
         }
         say(table(
-            ["mode", "runs", "msg/s min", "p50", "max", "1-s windows", "min", "p50", "max", "wall µs/msg (p50)", "CPU µs/msg (bench)", "CPU µs/msg (PostgreSQL)", "batches/run"],
+            ["mode", "runs", "msg/s min", "p50", "max", "1-s windows", "min", "p50", "max", "wall µs/msg (p50)", "CPU µs/msg (bench)", "CPU µs/msg (PostgreSQL)", "batches/run", "longest stall (ms)", "failovers"],
             rows
         ))
         say("")
@@ -160,6 +169,7 @@ struct ContinuityBenchmark: AsyncParsableCommand {
         let feeds = (0..<members).map { _ in AsyncStream<FeedMessage>.makeStream() }
         var tasks: [Task<Void, any Error>] = []
         var leave: [Member] = []
+        var watchers: [EventWatcher] = []
         defer {
             for member in leave { member.leave() }
         }
@@ -176,6 +186,7 @@ struct ContinuityBenchmark: AsyncParsableCommand {
                 leave.append(member)
                 let publisher = try continuityPublisher(member, checkpoints: store, group: group, sink: sink)
                 let watcher = EventWatcher(publisher)
+                watchers.append(watcher)
                 tasks.append(Task { try await publisher.run(feed: feeds[index].stream) })
                 // The first one becomes the active; the others join as standbys.
                 try await waitUntil(index == 0 ? "the publisher activates" : "standby \(index) joins") {
@@ -184,11 +195,19 @@ struct ContinuityBenchmark: AsyncParsableCommand {
             }
         }
         let (cpu0, server0, start) = (processCPUSeconds(), cpuSeconds(ofProcessesNamed: "postgres"), boottime())
-        for sequence in 1...Int64(messages) {
-            let message = FeedMessage(sequence: sequence, payload: Array("m\(sequence)".utf8))
-            for feed in feeds { feed.continuation.yield(message) }
+        // Closed loop: the feed runs at most `window` messages ahead of the sink, as fast as the sink takes them.
+        var next: Int64 = 1
+        let total = Int64(messages)
+        while sink.position < total {
+            let target = min(total, sink.position + Int64(window))
+            while next <= target {
+                let message = FeedMessage(sequence: next, payload: Array("m\(next)".utf8))
+                for feed in feeds { feed.continuation.yield(message) }
+                next += 1
+            }
+            try await Task.sleep(for: .microseconds(200))
+            guard boottime() - start < 120_000_000_000 else { throw BenchError("the sink did not reach \(messages) within 120 s") }
         }
-        try await waitUntil("the sink reaches \(messages)", timeout: .seconds(60), every: .milliseconds(1)) { sink.position >= Int64(messages) }
         let (cpu1, server1) = (processCPUSeconds(), cpuSeconds(ofProcessesNamed: "postgres"))
         let stamps = sink.stamps
         let end = stamps.first { $0.position >= Int64(messages) }?.at ?? boottime()
@@ -210,9 +229,12 @@ struct ContinuityBenchmark: AsyncParsableCommand {
             previous = reached
             second += 1_000_000_000
         }
+        let instants = [start] + stamps.map(\.at)
+        let longestStall = zip(instants, instants.dropFirst()).map { Double($1 - $0) / 1e6 }.max() ?? 0
         return ThroughputRun(
             mode: mode, perSecond: Double(messages) / (Double(end - start) / 1e9), windows: windows,
-            cpuSeconds: cpu1 - cpu0, serverCPUSeconds: server1 - server0, batches: stamps.count
+            cpuSeconds: cpu1 - cpu0, serverCPUSeconds: server1 - server0, batches: stamps.count,
+            longestStall: longestStall, activations: mode == .off ? 1 : watchers.map(\.activations).reduce(0, +)
         )
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import PostgresNIO
 import Synchronization
 import Understudy
 import UnderstudyCore
@@ -54,6 +55,9 @@ struct ContinuityBenchmark: AsyncParsableCommand {
 
     @Option(name: .customLong("lag-duration"), help: "How long the lag part feeds at each rate.")
     var lagDuration = "10s"
+
+    @Option(name: .customLong("lag-feed"), help: "The lag part's feeds, comma-separated: memory (an in-process stream per member) or postgres (a LISTEN connection per member on one notification channel, as the examples' feed).")
+    var lagFeed = "memory,postgres"
 
     @Option(help: "How often a standby reads the checkpoint (ContinuityPublisher's pollInterval).")
     var poll = "200ms"
@@ -246,25 +250,31 @@ struct ContinuityBenchmark: AsyncParsableCommand {
         let store = try await PostgresStore(url: url, logger: quietLogger)
         let rates = lagRates.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let seconds = try parseDuration(lagDuration)
-        say("## Standby lag: 1 active and \(standbys) standbys in this process, each with its own feed stream from one paced generator; " +
+        say("## Standby lag: 1 active and \(standbys) standbys in this process, each with its own feed from one paced generator " +
+            "(memory: an in-process stream each, fed every 1 ms; postgres: a LISTEN connection each on one notification channel, " +
+            "pg_notify every 10 ms as the examples' generator does); " +
             "standbys read the checkpoint every \(poll); \(seconds.formatted) per rate; every instant on CLOCK_BOOTTIME")
         say("received: when the publisher's feed loop took message n (one queue hop before its state machine appends it to the backlog); " +
             "published: when the sink's answer accepting n returned to the active; confirmed: when the active's checkpoint write covering n returned accepted; " +
             "trimmed: when a standby's checkpoint read covering n returned (it then drops n from its backlog)\n")
         var rows: [[String]] = []
-        for rate in rates {
-            note("continuity lag: \(rate) messages/s for \(seconds.formatted)")
-            for (label, values) in try await lagRun(rate: rate, duration: seconds, url: url, store: store) {
-                guard let d = Distribution(milliseconds: values) else { continue }
-                rows.append(["\(rate)", label, "\(d.samples)", ms(d.min), ms(d.p50), ms(d.p90), ms(d.p99), ms(d.max)])
+        let kinds = lagFeed.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard kinds.allSatisfy({ ["memory", "postgres"].contains($0) }) else { throw ValidationError("--lag-feed takes memory and postgres") }
+        for kind in kinds {
+            for rate in rates {
+                note("continuity lag: \(kind) feed, \(rate) messages/s for \(seconds.formatted)")
+                for (label, values) in try await lagRun(rate: rate, duration: seconds, url: url, store: store, channel: kind == "postgres") {
+                    guard let d = Distribution(milliseconds: values) else { continue }
+                    rows.append([kind, "\(rate)", label, "\(d.samples)", ms(d.min), ms(d.p50), ms(d.p90), ms(d.p99), ms(d.max)])
+                }
             }
         }
         try? await store.close()
-        say(table(["msg/s", "interval (ms)", "n", "min", "p50", "p90", "p99", "max"], rows))
+        say(table(["feed", "msg/s", "interval (ms)", "n", "min", "p50", "p90", "p99", "max"], rows))
         say("")
     }
 
-    private func lagRun(rate: Int, duration: Duration, url: String, store: PostgresStore) async throws -> [(String, [Double])] {
+    private func lagRun(rate: Int, duration: Duration, url: String, store: PostgresStore, channel: Bool) async throws -> [(String, [Double])] {
         let run = String(UUID().uuidString.lowercased().prefix(8))
         let group = try GroupName("cont-lag-\(run)")
         let base = try await PostgresContinuitySink(url: url, stream: "cont-lag-\(run)", logger: quietLogger)
@@ -274,6 +284,14 @@ struct ContinuityBenchmark: AsyncParsableCommand {
         let members = 1 + standbys
         let feeds = (0..<members).map { _ in AsyncStream<FeedMessage>.makeStream() }
         let receipts = (0..<members).map { _ in ReceiptStamps(count: count) }
+        let channelName = "cont_lag_\(run)"
+        let listeners: [NotificationListener] = try channel ? (0..<members).map { index in
+            try NotificationListener(url: url, channel: channelName, into: feeds[index].continuation)
+        } : []
+        defer {
+            for listener in listeners { listener.stop() }
+        }
+        for listener in listeners { try await listener.waitUntilListening() }
         let checkpoints = (0..<members).map { _ in StampingCheckpoints(store) }
         var tasks: [Task<Void, any Error>] = []
         var all: [Member] = []
@@ -291,17 +309,21 @@ struct ContinuityBenchmark: AsyncParsableCommand {
                 index == 0 ? watcher.activations > 0 : watcher.joined
             }
         }
-        // The generator: every millisecond, the messages due by then, to every member's stream.
-        let start = boottime()
-        var next: Int64 = 1
-        while next <= Int64(count) {
-            let due = min(Int64(count), Int64(Double(boottime() - start) / 1e9 * Double(rate)) + 1)
-            while next <= due {
-                let message = FeedMessage(sequence: next, payload: Array("m\(next)".utf8))
-                for feed in feeds { feed.continuation.yield(message) }
-                next += 1
+        if channel {
+            try await notify(url: url, channel: channelName, rate: rate, count: count)
+        } else {
+            // The generator: every millisecond, the messages due by then, to every member's stream.
+            let start = boottime()
+            var next: Int64 = 1
+            while next <= Int64(count) {
+                let due = min(Int64(count), Int64(Double(boottime() - start) / 1e9 * Double(rate)) + 1)
+                while next <= due {
+                    let message = FeedMessage(sequence: next, payload: Array("m\(next)".utf8))
+                    for feed in feeds { feed.continuation.yield(message) }
+                    next += 1
+                }
+                try await Task.sleep(for: .milliseconds(1))
             }
-            try await Task.sleep(for: .milliseconds(1))
         }
         try await waitUntil("the sink reaches \(count)", timeout: .seconds(120), every: .milliseconds(5)) { sink.position >= Int64(count) }
         // Until every standby has read a checkpoint covering the last message.
@@ -680,6 +702,83 @@ final class PlainPublisher: Sendable {
             }
         }
     }
+}
+
+// MARK: A feed on a notification channel
+
+private func feedConfiguration(_ url: String) throws -> PostgresClient.Configuration {
+    let location = try PostgresLocation(url)
+    return PostgresClient.Configuration(
+        host: location.host, port: location.port, username: location.user, password: location.password,
+        database: location.database, tls: .disable
+    )
+}
+
+/// Sends messages 1…count on `channel` at `rate`, one statement per 10 ms, as `feed-publisher generate` does.
+private func notify(url: String, channel: String, rate: Int, count: Int) async throws {
+    let client = PostgresClient(configuration: try feedConfiguration(url))
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { await client.run() }
+        defer { group.cancelAll() }
+        let start = boottime()
+        var next: Int64 = 1
+        while next <= Int64(count) {
+            let due = min(Int64(count), Int64(Double(boottime() - start) / 1e9 * Double(rate)) + 1)
+            if due >= next {
+                _ = try await client.query(
+                    "SELECT pg_notify(\(channel), s::text || ':m' || s::text) FROM generate_series(\(next)::bigint, \(due)::bigint) AS s"
+                )
+                next = due + 1
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+}
+
+/// One LISTEN connection on `channel`, yielding each `n:payload` notification as message n.
+final class NotificationListener: Sendable {
+    private final class Flag: Sendable {
+        let value = Atomic<Bool>(false)
+    }
+
+    private let task: Task<Void, Never>
+    private let listening = Flag()
+
+    init(url: String, channel: String, into continuation: AsyncStream<FeedMessage>.Continuation) throws {
+        let configuration = try feedConfiguration(url)
+        let listening = listening
+        task = Task {
+            let client = PostgresClient(configuration: configuration)
+            await withDiscardingTaskGroup { group in
+                group.addTask { await client.run() }
+                do {
+                    try await client.withConnection { connection in
+                        try await connection.listen(on: channel) { notifications in
+                            listening.value.store(true, ordering: .releasing)
+                            for try await notification in notifications {
+                                let parts = notification.payload.split(separator: ":", maxSplits: 1)
+                                guard parts.count == 2, let sequence = Int64(parts[0]) else { continue }
+                                continuation.yield(FeedMessage(sequence: sequence, payload: Array(parts[1].utf8)))
+                            }
+                        }
+                    }
+                } catch {
+                    if !Task.isCancelled { note("listening to \(channel) failed: \(error)") }
+                }
+                group.cancelAll()
+            }
+        }
+    }
+
+    func waitUntilListening() async throws {
+        let deadline = boottime() + 10_000_000_000
+        while !listening.value.load(ordering: .acquiring) {
+            guard boottime() < deadline else { throw BenchError("LISTEN did not start within 10 s") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    func stop() { task.cancel() }
 }
 
 // MARK: Processes' output and HTTP

@@ -10,6 +10,7 @@ let package = Package(
         .package(name: "Understudy", path: ".."),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
@@ -24,6 +25,8 @@ let package = Package(
                 .product(name: "UnderstudyPostgres", package: "Understudy"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                // The continuity benchmark's feed on a notification channel, as the examples' feed.
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         // The supervised child: stamps its own start on CLOCK_BOOTTIME, then waits to be killed. Plain C, so
